@@ -1,0 +1,543 @@
+//! The agent's configuration: one TOML file a clinic edits on the SD card.
+//!
+//! Every field has a default, so the agent runs with no file at all. Anything the
+//! file says wrong (an unknown key, a wrong type, a bad value) is an error that names
+//! the key and the line, and `serve` refuses to start on it: a box that silently
+//! ignores a typo in its AE title is worse than one that does not start.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the agent looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/uplink/uplink.toml";
+
+/// The complete, validated configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The DICOM listener the ultrasound machine sends to.
+    pub listener: Listener,
+    /// Where spool, queue and device key live.
+    pub storage: Storage,
+    /// Where received exams go; with none, a `dir:` outbox under the data dir.
+    #[serde(rename = "destination")]
+    pub destinations: Vec<Destination>,
+    /// Log output.
+    pub log: Log,
+}
+
+/// `[listener]`: the DICOM storage SCP.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listener {
+    /// Address to bind; `0.0.0.0` listens on every interface.
+    pub bind: IpAddr,
+    /// DICOM port (104 is the registered one and needs CAP_NET_BIND_SERVICE).
+    pub port: Port,
+    /// Our AE title: the called AE title an association must name.
+    pub ae_title: AeTitle,
+    /// Calling AE titles allowed to associate; empty allows any.
+    pub allowed_callers: Vec<AeTitle>,
+    /// Source addresses or networks (CIDR) allowed to connect; empty allows any.
+    pub allowed_addresses: Vec<ipnet::IpNet>,
+    /// Associations served at once; one more is rejected (transient, local limit exceeded).
+    pub max_associations: Bounded<1, 256>,
+    /// Largest P-DATA PDU we accept (bytes); a peer that sends more is aborted.
+    pub max_pdu_length: Bounded<4096, 1_048_576>,
+    /// Seconds an association may stay silent (while negotiating or between PDUs).
+    pub idle_timeout_secs: Bounded<1, 86_400>,
+    /// What to do with storage SOP classes this build does not know (private raw data):
+    /// `accept` queues them like any other, `reject` refuses their presentation contexts.
+    pub unknown_sop_classes: UnknownSopClasses,
+}
+
+/// `[storage]`: the data directory on the SD card.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Spool, queue and device key. Defaults to systemd's `$STATE_DIRECTORY` when the
+    /// agent runs as a service, else `./uplink-data`.
+    pub data_dir: PathBuf,
+    /// Refuse new instances (C-STORE status A700) when the data dir's filesystem has
+    /// less than this many MiB free, so the card never fills up completely.
+    pub min_free_mib: u64,
+}
+
+/// `[[destination]]`: one place every received instance is delivered to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// A short name for logs and status: letters, digits, `-` and `_`.
+    pub name: DestinationName,
+    /// `dir:PATH` for a folder.
+    pub url: DestinationUrl,
+    /// `identified` (as received), `typical` or `strict` (anonymized).
+    #[serde(default)]
+    pub profile: Profile,
+}
+
+/// `[log]`: what the agent says.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `error`, `warn`, `info`, `debug` or `trace`; `UPLINK_LOG` overrides it.
+    pub level: LogLevel,
+}
+
+impl Default for Listener {
+    fn default() -> Self {
+        Listener {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: Port(11112),
+            ae_title: AeTitle::new("UPLINK").expect("valid default AE title"),
+            allowed_callers: Vec::new(),
+            allowed_addresses: Vec::new(),
+            max_associations: Bounded(8),
+            max_pdu_length: Bounded(65_536),
+            idle_timeout_secs: Bounded(60),
+            unknown_sop_classes: UnknownSopClasses::Accept,
+        }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        let data_dir = std::env::var_os("STATE_DIRECTORY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("./uplink-data"));
+        Storage {
+            data_dir,
+            min_free_mib: 256,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: LogLevel(log::LevelFilter::Info),
+        }
+    }
+}
+
+/// Where the configuration came from, for the log and `check-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    BuiltIn,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::BuiltIn => f.write_str("built-in defaults (no config file)"),
+        }
+    }
+}
+
+/// A configuration error, worded for the person editing the file.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads the configuration from `path`, or from [`DEFAULT_CONFIG_PATH`] if it exists,
+    /// or falls back to the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<(Config, Source), ConfigError> {
+        let path = match path {
+            Some(path) => path.to_path_buf(),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => PathBuf::from(DEFAULT_CONFIG_PATH),
+            None => return Ok((Config::default().validated()?, Source::BuiltIn)),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read config file {}: {e}\n  (pass --config FILE, or run without one to use built-in defaults)",
+                path.display()
+            ))
+        })?;
+        let config = Config::parse(&text)
+            .map_err(|e| ConfigError(format!("in config file {}:\n{e}", path.display())))?;
+        Ok((config, Source::File(path)))
+    }
+
+    /// Parses and validates a configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validated()
+    }
+
+    /// Checks what no single field can check alone, and fills in the default destination.
+    fn validated(mut self) -> Result<Config, ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for destination in &self.destinations {
+            if !seen.insert(destination.name.as_str().to_owned()) {
+                return Err(ConfigError(format!(
+                    "[[destination]] name = \"{}\" is used twice: each destination needs its own name",
+                    destination.name
+                )));
+            }
+        }
+        if self.destinations.is_empty() {
+            self.destinations.push(Destination {
+                name: DestinationName("outbox".into()),
+                url: DestinationUrl::Dir(self.storage.data_dir.join("outbox")),
+                profile: Profile::Identified,
+            });
+        }
+        for destination in &self.destinations {
+            if destination.profile != Profile::Identified {
+                return Err(ConfigError(format!(
+                    "[[destination]] \"{}\": profile = \"{}\" is not available in this build yet; use \"identified\"",
+                    destination.name, destination.profile
+                )));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration always serializes")
+    }
+}
+
+/// A TCP port other than 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(d)?;
+        match u16::try_from(value) {
+            Ok(port) if port != 0 => Ok(Port(port)),
+            _ => Err(serde::de::Error::custom(format!(
+                "port {value} is out of range: use 1 to 65535 (DICOM commonly uses 104 or 11112)"
+            ))),
+        }
+    }
+}
+
+/// An integer setting that must lie within `MIN..=MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Bounded<const MIN: u64, const MAX: u64>(pub u64);
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(d)?;
+        match u64::try_from(value) {
+            Ok(v) if (MIN..=MAX).contains(&v) => Ok(Bounded(v)),
+            _ => Err(serde::de::Error::custom(format!(
+                "{value} is out of range: use {MIN} to {MAX}"
+            ))),
+        }
+    }
+}
+
+/// A DICOM Application Entity title (PS3.5 VR AE): 1 to 16 characters of the default
+/// character repertoire, no backslash or control characters, not all spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AeTitle(heapless::String<16>);
+
+impl AeTitle {
+    pub fn new(text: &str) -> Result<AeTitle, String> {
+        let trimmed = text.trim_matches(' ');
+        if trimmed.is_empty() {
+            return Err("an AE title cannot be empty or all spaces".into());
+        }
+        if let Some(c) = trimmed.chars().find(|c| !c.is_ascii() || c.is_ascii_control() || *c == '\\') {
+            return Err(format!(
+                "AE title \"{trimmed}\" has a character not allowed in AE titles ({c:?}): use letters, digits, spaces and punctuation other than \\"
+            ));
+        }
+        let mut s = heapless::String::new();
+        s.push_str(trimmed).map_err(|_| {
+            format!(
+                "AE title \"{trimmed}\" is {} characters long: DICOM allows at most 16",
+                trimmed.len()
+            )
+        })?;
+        Ok(AeTitle(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AeTitle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for AeTitle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AeTitle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        AeTitle::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What to do with storage SOP classes outside the standard's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSopClasses {
+    Accept,
+    Reject,
+}
+
+/// A destination's name: it appears in logs, status and the queue's keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct DestinationName(String);
+
+impl DestinationName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DestinationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DestinationName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if valid {
+            Ok(DestinationName(name))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "destination name \"{name}\" is not allowed: use 1 to 64 letters, digits, '-' or '_'"
+            )))
+        }
+    }
+}
+
+/// Where a destination delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestinationUrl {
+    /// A local folder that receives one Part 10 file per instance.
+    Dir(PathBuf),
+}
+
+impl fmt::Display for DestinationUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DestinationUrl::Dir(path) => write!(f, "dir:{}", path.display()),
+        }
+    }
+}
+
+impl Serialize for DestinationUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DestinationUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let url = String::deserialize(d)?;
+        if let Some(path) = url.strip_prefix("dir:") {
+            if path.is_empty() {
+                return Err(serde::de::Error::custom(
+                    "\"dir:\" needs a folder, e.g. \"dir:/var/lib/uplink/outbox\"",
+                ));
+            }
+            return Ok(DestinationUrl::Dir(PathBuf::from(path)));
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return Err(serde::de::Error::custom(format!(
+                "\"{url}\": DICOMweb destinations are not available in this build yet; use \"dir:PATH\""
+            )));
+        }
+        Err(serde::de::Error::custom(format!(
+            "\"{url}\" is not a destination URL: use \"dir:PATH\" for a folder"
+        )))
+    }
+}
+
+/// How much of the patient's identity leaves with an instance (the anonymization profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// As received: the clinic's own archive.
+    #[default]
+    Identified,
+    /// PS3.15 basic profile: the copy that may reach the patient.
+    Typical,
+    /// Everything removed or fixed: every study looks the same.
+    Strict,
+}
+
+impl Profile {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Profile::Identified => "identified",
+            Profile::Typical => "typical",
+            Profile::Strict => "strict",
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A log level filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLevel(pub log::LevelFilter);
+
+impl Serialize for LogLevel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.as_str().to_ascii_lowercase())
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(LogLevel).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "log level \"{text}\" is unknown: use error, warn, info, debug or trace"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_defaults_with_an_outbox() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.listener.port, Port(11112));
+        assert_eq!(config.listener.ae_title.as_str(), "UPLINK");
+        assert_eq!(config.destinations.len(), 1);
+        assert_eq!(config.destinations[0].name.as_str(), "outbox");
+        assert_eq!(
+            config.destinations[0].url,
+            DestinationUrl::Dir(config.storage.data_dir.join("outbox"))
+        );
+    }
+
+    #[test]
+    fn the_contract_example_parses() {
+        let config = Config::parse(
+            r#"
+[listener]
+port = 11112
+ae_title = "UPLINK"
+allowed_callers = ["US1", "US 2"]
+max_associations = 8
+
+[storage]
+data_dir = "/var/lib/uplink"
+
+[[destination]]
+name = "outbox"
+url = "dir:/var/lib/uplink/outbox"
+profile = "identified"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.listener.allowed_callers.len(), 2);
+        assert_eq!(config.storage.data_dir, PathBuf::from("/var/lib/uplink"));
+        assert_eq!(
+            config.destinations[0].url,
+            DestinationUrl::Dir("/var/lib/uplink/outbox".into())
+        );
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = error_of("[listener]\nport = 104\naetitle = \"X\"\n");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("aetitle"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let e = error_of("[listener]\nport = \"eleven\"\n");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_line() {
+        for (text, line, words) in [
+            ("[listener]\nport = 0\n", 2, "out of range"),
+            ("[listener]\nport = 70000\n", 2, "out of range"),
+            ("\n[listener]\nae_title = \"THIS_TITLE_IS_TOO_LONG\"\n", 3, "at most 16"),
+            ("[listener]\nae_title = \"   \"\n", 2, "empty"),
+            ("[listener]\nae_title = \"A\\\\B\"\n", 2, "not allowed"),
+            ("[listener]\nmax_pdu_length = 10\n", 2, "4096"),
+            ("[listener]\nallowed_addresses = [\"10.0.0.300\"]\n", 2, ""),
+            ("[listener]\nunknown_sop_classes = \"maybe\"\n", 2, "accept"),
+            ("[log]\nlevel = \"loud\"\n", 2, "unknown"),
+            ("[[destination]]\nname = \"a b\"\nurl = \"dir:/x\"\n", 2, "not allowed"),
+            ("[[destination]]\nname = \"a\"\nurl = \"ftp://x\"\n", 3, "not a destination"),
+            ("[[destination]]\nname = \"a\"\n", 1, "url"),
+        ] {
+            let e = error_of(text);
+            assert!(e.contains(&format!("line {line}")), "{text:?}: {e}");
+            assert!(e.contains(words), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_destination_names_are_refused() {
+        let e = error_of(
+            "[[destination]]\nname = \"a\"\nurl = \"dir:/x\"\n[[destination]]\nname = \"a\"\nurl = \"dir:/y\"\n",
+        );
+        assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn ae_titles_are_trimmed_and_checked() {
+        assert_eq!(AeTitle::new("  US1 ").unwrap().as_str(), "US1");
+        assert!(AeTitle::new("ÄRZT").is_err());
+        assert!(AeTitle::new("0123456789ABCDEF").is_ok());
+        assert!(AeTitle::new("0123456789ABCDEFG").is_err());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let config = Config::parse("[listener]\nport = 104\nallowed_addresses = [\"192.168.1.0/24\"]\n").unwrap();
+        let again = Config::parse(&config.to_toml()).unwrap();
+        assert_eq!(again.listener.port, Port(104));
+        assert_eq!(again.listener.allowed_addresses, config.listener.allowed_addresses);
+        assert_eq!(again.destinations.len(), 1);
+    }
+}

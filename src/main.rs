@@ -1,0 +1,107 @@
+//! uplink: the agent on a small box in an ultrasound clinic.
+//!
+//! The data flows receive → (anonymize) → queue → upload: the ultrasound machine
+//! sends exams over DICOM, the box stores them durably in its spool and delivers
+//! them to each configured destination. Configuration, events and status sit at
+//! the side.
+
+mod config;
+mod events;
+mod logging;
+mod queue;
+mod receive;
+mod serve;
+mod status;
+mod stream;
+mod upload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use config::Config;
+
+/// Exit status for a configuration error (sysexits EX_CONFIG); the systemd unit
+/// does not restart on it, since restarting cannot fix a typo.
+const EXIT_CONFIG: u8 = 78;
+/// Exit status of `status` when the agent is not running (as `systemctl status`).
+const EXIT_NOT_RUNNING: u8 = 3;
+
+#[derive(Parser)]
+#[command(version, about = "DICOM uplink agent: receive ultrasound exams, queue them durably, deliver them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: listen for DICOM, queue, deliver.
+    Serve {
+        /// Configuration file [default: /etc/uplink/uplink.toml if present, else built-in defaults]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration and print the effective settings.
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Show the agent's state: queue, destinations, last error and success.
+    Status {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the raw status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = match &cli.command {
+        Command::Serve { config } | Command::CheckConfig { config } | Command::Status { config, .. } => config.clone(),
+    };
+    let (config, source) = match Config::load(path.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("uplink: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command {
+        Command::Serve { .. } => {
+            logging::init(config.log.level.0);
+            match serve::run(config, source) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { .. } => {
+            println!("# configuration OK: {source}\n# effective settings:\n{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Status { json, .. } => match status::Snapshot::read(&config.storage.data_dir) {
+            Ok(snapshot) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&snapshot).expect("snapshot serializes"));
+                } else {
+                    print!("{}", snapshot.render());
+                }
+                if snapshot.agent_alive() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_NOT_RUNNING)
+                }
+            }
+            Err(e) => {
+                eprintln!("uplink: {e}");
+                ExitCode::from(EXIT_NOT_RUNNING)
+            }
+        },
+    }
+}

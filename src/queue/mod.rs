@@ -1,0 +1,621 @@
+//! The durable queue: spool files on the card, indexed in sled.
+//!
+//! An instance is queued once per profile (one spool file each) and delivered once
+//! per destination using that profile. Its record in the `items` tree lists the
+//! destinations still pending; a per-destination tree orders them oldest first.
+//! The record is the truth and the per-destination trees an index rebuilt at each
+//! start; the spool files are the truth behind both, so a lost or corrupt sled is
+//! rebuilt from them. The commit order is what makes "nothing acknowledged is lost"
+//! hold: spool file fsync'd and renamed, folder fsync'd, record written and flushed,
+//! and only then may the caller answer Success.
+
+pub mod spool;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Profile;
+use spool::{FileMeta, PartFile, Spool};
+
+const ALL_PROFILES: [Profile; 3] = [Profile::Identified, Profile::Typical, Profile::Strict];
+
+/// What the queue keeps about one spool file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub profile: Profile,
+    pub size: u64,
+    /// Milliseconds since the Unix epoch.
+    pub received_ms: u64,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    /// Destinations that have not yet confirmed this instance.
+    pub pending: Vec<String>,
+}
+
+/// The next instance for a destination.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: u64,
+    pub record: Record,
+    pub path: PathBuf,
+}
+
+/// Queue figures for one destination, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationStats {
+    pub pending: u64,
+    pub pending_bytes: u64,
+    /// Age of the oldest pending instance.
+    pub oldest_pending_secs: Option<u64>,
+}
+
+/// What start-up found and repaired, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub queued: u64,
+    pub partial_files_removed: u64,
+    pub records_without_file: u64,
+    pub files_adopted: u64,
+    pub delivered_files_removed: u64,
+    pub files_without_destination: u64,
+    pub index_rebuilt: bool,
+}
+
+/// A queue error, worded for the log.
+#[derive(Debug)]
+pub enum QueueError {
+    Io(io::Error),
+    Index(sled::Error),
+    Locked(PathBuf),
+}
+
+impl std::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueError::Io(e) => write!(f, "{e}"),
+            QueueError::Index(e) => write!(f, "queue index: {e}"),
+            QueueError::Locked(dir) => write!(
+                f,
+                "another uplink agent is using {}: stop it first, or give this one another [storage] data_dir",
+                dir.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for QueueError {}
+
+impl From<io::Error> for QueueError {
+    fn from(e: io::Error) -> Self {
+        QueueError::Io(e)
+    }
+}
+
+impl From<sled::Error> for QueueError {
+    fn from(e: sled::Error) -> Self {
+        QueueError::Index(e)
+    }
+}
+
+struct Destination {
+    name: String,
+    profile: Profile,
+    pending: sled::Tree,
+    stats: Mutex<(u64, u64)>,
+    wake: smol::channel::Sender<()>,
+    woken: smol::channel::Receiver<()>,
+}
+
+/// The queue, shared by the listener (which commits) and the destination workers
+/// (which take and complete).
+pub struct Queue {
+    db: sled::Db,
+    items: sled::Tree,
+    spool: Spool,
+    data_dir: PathBuf,
+    next_id: AtomicU64,
+    min_free_bytes: u64,
+    destinations: Vec<Destination>,
+    _lock: File,
+}
+
+impl Queue {
+    /// Opens (or creates) the queue in `data_dir` for the given destinations and
+    /// reconciles it with the spool.
+    pub fn open(
+        data_dir: &Path,
+        destinations: &[(String, Profile)],
+        min_free_bytes: u64,
+    ) -> Result<(Queue, Reconciled), QueueError> {
+        fs::create_dir_all(data_dir)?;
+        let lock = lock_data_dir(data_dir)?;
+        let spool = Spool::new(data_dir);
+        let profiles: Vec<Profile> = destinations.iter().map(|(_, p)| *p).collect();
+        spool.create_dirs(&profiles)?;
+        let index = data_dir.join("queue.sled");
+        let (db, index_rebuilt) = match open_index(&index) {
+            Ok(db) => (db, false),
+            Err(e) => {
+                let aside = data_dir.join(format!("queue.sled.broken-{}", unix_ms()));
+                log::error!(
+                    "queue index {} cannot be opened ({e}); moving it to {} and rebuilding it from the spool",
+                    index.display(),
+                    aside.display()
+                );
+                fs::rename(&index, &aside)?;
+                (open_index(&index)?, true)
+            }
+        };
+        let mut queue = Queue {
+            items: db.open_tree("items")?,
+            destinations: destinations
+                .iter()
+                .map(|(name, profile)| {
+                    let (wake, woken) = smol::channel::bounded(1);
+                    Ok(Destination {
+                        name: name.clone(),
+                        profile: *profile,
+                        pending: db.open_tree(format!("pending/{name}"))?,
+                        stats: Mutex::new((0, 0)),
+                        wake,
+                        woken,
+                    })
+                })
+                .collect::<Result<_, sled::Error>>()?,
+            db,
+            spool,
+            data_dir: data_dir.to_path_buf(),
+            next_id: AtomicU64::new(0),
+            min_free_bytes,
+            _lock: lock,
+        };
+        let mut report = queue.reconcile()?;
+        report.index_rebuilt = index_rebuilt;
+        Ok((queue, report))
+    }
+
+    /// The distinct profiles in use, one spool file each per instance.
+    pub fn profiles(&self) -> Vec<Profile> {
+        let mut profiles: Vec<Profile> = Vec::new();
+        for d in &self.destinations {
+            if !profiles.contains(&d.profile) {
+                profiles.push(d.profile);
+            }
+        }
+        profiles
+    }
+
+    /// Whether the card has room for another instance above the configured floor.
+    pub fn has_room(&self) -> io::Result<bool> {
+        Ok(spool::available_bytes(&self.data_dir)? >= self.min_free_bytes)
+    }
+
+    /// Starts a spool file for one profile of an incoming instance.
+    pub fn start(&self, profile: Profile, meta: &FileMeta) -> io::Result<PartFile> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.spool.create(profile, id, meta)
+    }
+
+    /// Makes the instance durable in every profile, then records it for every
+    /// destination. When this returns Ok the instance may be acknowledged.
+    pub fn commit(&self, parts: Vec<PartFile>, sop_class_uid: &str, sop_instance_uid: &str) -> Result<(), QueueError> {
+        let received_ms = unix_ms();
+        let mut sealed = Vec::with_capacity(parts.len());
+        for part in parts {
+            let (id, profile) = (part.id, part.profile);
+            match part.seal(&self.spool.path(profile, id)) {
+                Ok((_, size)) => sealed.push((id, profile, size)),
+                Err(e) => {
+                    // Not acknowledged: take back what was already sealed.
+                    for (id, profile, _) in sealed {
+                        let _ = fs::remove_file(self.spool.path(profile, id));
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        let result = (|| -> Result<(), QueueError> {
+            for (id, profile, size) in &sealed {
+                let record = Record {
+                    profile: *profile,
+                    size: *size,
+                    received_ms,
+                    sop_class_uid: sop_class_uid.to_owned(),
+                    sop_instance_uid: sop_instance_uid.to_owned(),
+                    pending: self.destination_names(*profile),
+                };
+                self.items.insert(id.to_be_bytes(), encode(&record))?;
+                for d in self.destinations.iter().filter(|d| d.profile == *profile) {
+                    d.pending.insert(id.to_be_bytes(), &[])?;
+                }
+            }
+            self.db.flush()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for (id, profile, _) in &sealed {
+                let _ = fs::remove_file(self.spool.path(*profile, *id));
+                let _ = self.items.remove(id.to_be_bytes());
+            }
+            return Err(e);
+        }
+        for (_, profile, size) in &sealed {
+            for d in self.destinations.iter().filter(|d| d.profile == *profile) {
+                let mut stats = d.stats.lock().expect("stats lock");
+                stats.0 += 1;
+                stats.1 += size;
+                let _ = d.wake.try_send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The oldest instance pending for destination `index`.
+    pub fn oldest(&self, index: usize) -> Result<Option<Entry>, QueueError> {
+        let d = &self.destinations[index];
+        for key in d.pending.iter().keys() {
+            let key = key?;
+            let id = decode_id(&key);
+            match self.items.get(&key)?.and_then(|v| decode(&v)) {
+                Some(record) if record.pending.contains(&d.name) => {
+                    return Ok(Some(Entry {
+                        id,
+                        path: self.spool.path(record.profile, id),
+                        record,
+                    }));
+                }
+                _ => {
+                    d.pending.remove(&key)?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records that destination `index` has the instance; removes the spool file
+    /// once every destination has it.
+    pub fn complete(&self, index: usize, id: u64) -> Result<(), QueueError> {
+        let d = &self.destinations[index];
+        let key = id.to_be_bytes();
+        let mut size = 0;
+        let updated = self.items.update_and_fetch(key, |old| {
+            let mut record = decode(old?)?;
+            size = record.size;
+            record.pending.retain(|name| name != &d.name);
+            Some(encode(&record))
+        })?;
+        if let Some(record) = updated.and_then(|v| decode(&v)) {
+            if record.pending.is_empty() {
+                // File first: a crash in between leaves a record without a file,
+                // which start-up drops, never a file that would be delivered again.
+                remove_if_present(&self.spool.path(record.profile, id))?;
+                self.items.remove(key)?;
+            }
+        }
+        d.pending.remove(key)?;
+        self.db.flush()?;
+        let mut stats = d.stats.lock().expect("stats lock");
+        stats.0 = stats.0.saturating_sub(1);
+        stats.1 = stats.1.saturating_sub(size);
+        Ok(())
+    }
+
+    /// Waits until something is queued for destination `index` (or returns at once
+    /// if something was queued since the last wait).
+    pub async fn woken(&self, index: usize) {
+        let _ = self.destinations[index].woken.recv().await;
+    }
+
+    /// Per-destination figures, in configuration order.
+    pub fn stats(&self) -> Vec<(String, DestinationStats)> {
+        let now = unix_ms();
+        self.destinations
+            .iter()
+            .map(|d| {
+                let (pending, pending_bytes) = *d.stats.lock().expect("stats lock");
+                let oldest_pending_secs = d
+                    .pending
+                    .first()
+                    .ok()
+                    .flatten()
+                    .and_then(|(key, _)| self.items.get(key).ok().flatten())
+                    .and_then(|v| decode(&v))
+                    .map(|r| now.saturating_sub(r.received_ms) / 1000);
+                (
+                    d.name.clone(),
+                    DestinationStats {
+                        pending,
+                        pending_bytes,
+                        oldest_pending_secs,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Flushes the index; used on shutdown.
+    pub fn flush(&self) -> Result<(), QueueError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn destination_names(&self, profile: Profile) -> Vec<String> {
+        self.destinations
+            .iter()
+            .filter(|d| d.profile == profile)
+            .map(|d| d.name.clone())
+            .collect()
+    }
+
+    /// Brings index and spool into agreement after whatever happened before.
+    fn reconcile(&mut self) -> Result<Reconciled, QueueError> {
+        let mut report = Reconciled::default();
+        let mut files: HashMap<Profile, BTreeSet<u64>> = HashMap::new();
+        let mut max_id = None;
+        for profile in ALL_PROFILES {
+            let (complete, parts) = self.spool.scan(profile)?;
+            for part in parts {
+                fs::remove_file(&part)?;
+                report.partial_files_removed += 1;
+            }
+            max_id = max_id.max(complete.last().copied());
+            files.insert(profile, complete.into_iter().collect());
+        }
+
+        for item in self.items.iter() {
+            let (key, value) = item?;
+            let id = decode_id(&key);
+            max_id = max_id.max(Some(id));
+            let record = decode(&value);
+            let on_disk = record
+                .as_ref()
+                .and_then(|r| files.get_mut(&r.profile))
+                .is_some_and(|set| set.remove(&id));
+            match record {
+                Some(record) if on_disk && record.pending.is_empty() => {
+                    remove_if_present(&self.spool.path(record.profile, id))?;
+                    self.items.remove(&key)?;
+                    report.delivered_files_removed += 1;
+                }
+                Some(_) if on_disk => {}
+                Some(_) => {
+                    self.items.remove(&key)?;
+                    report.records_without_file += 1;
+                }
+                None => {
+                    // An unreadable record: its file, if any, is adopted below.
+                    self.items.remove(&key)?;
+                }
+            }
+        }
+
+        for (profile, ids) in &files {
+            let pending = self.destination_names(*profile);
+            for id in ids {
+                if pending.is_empty() {
+                    report.files_without_destination += 1;
+                    continue;
+                }
+                let path = self.spool.path(*profile, *id);
+                let record = adopt(&path, *profile, pending.clone())?;
+                self.items.insert(id.to_be_bytes(), encode(&record))?;
+                report.files_adopted += 1;
+            }
+        }
+
+        for d in &self.destinations {
+            d.pending.clear()?;
+        }
+        for item in self.items.iter() {
+            let (key, value) = item?;
+            let Some(record) = decode(&value) else { continue };
+            report.queued += 1;
+            for d in self.destinations.iter().filter(|d| record.pending.contains(&d.name)) {
+                d.pending.insert(&key, &[])?;
+                let mut stats = d.stats.lock().expect("stats lock");
+                stats.0 += 1;
+                stats.1 += record.size;
+            }
+        }
+        self.db.flush()?;
+        self.next_id = AtomicU64::new(max_id.map_or(1, |id| id + 1));
+        Ok(report)
+    }
+}
+
+fn open_index(path: &Path) -> Result<sled::Db, sled::Error> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(4 * 1024 * 1024)
+        .mode(sled::Mode::LowSpace)
+        .flush_every_ms(Some(1000))
+        .open()?;
+    // Reading every tree once surfaces corruption now rather than mid-delivery.
+    for name in db.tree_names() {
+        for item in db.open_tree(name)?.iter() {
+            item?;
+        }
+    }
+    Ok(db)
+}
+
+/// Holds an exclusive lock on the data dir for the life of the process, so that two
+/// agents never share a spool.
+fn lock_data_dir(data_dir: &Path) -> Result<File, QueueError> {
+    use std::os::fd::AsRawFd;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("uplink.lock"))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.kind() == io::ErrorKind::WouldBlock {
+            QueueError::Locked(data_dir.to_path_buf())
+        } else {
+            QueueError::Io(e)
+        });
+    }
+    Ok(file)
+}
+
+/// Rebuilds a record from a spool file's meta information.
+fn adopt(path: &Path, profile: Profile, pending: Vec<String>) -> io::Result<Record> {
+    let mut file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut preamble = [0u8; 128];
+    file.read_exact(&mut preamble)?;
+    let meta = dicom_object::meta::FileMetaTable::from_reader(io::BufReader::new(file))
+        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+    let received_ms = fs::metadata(path)?
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(Record {
+        profile,
+        size,
+        received_ms,
+        sop_class_uid: meta.media_storage_sop_class_uid().to_owned(),
+        sop_instance_uid: meta.media_storage_sop_instance_uid().to_owned(),
+        pending,
+    })
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn encode(record: &Record) -> Vec<u8> {
+    serde_json::to_vec(record).expect("records always serialize")
+}
+
+fn decode(bytes: &[u8]) -> Option<Record> {
+    serde_json::from_slice(bytes).ok()
+}
+
+fn decode_id(key: &[u8]) -> u64 {
+    key.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn meta(uid: &str) -> FileMeta {
+        FileMeta {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.6.1".into(),
+            sop_instance_uid: uid.into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            source_ae_title: "US1".into(),
+            deflated: false,
+        }
+    }
+
+    fn two_destinations() -> Vec<(String, Profile)> {
+        vec![("a".into(), Profile::Identified), ("b".into(), Profile::Identified)]
+    }
+
+    fn enqueue(queue: &Queue, uid: &str) {
+        let mut part = queue.start(Profile::Identified, &meta(uid)).unwrap();
+        part.write_all(b"data set bytes").unwrap();
+        queue.commit(vec![part], "1.2.840.10008.5.1.4.1.1.6.1", uid).unwrap();
+    }
+
+    #[test]
+    fn instances_are_delivered_to_every_destination_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, report) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+        assert_eq!(report, Reconciled::default());
+        enqueue(&queue, "1.2.3.1");
+        enqueue(&queue, "1.2.3.2");
+        assert_eq!(queue.stats()[0].1.pending, 2);
+        let first = queue.oldest(0).unwrap().unwrap();
+        assert_eq!(first.record.sop_instance_uid, "1.2.3.1");
+        assert!(first.path.exists());
+        queue.complete(0, first.id).unwrap();
+        assert!(first.path.exists(), "destination b still needs it");
+        assert_eq!(queue.oldest(0).unwrap().unwrap().record.sop_instance_uid, "1.2.3.2");
+        queue.complete(1, first.id).unwrap();
+        assert!(!first.path.exists());
+        assert_eq!(queue.stats()[1].1.pending, 1);
+    }
+
+    #[test]
+    fn reopening_keeps_pending_work_and_repairs_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        {
+            let (queue, _) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+            enqueue(&queue, "1.2.3.1");
+            enqueue(&queue, "1.2.3.2");
+            // A crash mid-receive leaves a part file.
+            std::mem::forget(queue.start(Profile::Identified, &meta("1.2.3.3")).unwrap());
+            // A crash after a file vanished leaves a record without its file.
+            fs::remove_file(spool.path(Profile::Identified, 2)).unwrap();
+        }
+        let (queue, report) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+        assert_eq!(report.partial_files_removed, 1);
+        assert_eq!(report.records_without_file, 1);
+        assert_eq!(report.queued, 1);
+        assert_eq!(queue.oldest(1).unwrap().unwrap().record.sop_instance_uid, "1.2.3.1");
+        enqueue(&queue, "1.2.3.4");
+        assert_eq!(queue.stats()[0].1.pending, 2, "new ids never collide with old ones");
+    }
+
+    #[test]
+    fn a_lost_index_is_rebuilt_from_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (queue, _) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+            enqueue(&queue, "1.2.3.1");
+        }
+        fs::remove_dir_all(dir.path().join("queue.sled")).unwrap();
+        fs::write(dir.path().join("queue.sled"), b"not a database").unwrap();
+        let (queue, report) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+        assert!(report.index_rebuilt);
+        assert_eq!(report.files_adopted, 1);
+        let entry = queue.oldest(0).unwrap().unwrap();
+        assert_eq!(entry.record.sop_instance_uid, "1.2.3.1");
+        assert_eq!(entry.record.pending, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_second_agent_on_the_same_data_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+        let second = Queue::open(dir.path(), &two_destinations(), 0);
+        assert!(matches!(second, Err(QueueError::Locked(_))));
+    }
+
+    #[test]
+    fn the_free_space_floor_is_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = Queue::open(dir.path(), &two_destinations(), u64::MAX).unwrap();
+        assert!(!queue.has_room().unwrap());
+        let (queue, _) = {
+            drop(queue);
+            Queue::open(dir.path(), &two_destinations(), 0).unwrap()
+        };
+        assert!(queue.has_room().unwrap());
+    }
+}

@@ -1,0 +1,273 @@
+//! The spool: one Part 10 file per queued instance, on the card.
+//!
+//! The spool is the source of truth: the queue's index can always be rebuilt from
+//! it. Files are named by queue id, never by patient data, and live in one folder
+//! per profile (`spool/identified/00000000000004d2.dcm`), so a rebuild knows which
+//! destinations each file is for. A file is written as `<id>.part`, fsync'd and
+//! renamed into place; only then does it exist as far as the queue is concerned.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use dicom_object::meta::FileMetaTableBuilder;
+use flate2::write::DeflateEncoder;
+
+use crate::config::Profile;
+use crate::receive::negotiation::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+
+pub const PART_SUFFIX: &str = "part";
+pub const FILE_SUFFIX: &str = "dcm";
+
+/// The spool's folders under the data dir.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+impl Spool {
+    pub fn new(data_dir: &Path) -> Spool {
+        Spool {
+            root: data_dir.join("spool"),
+        }
+    }
+
+    pub fn dir(&self, profile: Profile) -> PathBuf {
+        self.root.join(profile.as_str())
+    }
+
+    pub fn path(&self, profile: Profile, id: u64) -> PathBuf {
+        self.dir(profile).join(format!("{id:016x}.{FILE_SUFFIX}"))
+    }
+
+    /// Creates the folder of every profile in use.
+    pub fn create_dirs(&self, profiles: &[Profile]) -> io::Result<()> {
+        for profile in profiles {
+            fs::create_dir_all(self.dir(*profile))?;
+        }
+        Ok(())
+    }
+
+    /// Every file in a profile's folder: complete ones by id, and leftover parts.
+    pub fn scan(&self, profile: Profile) -> io::Result<(Vec<u64>, Vec<PathBuf>)> {
+        let mut complete = Vec::new();
+        let mut parts = Vec::new();
+        let dir = self.dir(profile);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((complete, parts)),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let id = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| u64::from_str_radix(s, 16).ok());
+            match (path.extension().and_then(|e| e.to_str()), id) {
+                (Some(FILE_SUFFIX), Some(id)) => complete.push(id),
+                (Some(PART_SUFFIX), _) => parts.push(path),
+                _ => {}
+            }
+        }
+        complete.sort_unstable();
+        Ok((complete, parts))
+    }
+
+    /// Starts a spool file: `<id>.part` with preamble and file meta information
+    /// written; the data set follows through the returned writer.
+    pub fn create(&self, profile: Profile, id: u64, meta: &FileMeta) -> io::Result<PartFile> {
+        let path = self.dir(profile).join(format!("{id:016x}.{PART_SUFFIX}"));
+        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let mut part = PartFile {
+            id,
+            profile,
+            path,
+            body: None,
+            error: None,
+            committed: false,
+        };
+        let mut writer = BufWriter::with_capacity(64 * 1024, file);
+        let written = write_meta(&mut writer, meta);
+        part.body = Some(if meta.deflated {
+            Body::Deflated(DeflateEncoder::new(writer, flate2::Compression::fast()))
+        } else {
+            Body::Plain(writer)
+        });
+        written.map(|()| part)
+    }
+}
+
+/// What goes into a spool file's meta information group (PS3.10 7.1).
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    pub source_ae_title: String,
+    /// Whether the data set is deflate-compressed (Deflated Explicit VR Little Endian).
+    pub deflated: bool,
+}
+
+fn write_meta(out: &mut impl Write, meta: &FileMeta) -> io::Result<()> {
+    let table = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(meta.sop_class_uid.as_str())
+        .media_storage_sop_instance_uid(meta.sop_instance_uid.as_str())
+        .transfer_syntax(meta.transfer_syntax_uid.as_str())
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+        .source_application_entity_title(meta.source_ae_title.as_str())
+        .build()
+        .map_err(|e| io::Error::other(format!("file meta information: {e}")))?;
+    out.write_all(&[0u8; 128])?;
+    out.write_all(b"DICM")?;
+    table
+        .write(out)
+        .map_err(|e| io::Error::other(format!("file meta information: {e}")))
+}
+
+enum Body {
+    Plain(BufWriter<File>),
+    Deflated(DeflateEncoder<BufWriter<File>>),
+}
+
+/// A spool file being written. Dropped before [`PartFile::seal`], it removes itself:
+/// nothing partial is ever left for the queue.
+pub struct PartFile {
+    pub id: u64,
+    pub profile: Profile,
+    path: PathBuf,
+    body: Option<Body>,
+    error: Option<io::Error>,
+    committed: bool,
+}
+
+impl PartFile {
+    /// The first write error, if any (a full disk shows up here).
+    pub fn take_error(&mut self) -> Option<io::Error> {
+        self.error.take()
+    }
+
+    /// Finishes the file and makes it durable: flush, fsync, rename into place,
+    /// fsync the folder. Returns the final path and size.
+    pub fn seal(mut self, final_path: &Path) -> io::Result<(PathBuf, u64)> {
+        let writer = match self.body.take() {
+            Some(Body::Plain(w)) => w,
+            Some(Body::Deflated(d)) => d.finish()?,
+            None => return Err(io::Error::other("spool file already sealed")),
+        };
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let size = file.metadata()?.len();
+        drop(file);
+        fs::rename(&self.path, final_path)?;
+        self.committed = true;
+        sync_dir(final_path.parent().unwrap_or(Path::new(".")))?;
+        Ok((final_path.to_path_buf(), size))
+    }
+
+    fn record(&mut self, e: io::Error) -> io::Error {
+        let copy = match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        };
+        self.error.get_or_insert(copy);
+        e
+    }
+}
+
+impl Write for PartFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let result = match self.body.as_mut() {
+            Some(Body::Plain(w)) => w.write(buf),
+            Some(Body::Deflated(d)) => d.write(buf),
+            None => Err(io::Error::other("spool file already sealed")),
+        };
+        result.map_err(|e| self.record(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = match self.body.as_mut() {
+            Some(Body::Plain(w)) => w.flush(),
+            Some(Body::Deflated(d)) => d.flush(),
+            None => Ok(()),
+        };
+        result.map_err(|e| self.record(e))
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.body = None;
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// fsync a folder, so that a rename or unlink in it survives a power cut.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Bytes available to us on the filesystem holding `path`.
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a valid NUL-terminated string and `stat` a valid out pointer.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> FileMeta {
+        FileMeta {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.6.1".into(),
+            sop_instance_uid: "1.2.3.4".into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            source_ae_title: "US1".into(),
+            deflated: false,
+        }
+    }
+
+    #[test]
+    fn dropped_part_files_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        spool.create_dirs(&[Profile::Identified]).unwrap();
+        let mut part = spool.create(Profile::Identified, 1, &meta()).unwrap();
+        part.write_all(b"half a data set").unwrap();
+        drop(part);
+        assert_eq!(spool.scan(Profile::Identified).unwrap(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn sealed_files_are_part10_and_found_by_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        spool.create_dirs(&[Profile::Identified]).unwrap();
+        let part = spool.create(Profile::Identified, 0x4d2, &meta()).unwrap();
+        let target = spool.path(Profile::Identified, 0x4d2);
+        let (path, size) = part.seal(&target).unwrap();
+        assert!(path.ends_with("00000000000004d2.dcm"));
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, size);
+        assert_eq!(&bytes[128..132], b"DICM");
+        let table = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..]).unwrap();
+        assert_eq!(table.media_storage_sop_instance_uid(), "1.2.3.4");
+        assert_eq!(spool.scan(Profile::Identified).unwrap().0, vec![0x4d2]);
+    }
+
+    #[test]
+    fn free_space_is_measured() {
+        assert!(available_bytes(Path::new("/")).unwrap() > 0);
+        assert!(available_bytes(Path::new("/no/such/dir")).is_err());
+    }
+}

@@ -1,0 +1,187 @@
+//! One association, from A-ASSOCIATE-RQ to release or abort (PS3.8 9.2 state machine,
+//! acceptor side), run on a blocking thread.
+//!
+//! Whatever a peer does, the outcome is one of: a proper RJ, a response per request,
+//! a release, or an A-ABORT with a reason — and the thread ends. Nothing it does can
+//! harm instances already queued, which the queue owns.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dicom_ul::pdu::{AbortRQSource, AssociationRJ, Pdu};
+
+use super::dimse::{self, Command, Status};
+use super::negotiation::{self, Accepted, Policy};
+use super::pdu::{DataSetReader, Fault, Next, PduStream};
+use super::store;
+use crate::config::Listener;
+use crate::events::{Board, Event};
+use crate::queue::Queue;
+
+/// What every association shares.
+pub struct Shared {
+    pub listener: Listener,
+    pub queue: Arc<Queue>,
+    pub board: Arc<Board>,
+}
+
+/// Serves one connection to its end.
+pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let timeout = Some(Duration::from_secs(shared.listener.idle_timeout_secs.0));
+    if stream.set_read_timeout(timeout).and(stream.set_write_timeout(timeout)).is_err() {
+        return;
+    }
+    let max_pdu = shared.listener.max_pdu_length.0 as u32;
+    let mut pdus = PduStream::new(stream, max_pdu);
+    let rq = match pdus.next() {
+        Ok(Next::Control(Pdu::AssociationRQ(rq))) => rq,
+        Ok(_) => {
+            log::warn!("{peer}: first PDU is not an association request; aborting");
+            abort(&mut pdus, &Fault::Unexpected("PDU before association request"));
+            return;
+        }
+        Err(fault) => {
+            log::warn!("{peer}: no association request: {fault}");
+            abort(&mut pdus, &fault);
+            return;
+        }
+    };
+    let called = rq.called_ae_title.trim().to_owned();
+    let calling = rq.calling_ae_title.trim().to_owned();
+    let policy = Policy {
+        ae_title: &shared.listener.ae_title,
+        allowed_callers: &shared.listener.allowed_callers,
+        unknown_sop_classes: shared.listener.unknown_sop_classes,
+        max_pdu,
+    };
+    let accepted = match negotiation::negotiate(rq, &policy) {
+        Ok(accepted) => accepted,
+        Err(rj) => {
+            let reason = format!("{peer} calling {calling:?} called {called:?}: {}", rj.source);
+            log::warn!("association rejected: {reason}");
+            shared.board.record(Event::AssociationRefused { reason });
+            let _ = pdus.send(&Pdu::AssociationRJ(rj));
+            return;
+        }
+    };
+    if pdus.send(&Pdu::AssociationAC(accepted.ac.clone())).is_err() {
+        return;
+    }
+    log::info!(
+        "association from {calling} ({peer}) accepted: {} of {} presentation contexts",
+        accepted.contexts.len(),
+        accepted.ac.presentation_contexts.len()
+    );
+    shared.board.record(Event::AssociationOpened);
+    let end = converse(&mut pdus, &accepted, shared);
+    shared.board.record(Event::AssociationClosed);
+    match end {
+        Ok(()) => log::info!("association from {calling} ({peer}) released"),
+        Err(Fault::Closed) => log::info!("association from {calling} ({peer}): peer closed the connection"),
+        Err(fault) => {
+            log::warn!("association from {calling} ({peer}) ended: {fault}");
+            abort(&mut pdus, &fault);
+        }
+    }
+}
+
+/// Answers requests until the peer releases (Ok) or something breaks (Err).
+fn converse<S: Read + Write>(pdus: &mut PduStream<S>, accepted: &Accepted, shared: &Shared) -> Result<(), Fault> {
+    loop {
+        let pdv = match pdus.next()? {
+            Next::Pdv(pdv) => pdv,
+            Next::Control(Pdu::ReleaseRQ) => {
+                let _ = pdus.send(&Pdu::ReleaseRP);
+                return Ok(());
+            }
+            Next::Control(Pdu::AbortRQ { .. }) => return Err(Fault::PeerAborted),
+            Next::Control(_) => return Err(Fault::Unexpected("control PDU between messages")),
+        };
+        if !pdv.is_command {
+            return Err(Fault::Unexpected("data PDV without a command"));
+        }
+        let Some(context) = accepted.contexts.iter().find(|c| c.id == pdv.context_id) else {
+            return Err(Fault::BadContext(pdv.context_id));
+        };
+        let bytes = read_command(pdus, pdv.context_id, pdv.is_last)?;
+        let command = Command::parse(&bytes).map_err(Fault::Malformed)?;
+        let (status, reason) = match command.field {
+            dimse::C_ECHO_RQ => (Status::SUCCESS, None),
+            dimse::C_STORE_RQ if command.has_data_set => {
+                let mut data = DataSetReader::new(pdus, context.id);
+                let outcome = store::receive(&mut data, &command, context, &accepted.calling_ae_title, &shared.queue)?;
+                match &outcome.reason {
+                    None => shared.board.record(Event::InstanceStored { bytes: outcome.bytes }),
+                    Some(reason) => {
+                        log::warn!("C-STORE from {} refused with {}: {reason}", accepted.calling_ae_title, outcome.status);
+                        shared.board.record(Event::InstanceRefused {
+                            status: outcome.status.0,
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+                (outcome.status, outcome.reason)
+            }
+            dimse::C_STORE_RQ => (Status::CANNOT_UNDERSTAND, Some("C-STORE-RQ without a data set".to_owned())),
+            other => {
+                if command.has_data_set {
+                    DataSetReader::new(pdus, context.id).drain()?;
+                }
+                (Status::UNRECOGNIZED_OPERATION, Some(format!("DIMSE command {other:#06x} is not provided")))
+            }
+        };
+        pdus.send_command(context.id, command.response(status, reason.as_deref()))
+            .map_err(Fault::Io)?;
+    }
+}
+
+/// Collects the fragments of a command set, which must be contiguous on one context.
+fn read_command<S: Read + Write>(pdus: &mut PduStream<S>, context_id: u8, mut last: bool) -> Result<Vec<u8>, Fault> {
+    let mut bytes = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = pdus.read_pdv(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            if bytes.len() + n > dimse::MAX_COMMAND_LENGTH {
+                return Err(Fault::Malformed("command set larger than 64 KiB".into()));
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        if last {
+            return Ok(bytes);
+        }
+        match pdus.next()? {
+            Next::Pdv(pdv) if pdv.is_command && pdv.context_id == context_id => last = pdv.is_last,
+            Next::Pdv(pdv) => return Err(Fault::BadContext(pdv.context_id)),
+            Next::Control(Pdu::AbortRQ { .. }) => return Err(Fault::PeerAborted),
+            Next::Control(_) => return Err(Fault::Unexpected("control PDU inside a command")),
+        }
+    }
+}
+
+/// Sends an A-ABORT if the fault calls for one, then closes the connection.
+fn abort(pdus: &mut PduStream<TcpStream>, fault: &Fault) {
+    if let Some(reason) = fault.abort_reason() {
+        let _ = pdus.send(&Pdu::AbortRQ {
+            source: AbortRQSource::ServiceProvider(reason),
+        });
+    }
+    let _ = pdus.get_ref().shutdown(Shutdown::Both);
+}
+
+/// Refuses a connection before negotiation (over the cap, address not allowed):
+/// reads its request so the peer gets a proper A-ASSOCIATE-RJ, then closes.
+pub fn refuse(stream: TcpStream, rj: AssociationRJ) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    let mut pdus = PduStream::new(stream, 16 * 1024);
+    if let Ok(Next::Control(Pdu::AssociationRQ(_))) = pdus.next() {
+        let _ = pdus.send(&Pdu::AssociationRJ(rj));
+    }
+    let _ = pdus.get_ref().shutdown(Shutdown::Both);
+}

@@ -1,0 +1,149 @@
+//! Receive: the DICOM listener the ultrasound machine sends its exams to.
+//!
+//! The accept loop, the association cap and shutdown are async (smol); each
+//! association runs its blocking protocol code on smol's blocking pool. On shutdown
+//! the loop stops accepting, gives running associations a grace period to finish,
+//! then cuts their connections: an instance not yet committed is simply not
+//! acknowledged, and its partial spool file removes itself.
+
+pub mod association;
+pub mod dimse;
+pub mod negotiation;
+pub mod pdu;
+pub mod sop_classes;
+pub mod store;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use smol::Async;
+
+use association::Shared;
+
+/// How long running associations may take to finish after a shutdown request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A bound listener, ready to serve.
+pub struct Listener {
+    socket: Async<TcpListener>,
+    shared: Arc<Shared>,
+}
+
+impl Listener {
+    pub fn bind(shared: Shared) -> io::Result<Listener> {
+        let address = SocketAddr::new(shared.listener.bind, shared.listener.port.0);
+        let socket = Async::<TcpListener>::bind(address).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen on {address}: {e} (is another DICOM service using the port? set [listener] port)"
+                ),
+            )
+        })?;
+        Ok(Listener {
+            socket,
+            shared: Arc::new(shared),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.get_ref().local_addr()
+    }
+
+    /// Serves until `stop` completes, then shuts down as described above.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let active = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(Mutex::new(HashMap::<u64, TcpStream>::new()));
+        let next_key = AtomicU64::new(0);
+        let mut tasks: Vec<smol::Task<()>> = Vec::new();
+        let stop = std::pin::pin!(stop);
+        let mut stop = stop;
+        loop {
+            let accepted = smol::future::or(async { Some(self.socket.accept().await) }, async {
+                (&mut stop).await;
+                None
+            })
+            .await;
+            let (stream, peer) = match accepted {
+                None => break,
+                Some(Ok(accepted)) => accepted,
+                Some(Err(e)) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    log::error!("accepting a connection failed: {e}");
+                    smol::Timer::after(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            tasks.retain(|t| !t.is_finished());
+            let Ok(stream) = into_blocking(stream) else { continue };
+            let settings = &self.shared.listener;
+            if !settings.allowed_addresses.is_empty()
+                && !settings.allowed_addresses.iter().any(|net| net.contains(&peer.ip()))
+            {
+                let reason = format!("{peer}: address not in [listener] allowed_addresses");
+                log::warn!("association rejected: {reason}");
+                self.shared.board.record(crate::events::Event::AssociationRefused { reason });
+                tasks.push(smol::spawn(smol::unblock(move || {
+                    association::refuse(stream, negotiation::address_refused())
+                })));
+                continue;
+            }
+            if active.load(Ordering::SeqCst) >= settings.max_associations.0 as usize {
+                let reason = format!("{peer}: {} associations already open (max_associations)", settings.max_associations.0);
+                log::warn!("association rejected: {reason}");
+                self.shared.board.record(crate::events::Event::AssociationRefused { reason });
+                tasks.push(smol::spawn(smol::unblock(move || association::refuse(stream, negotiation::busy()))));
+                continue;
+            }
+            let key = next_key.fetch_add(1, Ordering::Relaxed);
+            if let Ok(clone) = stream.try_clone() {
+                open.lock().expect("open lock").insert(key, clone);
+            }
+            active.fetch_add(1, Ordering::SeqCst);
+            let (shared, active, open) = (self.shared.clone(), active.clone(), open.clone());
+            tasks.push(smol::spawn(smol::unblock(move || {
+                association::serve(stream, peer, &shared);
+                open.lock().expect("open lock").remove(&key);
+                active.fetch_sub(1, Ordering::SeqCst);
+            })));
+        }
+
+        let running = active.load(Ordering::SeqCst);
+        if running > 0 {
+            log::info!("waiting up to {}s for {running} association(s) to finish", SHUTDOWN_GRACE.as_secs());
+        }
+        let all = async {
+            for task in tasks {
+                task.await;
+            }
+        };
+        let all = std::pin::pin!(all);
+        let mut all = all;
+        let finished = smol::future::or(async { (&mut all).await; true }, async {
+            smol::Timer::after(SHUTDOWN_GRACE).await;
+            false
+        })
+        .await;
+        if !finished {
+            let open = std::mem::take(&mut *open.lock().expect("open lock"));
+            log::warn!("cutting {} association(s) still open after the grace period", open.len());
+            for stream in open.values() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            all.await;
+        }
+    }
+}
+
+/// Takes an accepted socket out of the async reactor for the blocking protocol code.
+fn into_blocking(stream: Async<TcpStream>) -> io::Result<TcpStream> {
+    let stream = stream.into_inner()?;
+    stream.set_nonblocking(false)?;
+    // Without it, small responses wait for Nagle's timer: ~40 ms per C-STORE.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

@@ -1,0 +1,347 @@
+//! Association negotiation (PS3.8 7.1): answers an A-ASSOCIATE-RQ with an AC or RJ.
+//!
+//! Kept as a pure function of the request and our policy, so every refusal reason is
+//! unit-tested without a socket. dicom-ul's own negotiation is private and cannot say
+//! "local limit exceeded" or apply a SOP class policy, hence this module.
+
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_ul::pdu::{
+    AssociationAC, AssociationRJ, AssociationRJResult, AssociationRJServiceProviderASCEReason,
+    AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
+    AssociationRJSource, AssociationRQ, PresentationContextResult,
+    PresentationContextResultReason, UserVariableItem,
+};
+
+use super::sop_classes::STORAGE_SOP_CLASSES;
+use crate::config::{AeTitle, UnknownSopClasses};
+
+/// The DICOM application context name (PS3.7 A.2.1).
+const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
+/// Verification SOP class (C-ECHO).
+pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+/// The root under which the standard defines its UIDs; anything else is private.
+const STANDARD_ROOT: &str = "1.2.840.10008.";
+
+/// Our implementation class UID (a UUID-derived UID under 2.25) and version name.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.207594862461848313926407352345876301347";
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("UPLINK_", env!("CARGO_PKG_VERSION"));
+
+/// What we accept.
+pub struct Policy<'a> {
+    pub ae_title: &'a AeTitle,
+    pub allowed_callers: &'a [AeTitle],
+    pub unknown_sop_classes: UnknownSopClasses,
+    pub max_pdu: u32,
+}
+
+/// A presentation context we accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub id: u8,
+    pub abstract_syntax: String,
+    pub transfer_syntax: String,
+}
+
+/// An accepted association: the AC to send and what it agreed.
+#[derive(Debug)]
+pub struct Accepted {
+    pub ac: AssociationAC,
+    pub contexts: Vec<Context>,
+    pub calling_ae_title: String,
+}
+
+/// Answers an association request.
+pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, AssociationRJ> {
+    let reject = |source| AssociationRJ {
+        result: AssociationRJResult::Permanent,
+        source,
+    };
+    if rq.protocol_version & 1 == 0 {
+        return Err(reject(AssociationRJSource::ServiceProviderASCE(
+            AssociationRJServiceProviderASCEReason::ProtocolVersionNotSupported,
+        )));
+    }
+    if trim_uid(&rq.application_context_name) != APPLICATION_CONTEXT {
+        return Err(reject(AssociationRJSource::ServiceUser(
+            AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
+        )));
+    }
+    if rq.called_ae_title.trim() != policy.ae_title.as_str() {
+        return Err(reject(AssociationRJSource::ServiceUser(
+            AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+        )));
+    }
+    let calling = rq.calling_ae_title.trim();
+    if !policy.allowed_callers.is_empty()
+        && !policy.allowed_callers.iter().any(|ae| ae.as_str() == calling)
+    {
+        return Err(reject(AssociationRJSource::ServiceUser(
+            AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+        )));
+    }
+
+    let mut results = Vec::with_capacity(rq.presentation_contexts.len());
+    let mut contexts = Vec::new();
+    for pc in rq.presentation_contexts {
+        let abstract_syntax = trim_uid(&pc.abstract_syntax);
+        let (reason, transfer_syntax) = if !abstract_syntax_accepted(abstract_syntax, policy) {
+            (PresentationContextResultReason::AbstractSyntaxNotSupported, None)
+        } else {
+            match pc
+                .transfer_syntaxes
+                .iter()
+                .map(|ts| trim_uid(ts))
+                .find(|ts| transfer_syntax_accepted(ts))
+            {
+                Some(ts) => (PresentationContextResultReason::Acceptance, Some(ts.to_owned())),
+                None => (PresentationContextResultReason::TransferSyntaxesNotSupported, None),
+            }
+        };
+        if let Some(ts) = &transfer_syntax {
+            contexts.push(Context {
+                id: pc.id,
+                abstract_syntax: abstract_syntax.to_owned(),
+                transfer_syntax: ts.clone(),
+            });
+        }
+        results.push(PresentationContextResult {
+            id: pc.id,
+            reason,
+            // PS3.8 9.3.3.2: the field is not significant when the context is refused.
+            transfer_syntax: transfer_syntax.unwrap_or_else(|| "1.2.840.10008.1.2".into()),
+        });
+    }
+
+    Ok(Accepted {
+        ac: AssociationAC {
+            protocol_version: 1,
+            calling_ae_title: rq.calling_ae_title.clone(),
+            called_ae_title: rq.called_ae_title,
+            application_context_name: APPLICATION_CONTEXT.into(),
+            presentation_contexts: results,
+            user_variables: vec![
+                UserVariableItem::MaxLength(policy.max_pdu),
+                UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.into()),
+                UserVariableItem::ImplementationVersionName(IMPLEMENTATION_VERSION_NAME.into()),
+            ],
+        },
+        contexts,
+        calling_ae_title: calling.to_owned(),
+    })
+}
+
+/// The rejection for an association over the configured cap: transient, so the
+/// modality retries later.
+pub fn busy() -> AssociationRJ {
+    AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    }
+}
+
+/// The rejection for a source address outside the allow-list.
+pub fn address_refused() -> AssociationRJ {
+    AssociationRJ {
+        result: AssociationRJResult::Permanent,
+        source: AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::NoReasonGiven),
+    }
+}
+
+/// Whether `uid` names a standard storage SOP class.
+pub fn is_standard_storage(uid: &str) -> bool {
+    STORAGE_SOP_CLASSES.iter().any(|c| c.uid == uid)
+}
+
+fn abstract_syntax_accepted(uid: &str, policy: &Policy) -> bool {
+    if uid == VERIFICATION || is_standard_storage(uid) {
+        return true;
+    }
+    // Standard UIDs that are not storage (worklist, query/retrieve, MPPS, ...) are
+    // services we do not provide; private ones are the machines' raw data classes.
+    !uid.starts_with(STANDARD_ROOT) && policy.unknown_sop_classes == UnknownSopClasses::Accept
+}
+
+/// Transfer syntaxes are taken as offered, never transcoded: any one whose data set
+/// encoding we can parse (pixel data stays opaque).
+fn transfer_syntax_accepted(uid: &str) -> bool {
+    TransferSyntaxRegistry
+        .get(uid)
+        .is_some_and(|ts| ts.can_decode_dataset())
+}
+
+fn trim_uid(uid: &str) -> &str {
+    uid.trim_end_matches(['\0', ' '])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_ul::pdu::PresentationContextProposed;
+
+    const US_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.6.1";
+    const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+    const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+
+    fn rq(called: &str, calling: &str, contexts: &[(&str, &[&str])]) -> AssociationRQ {
+        AssociationRQ {
+            protocol_version: 1,
+            calling_ae_title: calling.into(),
+            called_ae_title: called.into(),
+            application_context_name: APPLICATION_CONTEXT.into(),
+            presentation_contexts: contexts
+                .iter()
+                .enumerate()
+                .map(|(i, (abs, ts))| PresentationContextProposed {
+                    id: (2 * i + 1) as u8,
+                    abstract_syntax: abs.to_string(),
+                    transfer_syntaxes: ts.iter().map(|t| t.to_string()).collect(),
+                })
+                .collect(),
+            user_variables: vec![UserVariableItem::MaxLength(16384)],
+        }
+    }
+
+    fn with_policy<T>(callers: &[&str], unknown: UnknownSopClasses, f: impl FnOnce(&Policy) -> T) -> T {
+        let ae = AeTitle::new("UPLINK").unwrap();
+        let callers: Vec<AeTitle> = callers.iter().map(|c| AeTitle::new(c).unwrap()).collect();
+        f(&Policy {
+            ae_title: &ae,
+            allowed_callers: &callers,
+            unknown_sop_classes: unknown,
+            max_pdu: 65536,
+        })
+    }
+
+    fn reasons(accepted: &Accepted) -> Vec<PresentationContextResultReason> {
+        accepted.ac.presentation_contexts.iter().map(|r| r.reason.clone()).collect()
+    }
+
+    #[test]
+    fn accepts_ultrasound_as_offered() {
+        let accepted = with_policy(&[], UnknownSopClasses::Accept, |p| {
+            negotiate(rq("UPLINK", "US1", &[(US_IMAGE, &[JPEG_BASELINE, EXPLICIT_LE]), (VERIFICATION, &["1.2.840.10008.1.2"])]), p)
+        })
+        .unwrap();
+        assert_eq!(accepted.contexts[0].transfer_syntax, JPEG_BASELINE);
+        assert_eq!(accepted.contexts.len(), 2);
+        assert_eq!(accepted.calling_ae_title, "US1");
+        assert!(accepted.ac.user_variables.contains(&UserVariableItem::MaxLength(65536)));
+    }
+
+    #[test]
+    fn wrong_called_ae_is_rejected_permanently() {
+        let rj = with_policy(&[], UnknownSopClasses::Accept, |p| {
+            negotiate(rq("OTHER", "US1", &[(US_IMAGE, &[EXPLICIT_LE])]), p)
+        })
+        .unwrap_err();
+        assert_eq!(rj.result, AssociationRJResult::Permanent);
+        assert_eq!(
+            rj.source,
+            AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+        );
+    }
+
+    #[test]
+    fn calling_ae_outside_allow_list_is_rejected() {
+        let rj = with_policy(&["US1"], UnknownSopClasses::Accept, |p| {
+            negotiate(rq("UPLINK", "INTRUDER", &[(US_IMAGE, &[EXPLICIT_LE])]), p)
+        })
+        .unwrap_err();
+        assert_eq!(
+            rj.source,
+            AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        );
+        assert!(with_policy(&["US1"], UnknownSopClasses::Accept, |p| {
+            negotiate(rq("UPLINK", "US1", &[(US_IMAGE, &[EXPLICIT_LE])]), p)
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn bad_protocol_version_and_context_name_are_rejected() {
+        let mut request = rq("UPLINK", "US1", &[]);
+        request.protocol_version = 2;
+        let rj = with_policy(&[], UnknownSopClasses::Accept, |p| negotiate(request, p)).unwrap_err();
+        assert!(matches!(rj.source, AssociationRJSource::ServiceProviderASCE(_)));
+        let mut request = rq("UPLINK", "US1", &[]);
+        request.application_context_name = "1.2.3".into();
+        let rj = with_policy(&[], UnknownSopClasses::Accept, |p| negotiate(request, p)).unwrap_err();
+        assert_eq!(
+            rj.source,
+            AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::ApplicationContextNameNotSupported)
+        );
+    }
+
+    #[test]
+    fn private_classes_follow_the_policy_and_standard_non_storage_is_refused() {
+        let private = "1.2.840.113619.4.30"; // a vendor raw data class
+        let worklist = "1.2.840.10008.5.1.4.31";
+        let contexts: &[(&str, &[&str])] = &[(private, &[EXPLICIT_LE]), (worklist, &[EXPLICIT_LE])];
+        let accept = with_policy(&[], UnknownSopClasses::Accept, |p| negotiate(rq("UPLINK", "US1", contexts), p)).unwrap();
+        assert_eq!(
+            reasons(&accept),
+            [PresentationContextResultReason::Acceptance, PresentationContextResultReason::AbstractSyntaxNotSupported]
+        );
+        let reject = with_policy(&[], UnknownSopClasses::Reject, |p| negotiate(rq("UPLINK", "US1", contexts), p)).unwrap();
+        assert_eq!(
+            reasons(&reject),
+            [
+                PresentationContextResultReason::AbstractSyntaxNotSupported,
+                PresentationContextResultReason::AbstractSyntaxNotSupported
+            ]
+        );
+        assert!(reject.contexts.is_empty());
+    }
+
+    #[test]
+    fn unknown_transfer_syntax_is_refused_per_context() {
+        let accepted = with_policy(&[], UnknownSopClasses::Accept, |p| {
+            negotiate(rq("UPLINK", "US1", &[(US_IMAGE, &["1.2.3.4.5"])]), p)
+        })
+        .unwrap();
+        assert_eq!(reasons(&accepted), [PresentationContextResultReason::TransferSyntaxesNotSupported]);
+    }
+
+    #[test]
+    fn every_transfer_syntax_the_issue_names_is_accepted() {
+        for ts in [
+            "1.2.840.10008.1.2",      // implicit VR little endian
+            "1.2.840.10008.1.2.1",    // explicit VR little endian
+            "1.2.840.10008.1.2.2",    // explicit VR big endian
+            "1.2.840.10008.1.2.1.99", // deflated
+            "1.2.840.10008.1.2.4.50", // JPEG baseline
+            "1.2.840.10008.1.2.4.51", // JPEG extended
+            "1.2.840.10008.1.2.4.70", // JPEG lossless
+            "1.2.840.10008.1.2.4.80", // JPEG-LS lossless
+            "1.2.840.10008.1.2.4.90", // JPEG 2000 lossless
+            "1.2.840.10008.1.2.4.91", // JPEG 2000
+            "1.2.840.10008.1.2.5",    // RLE
+            "1.2.840.10008.1.2.4.100", // MPEG-2
+            "1.2.840.10008.1.2.4.102", // MPEG-4 AVC
+            "1.2.840.10008.1.2.4.107", // HEVC
+        ] {
+            assert!(transfer_syntax_accepted(ts), "{ts}");
+        }
+    }
+
+    #[test]
+    fn ultrasound_classes_are_known_storage() {
+        for uid in [
+            "1.2.840.10008.5.1.4.1.1.6.1",    // US Image
+            "1.2.840.10008.5.1.4.1.1.3.1",    // US Multi-frame
+            "1.2.840.10008.5.1.4.1.1.6.2",    // Enhanced US Volume
+            "1.2.840.10008.5.1.4.1.1.7",      // Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.7.4",    // Multi-frame True Color SC
+            "1.2.840.10008.5.1.4.1.1.88.33",  // Comprehensive SR
+            "1.2.840.10008.5.1.4.1.1.88.22",  // Enhanced SR
+            "1.2.840.10008.5.1.4.1.1.104.1",  // Encapsulated PDF
+            "1.2.840.10008.5.1.4.1.1.77.1.4.1", // Video Photographic
+            "1.2.840.10008.5.1.4.1.1.6",      // US Image (retired)
+        ] {
+            assert!(is_standard_storage(uid), "{uid}");
+        }
+    }
+}

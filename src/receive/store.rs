@@ -1,0 +1,161 @@
+//! One C-STORE: from the data set's first fragment to a durable queue entry and a
+//! status for the response.
+//!
+//! Success is answered only after the queue has committed (spool file fsync'd and
+//! renamed, folder fsync'd, record flushed). Every other outcome removes what was
+//! written and maps to the precise status PS3.4 B.2.3 defines, with a reason for the
+//! log and the Error Comment that names no patient data.
+
+use std::io::{self, Read, Write};
+
+use dicom_encoding::Codec;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use flate2::read::DeflateDecoder;
+
+use super::dimse::{Command, Status};
+use super::negotiation::Context;
+use super::pdu::{DataSetReader, Fault};
+use crate::queue::Queue;
+use crate::queue::spool::FileMeta;
+use crate::stream::{self, Identity, Output, Transform};
+
+/// How a C-STORE ended, when the association itself survived.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: Status,
+    /// Why, for the log and the Error Comment; `None` on success.
+    pub reason: Option<String>,
+    pub bytes: u64,
+}
+
+impl Outcome {
+    fn refuse(status: Status, reason: impl Into<String>) -> Outcome {
+        Outcome {
+            status,
+            reason: Some(reason.into()),
+            bytes: 0,
+        }
+    }
+}
+
+/// Receives the data set of `command` on `context` into the queue.
+/// A `Fault` means the association broke and must end; nothing was queued then.
+pub fn receive<S: Read + Write>(
+    data: &mut DataSetReader<'_, S>,
+    command: &Command,
+    context: &Context,
+    calling_ae_title: &str,
+    queue: &Queue,
+) -> Result<Outcome, Fault> {
+    let refused = |data: &mut DataSetReader<'_, S>, status, reason: String| {
+        data.drain()?;
+        Ok(Outcome::refuse(status, reason))
+    };
+    let (Some(sop_class_uid), Some(sop_instance_uid)) =
+        (&command.affected_sop_class_uid, &command.affected_sop_instance_uid)
+    else {
+        return refused(data, Status::CANNOT_UNDERSTAND, "C-STORE-RQ lacks the affected SOP class or instance UID".into());
+    };
+    if *sop_class_uid != context.abstract_syntax {
+        return refused(
+            data,
+            Status::SOP_CLASS_NOT_SUPPORTED,
+            format!(
+                "SOP class {sop_class_uid} sent on a presentation context for {}",
+                context.abstract_syntax
+            ),
+        );
+    }
+    let Some(ts) = TransferSyntaxRegistry.get(&context.transfer_syntax) else {
+        return refused(data, Status::CANNOT_UNDERSTAND, format!("unknown transfer syntax {}", context.transfer_syntax));
+    };
+    match queue.has_room() {
+        Ok(true) => {}
+        Ok(false) => {
+            return refused(data, Status::OUT_OF_RESOURCES, "storage is below its free-space floor".into());
+        }
+        Err(e) => return refused(data, Status::OUT_OF_RESOURCES, format!("cannot check free space: {e}")),
+    }
+
+    let deflated = matches!(ts.codec(), Codec::Dataset(_));
+    let meta = FileMeta {
+        sop_class_uid: sop_class_uid.clone(),
+        sop_instance_uid: sop_instance_uid.clone(),
+        transfer_syntax_uid: context.transfer_syntax.clone(),
+        source_ae_title: calling_ae_title.to_owned(),
+        deflated,
+    };
+    let mut parts = Vec::new();
+    for profile in queue.profiles() {
+        match queue.start(profile, &meta) {
+            Ok(part) => parts.push(part),
+            Err(e) => return refused(data, Status::OUT_OF_RESOURCES, format!("cannot create spool file: {e}")),
+        }
+    }
+
+    // One transform per spool file; until anonymization arrives every profile in
+    // use is `identified` (configuration refuses the others).
+    let mut transforms: Vec<Identity> = parts.iter().map(|_| Identity).collect();
+    let copied = {
+        let outputs = parts
+            .iter_mut()
+            .zip(transforms.iter_mut())
+            .map(|(part, transform)| Output {
+                writer: part,
+                transform: transform as &mut dyn Transform,
+            })
+            .collect();
+        if deflated {
+            stream::copy(DeflateDecoder::new(&mut *data), ts, outputs)
+        } else {
+            stream::copy(&mut *data, ts, outputs)
+        }
+    };
+    if let Some(fault) = data.take_fault() {
+        return Err(fault);
+    }
+    if let Some(e) = parts.iter_mut().find_map(|p| p.take_error()) {
+        return refused(data, Status::OUT_OF_RESOURCES, storage_reason(&e));
+    }
+    let summary = match copied {
+        Ok(summary) => summary,
+        Err(reason) => return refused(data, Status::CANNOT_UNDERSTAND, reason),
+    };
+    // The data set must end where the peer said it ends.
+    data.drain()?;
+    if let Some(uid) = &summary.sop_instance_uid {
+        if uid != sop_instance_uid {
+            return Ok(Outcome::refuse(
+                Status::DATA_SET_MISMATCH,
+                "SOP Instance UID in the data set differs from the C-STORE-RQ's",
+            ));
+        }
+    }
+    if let Some(uid) = &summary.sop_class_uid {
+        if uid != sop_class_uid {
+            return Ok(Outcome::refuse(
+                Status::DATA_SET_MISMATCH,
+                "SOP Class UID in the data set differs from the C-STORE-RQ's",
+            ));
+        }
+    }
+    let bytes = data.payload_bytes();
+    match queue.commit(parts, sop_class_uid, sop_instance_uid) {
+        Ok(()) => Ok(Outcome {
+            status: Status::SUCCESS,
+            reason: None,
+            bytes,
+        }),
+        Err(crate::queue::QueueError::Io(e)) => Ok(Outcome::refuse(Status::OUT_OF_RESOURCES, storage_reason(&e))),
+        Err(e) => Ok(Outcome::refuse(Status::OUT_OF_RESOURCES, format!("cannot queue: {e}"))),
+    }
+}
+
+fn storage_reason(e: &io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        "storage full".into()
+    } else {
+        format!("storage error: {e}")
+    }
+}

@@ -1,0 +1,168 @@
+//! `uplink serve`: wires receive → queue → upload together and runs until SIGTERM
+//! or SIGINT, then shuts down cleanly (exit 0, nothing acknowledged lost).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_signal::{Signal, Signals};
+use smol::stream::StreamExt;
+
+use crate::config::{Config, Source};
+use crate::events::{Board, now_rfc3339};
+use crate::queue::Queue;
+use crate::receive::{Listener, association::Shared};
+use crate::status::{DestinationInfo, ListenerInfo, Snapshot};
+use crate::upload;
+
+/// How often the status file is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs the agent. Errors are start-up failures, worded for the person starting it.
+pub fn run(config: Config, source: Source) -> Result<(), String> {
+    let data_dir = config.storage.data_dir.clone();
+    log::info!("uplink {} starting; configuration: {source}", env!("CARGO_PKG_VERSION"));
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e} (set [storage] data_dir)", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
+    log::info!("data dir {} (spool, queue, status)", data_dir.display());
+
+    let destinations: Vec<_> = config
+        .destinations
+        .iter()
+        .map(|d| (d.name.to_string(), d.profile))
+        .collect();
+    let (queue, reconciled) = Queue::open(&data_dir, &destinations, config.storage.min_free_mib * 1024 * 1024)
+        .map_err(|e| format!("cannot open the queue in {}: {e}", data_dir.display()))?;
+    log::info!(
+        "queue: {} instance(s) pending; start-up removed {} partial file(s), {} record(s) without file, {} delivered file(s); adopted {} file(s){}",
+        reconciled.queued,
+        reconciled.partial_files_removed,
+        reconciled.records_without_file,
+        reconciled.delivered_files_removed,
+        reconciled.files_adopted,
+        if reconciled.index_rebuilt { " (index rebuilt from the spool)" } else { "" },
+    );
+    if reconciled.files_without_destination > 0 {
+        log::warn!(
+            "{} spool file(s) are kept for a profile no destination uses now; configure one to deliver them",
+            reconciled.files_without_destination
+        );
+    }
+    for d in &config.destinations {
+        log::info!("destination {}: {} (profile {})", d.name, d.url, d.profile);
+    }
+    let queue = Arc::new(queue);
+    let board = Arc::new(Board::default());
+
+    let listener = Listener::bind(Shared {
+        listener: config.listener.clone(),
+        queue: queue.clone(),
+        board: board.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    log::info!(
+        "listening for DICOM on {address} as AE title {}; exams are stored, queued and delivered to {} destination(s)",
+        config.listener.ae_title,
+        config.destinations.len()
+    );
+
+    let signals = Signals::new([Signal::Term, Signal::Int]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let started = now_rfc3339();
+    let snapshot = |running: bool| snapshot(&config, &queue, &board, &started, running);
+
+    smol::block_on(async {
+        let signal_task = smol::spawn(async move {
+            let mut signals = signals;
+            if let Some(Ok(signal)) = signals.next().await {
+                log::info!("{signal:?} received: shutting down");
+            }
+            stop_tx.close();
+        });
+        let workers: Vec<_> = config
+            .destinations
+            .iter()
+            .enumerate()
+            .map(|(index, d)| smol::spawn(upload::run(index, d.clone(), queue.clone(), board.clone(), stop_rx.clone())))
+            .collect();
+        let status_task = {
+            let stop = stop_rx.clone();
+            let data_dir = data_dir.clone();
+            async move {
+                let mut last = None;
+                while !stop.is_closed() {
+                    let current = snapshot(true);
+                    if last.as_ref().is_none_or(|l: &Snapshot| l.counters != current.counters || l.destinations != current.destinations) {
+                        if let Err(e) = current.write(&data_dir) {
+                            log::warn!("cannot write status file: {e}");
+                        }
+                        last = Some(current);
+                    }
+                    smol::future::or(
+                        async {
+                            smol::Timer::after(STATUS_INTERVAL).await;
+                        },
+                        async {
+                            let _ = stop.recv().await;
+                        },
+                    )
+                    .await;
+                }
+            }
+        };
+        let stop = stop_rx.clone();
+        smol::future::zip(
+            listener.run(async move {
+                let _ = stop.recv().await;
+            }),
+            status_task,
+        )
+        .await;
+        for worker in workers {
+            worker.await;
+        }
+        signal_task.cancel().await;
+    });
+
+    queue.flush().map_err(|e| format!("cannot flush the queue: {e}"))?;
+    if let Err(e) = snapshot(false).write(&data_dir) {
+        log::warn!("cannot write status file: {e}");
+    }
+    log::info!("stopped cleanly");
+    Ok(())
+}
+
+fn snapshot(config: &Config, queue: &Queue, board: &Board, started: &str, running: bool) -> Snapshot {
+    let counters = board.counters();
+    let destinations = config
+        .destinations
+        .iter()
+        .zip(queue.stats())
+        .map(|(d, (_, stats))| {
+            let c = counters.destinations.get(d.name.as_str()).cloned().unwrap_or_default();
+            DestinationInfo {
+                name: d.name.to_string(),
+                url: d.url.to_string(),
+                profile: d.profile.to_string(),
+                queue: stats,
+                delivered: c.delivered,
+                last_success: c.last_success,
+                last_error: c.last_error,
+            }
+        })
+        .collect();
+    Snapshot {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        started: started.to_owned(),
+        updated: now_rfc3339(),
+        running,
+        listener: ListenerInfo {
+            port: config.listener.port.0,
+            ae_title: config.listener.ae_title.to_string(),
+        },
+        counters,
+        destinations,
+    }
+}

@@ -1,0 +1,192 @@
+//! `uplink status`: the agent's state as a technician reads it.
+//!
+//! The running agent writes `status.json` in its data dir (atomically, about once a
+//! second when something changed); `uplink status` reads it, so it works without
+//! touching the queue the agent holds, and still says something useful — with the
+//! time it was last true — when the agent is not running. No patient data is in it.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Counters, Stamped};
+use crate::queue::DestinationStats;
+
+pub const STATUS_FILE: &str = "status.json";
+
+/// The snapshot in `status.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: String,
+    pub pid: u32,
+    pub started: String,
+    pub updated: String,
+    /// False once the agent has shut down cleanly.
+    pub running: bool,
+    pub listener: ListenerInfo,
+    pub counters: Counters,
+    pub destinations: Vec<DestinationInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerInfo {
+    pub port: u16,
+    pub ae_title: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationInfo {
+    pub name: String,
+    pub url: String,
+    pub profile: String,
+    #[serde(flatten)]
+    pub queue: DestinationStats,
+    pub delivered: u64,
+    pub last_success: Option<String>,
+    pub last_error: Option<Stamped>,
+}
+
+impl Snapshot {
+    pub fn queue_depth(&self) -> u64 {
+        self.destinations.iter().map(|d| d.queue.pending).sum()
+    }
+
+    /// Writes the snapshot atomically (temp file, rename), so a reader never sees half.
+    pub fn write(&self, data_dir: &Path) -> io::Result<()> {
+        let tmp = data_dir.join(format!(".{STATUS_FILE}.tmp"));
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
+        drop(file);
+        fs::rename(tmp, data_dir.join(STATUS_FILE))
+    }
+
+    pub fn read(data_dir: &Path) -> Result<Snapshot, String> {
+        let path: PathBuf = data_dir.join(STATUS_FILE);
+        let text = fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => format!(
+                "no status in {}: the agent has not run with this data dir (start it with `uplink serve`)",
+                data_dir.display()
+            ),
+            _ => format!("cannot read {}: {e}", path.display()),
+        })?;
+        serde_json::from_slice(&text).map_err(|e| format!("{} is damaged: {e}", path.display()))
+    }
+
+    /// Whether the agent that wrote this snapshot is still alive.
+    pub fn agent_alive(&self) -> bool {
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        self.running && unsafe { libc::kill(self.pid as libc::pid_t, 0) } == 0
+    }
+
+    /// The human-readable report.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let c = &self.counters;
+        if self.agent_alive() {
+            out += &format!(
+                "uplink {}: running (pid {}, since {}), DICOM port {} as {}\n",
+                self.version, self.pid, self.started, self.listener.port, self.listener.ae_title
+            );
+        } else {
+            out += &format!("uplink: NOT RUNNING (last status from {})\n", self.updated);
+        }
+        out += &format!(
+            "received:  {} instances ({}), last {}; refused {}; associations now {}, refused {}\n",
+            c.instances_received,
+            human_bytes(c.bytes_received),
+            c.last_received.as_deref().unwrap_or("never"),
+            c.instances_refused,
+            c.associations_active,
+            c.associations_refused,
+        );
+        out += &format!("queue:     {} pending in all\n", self.queue_depth());
+        out += &format!(
+            "last error: {}\n",
+            c.last_error.as_ref().map_or("none".into(), |e| format!("{} {}", e.at, e.message))
+        );
+        for d in &self.destinations {
+            out += &format!("destination {} ({}, profile {}):\n", d.name, d.url, d.profile);
+            out += &format!(
+                "  pending {} ({}), oldest {}; delivered {}\n",
+                d.queue.pending,
+                human_bytes(d.queue.pending_bytes),
+                d.queue
+                    .oldest_pending_secs
+                    .map_or("-".into(), |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string()),
+                d.delivered,
+            );
+            out += &format!(
+                "  last success {}; last error {}\n",
+                d.last_success.as_deref().unwrap_or("never"),
+                d.last_error.as_ref().map_or("none".into(), |e| format!("{} {}", e.at, e.message))
+            );
+        }
+        out
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            version: "0.1.0".into(),
+            pid: std::process::id(),
+            started: "2026-11-25T00:00:00Z".into(),
+            updated: "2026-11-25T00:01:00Z".into(),
+            running: true,
+            listener: ListenerInfo { port: 11112, ae_title: "UPLINK".into() },
+            counters: Counters::default(),
+            destinations: vec![DestinationInfo {
+                name: "outbox".into(),
+                url: "dir:/tmp/outbox".into(),
+                profile: "identified".into(),
+                queue: DestinationStats { pending: 3, pending_bytes: 3 * 1024 * 1024, oldest_pending_secs: Some(90) },
+                delivered: 5,
+                last_success: None,
+                last_error: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        snapshot().write(dir.path()).unwrap();
+        assert_eq!(Snapshot::read(dir.path()).unwrap(), snapshot());
+    }
+
+    #[test]
+    fn render_tells_running_and_queue() {
+        let text = snapshot().render();
+        assert!(text.contains("running"), "{text}");
+        assert!(text.contains("pending 3 (3.0 MiB), oldest 1m 30s"), "{text}");
+        let mut stopped = snapshot();
+        stopped.running = false;
+        assert!(stopped.render().contains("NOT RUNNING"));
+    }
+
+    #[test]
+    fn missing_status_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Snapshot::read(dir.path()).unwrap_err().contains("uplink serve"));
+    }
+}

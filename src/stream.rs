@@ -1,0 +1,447 @@
+//! Streams one DICOM data set, token by token, from the network into spool files.
+//!
+//! This is the receive path's only contact with the data set. Element headers are
+//! parsed as they arrive (dicom-parser's lazy reader over a stateful decoder on any
+//! `Read`), and every value is copied through in small chunks, so memory stays flat
+//! whatever the size of the instance. Each output has its own [`Transform`]: the
+//! anonymization profiles plug in here, before a byte reaches the card.
+
+use std::io::{self, Read, Write};
+
+use dicom_core::header::{DataElementHeader, HasLength, Length};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::encode::EncodeTo;
+use dicom_encoding::text::SpecificCharacterSet;
+use dicom_encoding::TransferSyntax;
+use dicom_parser::dataset::lazy_read::LazyDataSetReader;
+use dicom_parser::dataset::LazyDataToken;
+use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
+use dicom_parser::stateful::encode::StatefulEncoder;
+
+/// Nesting deeper than this is refused: real objects stay under ten levels, and an
+/// endless nesting must not grow our stacks.
+pub const MAX_DEPTH: usize = 32;
+
+/// Values up to this size are read whole to be inspected; larger ones only stream.
+const INSPECT_LIMIT: u32 = 256;
+
+/// What a profile does to the data set on its way to one output.
+pub trait Transform {
+    /// Whether the element (or sequence) `header`, found at nesting `depth` (0 = top
+    /// level), goes into the output.
+    fn keep(&mut self, depth: usize, header: &DataElementHeader) -> bool;
+
+    /// Whether the output may keep the input's encoding byte for byte, including
+    /// explicit sequence and item lengths. A transform that removes or changes
+    /// anything returns false, and sequences are then written with undefined length.
+    fn preserves_encoding(&self) -> bool;
+}
+
+/// The `identified` profile: the data set exactly as received.
+pub struct Identity;
+
+impl Transform for Identity {
+    fn keep(&mut self, _depth: usize, _header: &DataElementHeader) -> bool {
+        true
+    }
+
+    fn preserves_encoding(&self) -> bool {
+        true
+    }
+}
+
+/// One output of the stream: where it writes and what transform it applies.
+pub struct Output<'a, W> {
+    pub writer: W,
+    pub transform: &'a mut dyn Transform,
+}
+
+/// What the stream saw of the instance.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub sop_class_uid: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    pub elements: u64,
+}
+
+/// The input's nesting levels, innermost last.
+#[derive(Clone, Copy)]
+enum Level {
+    Sequence { undefined: bool },
+    Item { undefined: bool },
+    PixelSequence,
+}
+
+struct Sink<'a, W: Write> {
+    encoder: StatefulEncoder<W, Box<dyn EncodeTo<W> + 'a>>,
+    transform: &'a mut dyn Transform,
+    preserve: bool,
+    /// While set, this sink is inside a removed sequence that began at this depth.
+    skip_from: Option<usize>,
+    /// Whether this sink takes the value being copied.
+    active: bool,
+}
+
+/// Copies a data set from `source` (encoded in `ts`) into every output. The error
+/// explains what in the data set could not be read or written; the caller tells a
+/// network fault or a full disk from a malformed data set by asking the reader and
+/// the writers, which keep their own errors.
+pub fn copy<R: Read, W: Write>(
+    source: R,
+    ts: &TransferSyntax,
+    outputs: Vec<Output<'_, W>>,
+) -> Result<Summary, String> {
+    let decoder = StatefulDecoder::new_with(source, ts, SpecificCharacterSet::default(), 0)
+        .map_err(|e| format!("cannot decode transfer syntax {}: {e}", ts.uid()))?;
+    let mut reader = LazyDataSetReader::new(decoder);
+    let mut sinks = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let encoder: Box<dyn EncodeTo<W>> = ts
+            .encoder_for::<W>()
+            .ok_or_else(|| format!("cannot encode transfer syntax {}", ts.uid()))?;
+        let preserve = output.transform.preserves_encoding();
+        sinks.push(Sink {
+            encoder: StatefulEncoder::new(output.writer, encoder, SpecificCharacterSet::default()),
+            transform: output.transform,
+            preserve,
+            skip_from: None,
+            active: false,
+        });
+    }
+
+    let mut levels: Vec<Level> = Vec::new();
+    let mut summary = Summary::default();
+    let werr = |e: dicom_parser::stateful::encode::Error| format!("write failed: {e}");
+
+    while let Some(token) = reader.advance() {
+        let token = token.map_err(|e| format!("malformed data set: {e}"))?;
+        let depth = levels.len();
+        match token {
+            // The value token that follows carries the same header.
+            LazyDataToken::ElementHeader(_) => {}
+            LazyDataToken::SequenceStart { tag, len } => {
+                if depth >= MAX_DEPTH {
+                    return Err(format!("data set nests deeper than {MAX_DEPTH} levels"));
+                }
+                let header = DataElementHeader::new(tag, VR::SQ, len);
+                for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+                    if sink.transform.keep(depth, &header) {
+                        let len = if sink.preserve { len } else { Length::UNDEFINED };
+                        sink.encoder.encode_element_header(DataElementHeader::new(tag, VR::SQ, len)).map_err(werr)?;
+                    } else {
+                        sink.skip_from = Some(depth);
+                    }
+                }
+                levels.push(Level::Sequence { undefined: len.is_undefined() });
+            }
+            LazyDataToken::PixelSequenceStart => {
+                let header = DataElementHeader::new(tags::PIXEL_DATA, VR::OB, Length::UNDEFINED);
+                for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+                    if sink.transform.keep(depth, &header) {
+                        sink.encoder.encode_element_header(header).map_err(werr)?;
+                    } else {
+                        sink.skip_from = Some(depth);
+                    }
+                }
+                levels.push(Level::PixelSequence);
+            }
+            LazyDataToken::ItemStart { len } => {
+                if depth >= MAX_DEPTH {
+                    return Err(format!("data set nests deeper than {MAX_DEPTH} levels"));
+                }
+                let in_pixel_data = matches!(levels.last(), Some(Level::PixelSequence));
+                for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+                    // Fragments keep their (always explicit) length.
+                    let len = if sink.preserve || in_pixel_data { len } else { Length::UNDEFINED };
+                    sink.encoder.encode_item_header(len.0).map_err(werr)?;
+                }
+                levels.push(Level::Item { undefined: len.is_undefined() });
+            }
+            LazyDataToken::ItemEnd => {
+                let Some(Level::Item { undefined }) = levels.pop() else {
+                    return Err("malformed data set: item end outside an item".into());
+                };
+                let in_pixel_data = matches!(levels.last(), Some(Level::PixelSequence));
+                for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+                    if !in_pixel_data && (undefined || !sink.preserve) {
+                        sink.encoder.encode_item_delimiter().map_err(werr)?;
+                    }
+                }
+            }
+            LazyDataToken::SequenceEnd => {
+                let closed = levels.pop();
+                let undefined = match closed {
+                    Some(Level::Sequence { undefined }) => undefined,
+                    Some(Level::PixelSequence) => true,
+                    _ => return Err("malformed data set: sequence end outside a sequence".into()),
+                };
+                let depth = levels.len();
+                for sink in sinks.iter_mut() {
+                    match sink.skip_from {
+                        Some(from) if from == depth => sink.skip_from = None,
+                        Some(_) => {}
+                        None if undefined || !sink.preserve => {
+                            sink.encoder.encode_sequence_delimiter().map_err(werr)?
+                        }
+                        None => {}
+                    }
+                }
+            }
+            LazyDataToken::LazyValue { header, decoder } => {
+                summary.elements += 1;
+                let len = header.length().0;
+                let inspect = depth == 0
+                    && (header.tag == tags::SOP_CLASS_UID || header.tag == tags::SOP_INSTANCE_UID)
+                    && len <= INSPECT_LIMIT;
+                for sink in sinks.iter_mut() {
+                    sink.active = sink.skip_from.is_none() && sink.transform.keep(depth, &header);
+                    if sink.active {
+                        sink.encoder.encode_element_header(header).map_err(werr)?;
+                    }
+                }
+                let mut fanout = Fanout { sinks: &mut sinks, written: 0 };
+                if inspect {
+                    let mut value = Vec::with_capacity(len as usize);
+                    decoder.read_to_vec(len, &mut value).map_err(|e| format!("malformed data set: {e}"))?;
+                    if value.len() != len as usize {
+                        return Err(truncated(header.tag, len, value.len() as u64));
+                    }
+                    fanout.write_all(&value).map_err(|e| format!("write failed: {e}"))?;
+                    let text = String::from_utf8_lossy(&value).trim_end_matches(['\0', ' ']).to_owned();
+                    if header.tag == tags::SOP_CLASS_UID {
+                        summary.sop_class_uid = Some(text);
+                    } else {
+                        summary.sop_instance_uid = Some(text);
+                    }
+                } else {
+                    decoder.read_to(len, &mut fanout).map_err(|e| format!("malformed data set: {e}"))?;
+                    if fanout.written != u64::from(len) {
+                        return Err(truncated(header.tag, len, fanout.written));
+                    }
+                }
+                if len % 2 == 1 {
+                    // The encoder wrote an even length; pad as PS3.5 6.2 says.
+                    let pad = if is_text(header.vr) { b' ' } else { 0 };
+                    for sink in sinks.iter_mut().filter(|s| s.active) {
+                        sink.encoder.write_raw_bytes(&[pad]).map_err(werr)?;
+                    }
+                }
+            }
+            LazyDataToken::LazyItemValue { len, decoder } => {
+                for sink in sinks.iter_mut() {
+                    sink.active = sink.skip_from.is_none();
+                }
+                let mut fanout = Fanout { sinks: &mut sinks, written: 0 };
+                decoder.read_to(len, &mut fanout).map_err(|e| format!("malformed data set: {e}"))?;
+                if fanout.written != u64::from(len) {
+                    return Err(truncated(Tag(0xFFFE, 0xE000), len, fanout.written));
+                }
+            }
+            other => return Err(format!("malformed data set: unexpected token {other:?}")),
+        }
+    }
+    if !levels.is_empty() {
+        return Err(format!(
+            "data set ends inside {} open sequence(s) or item(s): truncated",
+            levels.len()
+        ));
+    }
+    for sink in &mut sinks {
+        sink.encoder.flush().map_err(|e| format!("write failed: {e}"))?;
+    }
+    Ok(summary)
+}
+
+fn truncated(tag: Tag, len: u32, got: u64) -> String {
+    format!("data set truncated: element {tag} announces {len} bytes, only {got} arrived")
+}
+
+fn is_text(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::LO | VR::LT | VR::PN
+            | VR::SH | VR::ST | VR::TM | VR::UC | VR::UR | VR::UT
+    )
+}
+
+/// Writes one value's bytes to every active sink, counting them.
+struct Fanout<'s, 'a, W: Write> {
+    sinks: &'s mut [Sink<'a, W>],
+    written: u64,
+}
+
+impl<W: Write> Write for Fanout<'_, '_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for sink in self.sinks.iter_mut().filter(|s| s.active) {
+            sink.encoder.write_raw_bytes(buf).map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        self.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{DataElement, PrimitiveValue};
+    use dicom_object::InMemDicomObject;
+    use dicom_transfer_syntax_registry::entries;
+
+    fn sample() -> InMemDicomObject {
+        let item = InMemDicomObject::from_element_iter([DataElement::new(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.3.9"),
+        )]);
+        InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.6.1")),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("DOE^JANE")),
+            DataElement::new(
+                tags::REFERENCED_IMAGE_SEQUENCE,
+                VR::SQ,
+                dicom_core::value::DataSetSequence::from(vec![item]),
+            ),
+            DataElement::new(Tag(0x0009, 0x0010), VR::LO, PrimitiveValue::from("ACME")),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U8(vec![7u8; 10_000].into())),
+        ])
+    }
+
+    fn encode(object: &InMemDicomObject, ts: &TransferSyntax) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        object.write_dataset_with_ts(&mut bytes, ts).unwrap();
+        bytes
+    }
+
+    fn run(input: &[u8], ts: &TransferSyntax, transform: &mut dyn Transform) -> Result<(Vec<u8>, Summary), String> {
+        let mut out = Vec::new();
+        let summary = copy(input, ts, vec![Output { writer: &mut out, transform }])?;
+        Ok((out, summary))
+    }
+
+    #[test]
+    fn identity_preserves_every_byte_in_each_uncompressed_syntax() {
+        for ts in [
+            entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+            entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            entries::EXPLICIT_VR_BIG_ENDIAN.erased(),
+        ] {
+            let input = encode(&sample(), &ts);
+            let (output, summary) = run(&input, &ts, &mut Identity).unwrap();
+            assert_eq!(output, input, "{}", ts.name());
+            assert_eq!(summary.sop_instance_uid.as_deref(), Some("1.2.3.4"));
+            assert_eq!(summary.sop_class_uid.as_deref(), Some("1.2.840.10008.5.1.4.1.1.6.1"));
+        }
+    }
+
+    #[test]
+    fn encapsulated_pixel_data_is_copied_fragment_by_fragment() {
+        let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let mut input = encode(&sample(), &ts);
+        // Replace the native pixel data with an encapsulated one: header, empty offset
+        // table, two fragments, sequence delimiter.
+        let at = input.windows(4).position(|w| w == [0xE0, 0x7F, 0x10, 0x00]).unwrap();
+        input.truncate(at);
+        input.extend([0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        input.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        for fragment in [&[1u8, 2, 3, 4][..], &[5, 6]] {
+            input.extend([0xFE, 0xFF, 0x00, 0xE0]);
+            input.extend((fragment.len() as u32).to_le_bytes());
+            input.extend(fragment);
+        }
+        input.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+            .get("1.2.840.10008.1.2.4.50")
+            .unwrap();
+        use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+        let (output, _) = run(&input, ts, &mut Identity).unwrap();
+        assert_eq!(output, input);
+    }
+
+    /// A transform that drops private elements, as the anonymizing profiles will.
+    struct DropPrivateAndSequences;
+
+    impl Transform for DropPrivateAndSequences {
+        fn keep(&mut self, _depth: usize, header: &DataElementHeader) -> bool {
+            header.tag.group() % 2 == 0 && header.vr != VR::SQ
+        }
+        fn preserves_encoding(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn removed_elements_and_sequences_leave_a_valid_data_set() {
+        let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let input = encode(&sample(), &ts);
+        let (output, _) = run(&input, &ts, &mut DropPrivateAndSequences).unwrap();
+        let read = InMemDicomObject::read_dataset_with_ts(&output[..], &ts).unwrap();
+        assert!(read.element(Tag(0x0009, 0x0010)).is_err());
+        assert!(read.element(tags::REFERENCED_IMAGE_SEQUENCE).is_err());
+        assert_eq!(read.element(tags::PATIENT_NAME).unwrap().to_str().unwrap(), "DOE^JANE");
+        assert_eq!(read.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().len(), 10_000);
+    }
+
+    #[test]
+    fn two_outputs_get_their_own_transform() {
+        let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let input = encode(&sample(), &ts);
+        let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+        let (mut identity, mut strict) = (Identity, DropPrivateAndSequences);
+        copy(
+            &input[..],
+            &ts,
+            vec![
+                Output { writer: &mut kept, transform: &mut identity },
+                Output { writer: &mut dropped, transform: &mut strict },
+            ],
+        )
+        .unwrap();
+        assert_eq!(kept, input);
+        assert!(dropped.len() < input.len());
+    }
+
+    #[test]
+    fn truncated_values_are_reported_not_accepted() {
+        let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let input = encode(&sample(), &ts);
+        let cut = &input[..input.len() - 100];
+        let error = run(cut, &ts, &mut Identity).unwrap_err();
+        assert!(error.contains("truncated"), "{error}");
+    }
+
+    #[test]
+    fn truncation_inside_a_sequence_is_reported() {
+        let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let mut input = Vec::new();
+        // An undefined-length sequence holding one complete item, then the end of input.
+        input.extend([0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        input.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        let error = run(&input, &ts, &mut Identity).unwrap_err();
+        assert!(error.contains("truncated") || error.contains("malformed"), "{error}");
+    }
+
+    #[test]
+    fn excessive_nesting_is_refused() {
+        let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let mut input = Vec::new();
+        for _ in 0..100 {
+            input.extend([0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            input.extend([0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        let error = run(&input, &ts, &mut Identity).unwrap_err();
+        assert!(error.contains("deeper"), "{error}");
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        assert!(run(&garbage, &ts, &mut Identity).is_err());
+    }
+}

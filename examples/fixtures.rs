@@ -1,0 +1,36 @@
+//! Writes the test fixtures to files, for measurement scripts and manual checks.
+//!
+//!     cargo run --example fixtures -- image OUT.dcm UID [explicit|implicit]
+//!     cargo run --example fixtures -- jpeg OUT.dcm UID
+//!     cargo run --example fixtures -- clip OUT.dcm UID MIB
+
+#[path = "../tests/common/fixtures.rs"]
+mod common;
+
+use std::path::Path;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| usage());
+    let out = Path::new(arg(1));
+    match arg(0) {
+        "image" => {
+            let ts = match args.get(3).map(String::as_str) {
+                Some("implicit") => common::IMPLICIT_LE,
+                _ => common::EXPLICIT_LE,
+            };
+            common::write_us_image(out, arg(2), ts, 600, 800);
+        }
+        "jpeg" => common::write_jpeg_image(out, arg(2)),
+        "clip" => {
+            let mib: u64 = arg(3).parse().unwrap_or_else(|_| usage());
+            common::write_clip(out, arg(2), mib << 20);
+        }
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: fixtures image|jpeg|clip OUT.dcm UID [explicit|implicit|MIB]");
+    std::process::exit(2);
+}

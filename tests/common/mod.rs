@@ -1,0 +1,262 @@
+//! Test harness: runs the real `uplink` binary against dcmtk's real tools, with
+//! fixtures made here (no files from outside the repository).
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod fixtures;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use fixtures::*;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running agent in its own temp dir, killed when dropped.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts an agent with `extra` TOML appended to a config that sets port and data dir.
+    pub fn start(extra: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("uplink.toml");
+        let text = format!(
+            "[listener]\nport = {port}\nbind = \"127.0.0.1\"\n{extra}\n[storage]\ndata_dir = \"{}\"\nmin_free_mib = 1\n",
+            dir.path().join("data").display()
+        );
+        fs::write(&config, fix_sections(&text)).unwrap();
+        let mut agent = Agent { dir, port, config, child: None };
+        agent.spawn();
+        agent
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.data_dir().join("outbox")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// (Re)starts the process and waits until it accepts connections.
+    pub fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_uplink"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("UPLINK_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        // Wait for the log line rather than probing the port: a probe would be an
+        // association of its own, and count against the cap.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let starts = self.log().matches("listening for DICOM").count();
+        while self.log().matches("listening for DICOM").count() == starts {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited at start with {status}:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "agent did not start:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: a crash or power cut as far as the process is concerned.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "agent ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Peak resident memory of the agent so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Waits until the outbox holds `n` files (and no temp files), or panics.
+    pub fn wait_outbox(&self, n: usize) -> Vec<PathBuf> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let files = dcm_files(&self.outbox());
+            if files.len() >= n {
+                assert_eq!(files.len(), n, "more files than expected in the outbox");
+                return files;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "outbox has {} of {n} files:\n{}",
+                files.len(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every file under the spool (complete or partial).
+    pub fn spool_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for profile in ["identified", "typical", "strict"] {
+            if let Ok(entries) = fs::read_dir(self.data_dir().join("spool").join(profile)) {
+                out.extend(entries.map(|e| e.unwrap().path()));
+            }
+        }
+        out
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_uplink"))
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {out:?}"))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Merges a repeated `[listener]` header from `extra` into the first one.
+fn fix_sections(text: &str) -> String {
+    let mut out = String::new();
+    let mut seen_listener = false;
+    for line in text.lines() {
+        if line.trim() == "[listener]" {
+            if seen_listener {
+                continue;
+            }
+            seen_listener = true;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `*.dcm` files in a folder, sorted.
+pub fn dcm_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Runs a dcmtk tool (with Nagle off, as a clinic's tuned peer would).
+pub fn dcmtk(tool: &str, args: &[&str]) -> Output {
+    Command::new(tool)
+        .args(args)
+        .env("TCP_NODELAY", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool} (is dcmtk installed?): {e}"))
+}
+
+pub fn storescu(port: u16, extra: &[&str], files: &[&Path]) -> Output {
+    let port = port.to_string();
+    let mut args: Vec<&str> = vec!["-aec", "UPLINK"];
+    args.extend_from_slice(extra);
+    args.extend(["127.0.0.1", port.as_str()]);
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(files.iter().map(String::as_str));
+    dcmtk("storescu", &args)
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+
+/// Sends `files` with `storescu args` to dcmtk's own `storescp +B` (bit-preserving:
+/// it writes the data set exactly as it came off the wire) and returns its output
+/// folder: the reference our outbox must match byte for byte.
+pub fn dcmtk_reference(storescu_args: &[&str], files: &[&Path]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut scp = Command::new("storescp")
+        .args(["-aet", "UPLINK", "+B", "+xa", "-od"])
+        .arg(dir.path())
+        .arg(port.to_string())
+        .env("TCP_NODELAY", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot run storescp (is dcmtk installed?)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "storescp did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = storescu(port, storescu_args, files);
+    let _ = scp.kill();
+    let _ = scp.wait();
+    assert!(out.status.success(), "reference transfer failed: {}", text(&out));
+    dir
+}
+
+/// The file in `dir` holding SOP instance `uid`.
+pub fn file_for_instance(dir: &Path, uid: &str) -> PathBuf {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_file() && file_sop_instance(p) == uid)
+        .unwrap_or_else(|| panic!("no file for {uid} in {}", dir.display()))
+}

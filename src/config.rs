@@ -257,7 +257,10 @@ impl AeTitle {
         if trimmed.is_empty() {
             return Err("an AE title cannot be empty or all spaces".into());
         }
-        if let Some(c) = trimmed.chars().find(|c| !c.is_ascii() || c.is_ascii_control() || *c == '\\') {
+        if let Some(c) = trimmed
+            .chars()
+            .find(|c| !c.is_ascii() || c.is_ascii_control() || *c == '\\')
+        {
             return Err(format!(
                 "AE title \"{trimmed}\" has a character not allowed in AE titles ({c:?}): use letters, digits, spaces and punctuation other than \\"
             ));
@@ -499,15 +502,27 @@ profile = "identified"
         for (text, line, words) in [
             ("[listener]\nport = 0\n", 2, "out of range"),
             ("[listener]\nport = 70000\n", 2, "out of range"),
-            ("\n[listener]\nae_title = \"THIS_TITLE_IS_TOO_LONG\"\n", 3, "at most 16"),
+            (
+                "\n[listener]\nae_title = \"THIS_TITLE_IS_TOO_LONG\"\n",
+                3,
+                "at most 16",
+            ),
             ("[listener]\nae_title = \"   \"\n", 2, "empty"),
             ("[listener]\nae_title = \"A\\\\B\"\n", 2, "not allowed"),
             ("[listener]\nmax_pdu_length = 10\n", 2, "4096"),
             ("[listener]\nallowed_addresses = [\"10.0.0.300\"]\n", 2, ""),
             ("[listener]\nunknown_sop_classes = \"maybe\"\n", 2, "accept"),
             ("[log]\nlevel = \"loud\"\n", 2, "unknown"),
-            ("[[destination]]\nname = \"a b\"\nurl = \"dir:/x\"\n", 2, "not allowed"),
-            ("[[destination]]\nname = \"a\"\nurl = \"ftp://x\"\n", 3, "not a destination"),
+            (
+                "[[destination]]\nname = \"a b\"\nurl = \"dir:/x\"\n",
+                2,
+                "not allowed",
+            ),
+            (
+                "[[destination]]\nname = \"a\"\nurl = \"ftp://x\"\n",
+                3,
+                "not a destination",
+            ),
             ("[[destination]]\nname = \"a\"\n", 1, "url"),
         ] {
             let e = error_of(text);
@@ -534,10 +549,15 @@ profile = "identified"
 
     #[test]
     fn effective_config_round_trips() {
-        let config = Config::parse("[listener]\nport = 104\nallowed_addresses = [\"192.168.1.0/24\"]\n").unwrap();
+        let config =
+            Config::parse("[listener]\nport = 104\nallowed_addresses = [\"192.168.1.0/24\"]\n")
+                .unwrap();
         let again = Config::parse(&config.to_toml()).unwrap();
         assert_eq!(again.listener.port, Port(104));
-        assert_eq!(again.listener.allowed_addresses, config.listener.allowed_addresses);
+        assert_eq!(
+            again.listener.allowed_addresses,
+            config.listener.allowed_addresses
+        );
         assert_eq!(again.destinations.len(), 1);
     }
 }

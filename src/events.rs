@@ -14,15 +14,27 @@ pub enum Event {
     AssociationOpened,
     AssociationClosed,
     /// An association was refused (wrong AE title, over the cap, address not allowed).
-    AssociationRefused { reason: String },
+    AssociationRefused {
+        reason: String,
+    },
     /// An instance was stored durably and acknowledged.
-    InstanceStored { bytes: u64 },
+    InstanceStored {
+        bytes: u64,
+    },
     /// A C-STORE was answered with a failure status.
-    InstanceRefused { status: u16, reason: String },
+    InstanceRefused {
+        status: u16,
+        reason: String,
+    },
     /// A destination confirmed an instance.
-    Delivered { destination: String },
+    Delivered {
+        destination: String,
+    },
     /// A destination failed to take an instance; it stays queued.
-    DeliveryFailed { destination: String, error: String },
+    DeliveryFailed {
+        destination: String,
+        error: String,
+    },
 }
 
 /// A timestamped message, for "last error" lines.
@@ -73,7 +85,9 @@ impl Board {
         let mut c = self.counters.lock().expect("board lock");
         match event {
             Event::AssociationOpened => c.associations_active += 1,
-            Event::AssociationClosed => c.associations_active = c.associations_active.saturating_sub(1),
+            Event::AssociationClosed => {
+                c.associations_active = c.associations_active.saturating_sub(1)
+            }
             Event::AssociationRefused { reason } => {
                 c.associations_refused += 1;
                 c.last_error = Some(Stamped::now(format!("association refused: {reason}")));
@@ -85,7 +99,9 @@ impl Board {
             }
             Event::InstanceRefused { status, reason } => {
                 c.instances_refused += 1;
-                c.last_error = Some(Stamped::now(format!("C-STORE refused ({status:04X}H): {reason}")));
+                c.last_error = Some(Stamped::now(format!(
+                    "C-STORE refused ({status:04X}H): {reason}"
+                )));
             }
             Event::Delivered { destination } => {
                 let d = c.destinations.entry(destination).or_default();
@@ -94,7 +110,8 @@ impl Board {
             }
             Event::DeliveryFailed { destination, error } => {
                 let stamped = Stamped::now(format!("{destination}: {error}"));
-                c.destinations.entry(destination).or_default().last_error = Some(Stamped::now(error));
+                c.destinations.entry(destination).or_default().last_error =
+                    Some(Stamped::now(error));
                 c.last_error = Some(stamped);
             }
         }
@@ -119,13 +136,24 @@ mod tests {
         board.record(Event::AssociationOpened);
         board.record(Event::InstanceStored { bytes: 100 });
         board.record(Event::InstanceStored { bytes: 50 });
-        board.record(Event::InstanceRefused { status: 0xA700, reason: "disk full".into() });
+        board.record(Event::InstanceRefused {
+            status: 0xA700,
+            reason: "disk full".into(),
+        });
         board.record(Event::AssociationClosed);
-        board.record(Event::Delivered { destination: "outbox".into() });
-        board.record(Event::DeliveryFailed { destination: "outbox".into(), error: "read-only".into() });
+        board.record(Event::Delivered {
+            destination: "outbox".into(),
+        });
+        board.record(Event::DeliveryFailed {
+            destination: "outbox".into(),
+            error: "read-only".into(),
+        });
         let c = board.counters();
         assert_eq!(c.associations_active, 0);
-        assert_eq!((c.instances_received, c.bytes_received, c.instances_refused), (2, 150, 1));
+        assert_eq!(
+            (c.instances_received, c.bytes_received, c.instances_refused),
+            (2, 150, 1)
+        );
         assert!(c.last_error.unwrap().message.contains("outbox: read-only"));
         let d = &c.destinations["outbox"];
         assert_eq!(d.delivered, 1);

@@ -29,7 +29,10 @@ const EXIT_CONFIG: u8 = 78;
 const EXIT_NOT_RUNNING: u8 = 3;
 
 #[derive(Parser)]
-#[command(version, about = "DICOM uplink agent: receive ultrasound exams, queue them durably, deliver them")]
+#[command(
+    version,
+    about = "DICOM uplink agent: receive ultrasound exams, queue them durably, deliver them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +64,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
-        Command::Serve { config } | Command::CheckConfig { config } | Command::Status { config, .. } => config.clone(),
+        Command::Serve { config }
+        | Command::CheckConfig { config }
+        | Command::Status { config, .. } => config.clone(),
     };
     let (config, source) = match Config::load(path.as_deref()) {
         Ok(loaded) => loaded,
@@ -82,13 +87,19 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { .. } => {
-            println!("# configuration OK: {source}\n# effective settings:\n{}", config.to_toml());
+            println!(
+                "# configuration OK: {source}\n# effective settings:\n{}",
+                config.to_toml()
+            );
             ExitCode::SUCCESS
         }
         Command::Status { json, .. } => match status::Snapshot::read(&config.storage.data_dir) {
             Ok(snapshot) => {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&snapshot).expect("snapshot serializes"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&snapshot).expect("snapshot serializes")
+                    );
                 } else {
                     print!("{}", snapshot.render());
                 }

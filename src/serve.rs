@@ -20,9 +20,16 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// Runs the agent. Errors are start-up failures, worded for the person starting it.
 pub fn run(config: Config, source: Source) -> Result<(), String> {
     let data_dir = config.storage.data_dir.clone();
-    log::info!("uplink {} starting; configuration: {source}", env!("CARGO_PKG_VERSION"));
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e} (set [storage] data_dir)", data_dir.display()))?;
+    log::info!(
+        "uplink {} starting; configuration: {source}",
+        env!("CARGO_PKG_VERSION")
+    );
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        format!(
+            "cannot create data dir {}: {e} (set [storage] data_dir)",
+            data_dir.display()
+        )
+    })?;
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
     log::info!("data dir {} (spool, queue, status)", data_dir.display());
 
@@ -31,8 +38,12 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         .iter()
         .map(|d| (d.name.to_string(), d.profile))
         .collect();
-    let (queue, reconciled) = Queue::open(&data_dir, &destinations, config.storage.min_free_mib * 1024 * 1024)
-        .map_err(|e| format!("cannot open the queue in {}: {e}", data_dir.display()))?;
+    let (queue, reconciled) = Queue::open(
+        &data_dir,
+        &destinations,
+        config.storage.min_free_mib * 1024 * 1024,
+    )
+    .map_err(|e| format!("cannot open the queue in {}: {e}", data_dir.display()))?;
     log::info!(
         "queue: {} instance(s) pending; start-up removed {} partial file(s), {} record(s) without file, {} delivered file(s); adopted {} file(s){}",
         reconciled.queued,
@@ -40,7 +51,11 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         reconciled.records_without_file,
         reconciled.delivered_files_removed,
         reconciled.files_adopted,
-        if reconciled.index_rebuilt { " (index rebuilt from the spool)" } else { "" },
+        if reconciled.index_rebuilt {
+            " (index rebuilt from the spool)"
+        } else {
+            ""
+        },
     );
     if reconciled.files_without_destination > 0 {
         log::warn!(
@@ -67,7 +82,8 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         config.destinations.len()
     );
 
-    let signals = Signals::new([Signal::Term, Signal::Int]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    let signals = Signals::new([Signal::Term, Signal::Int])
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let started = now_rfc3339();
     let snapshot = |running: bool| snapshot(&config, &queue, &board, &started, running);
@@ -84,7 +100,15 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
             .destinations
             .iter()
             .enumerate()
-            .map(|(index, d)| smol::spawn(upload::run(index, d.clone(), queue.clone(), board.clone(), stop_rx.clone())))
+            .map(|(index, d)| {
+                smol::spawn(upload::run(
+                    index,
+                    d.clone(),
+                    queue.clone(),
+                    board.clone(),
+                    stop_rx.clone(),
+                ))
+            })
             .collect();
         let status_task = {
             let stop = stop_rx.clone();
@@ -93,7 +117,9 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
                 let mut last = None;
                 while !stop.is_closed() {
                     let current = snapshot(true);
-                    if last.as_ref().is_none_or(|l: &Snapshot| l.counters != current.counters || l.destinations != current.destinations) {
+                    if last.as_ref().is_none_or(|l: &Snapshot| {
+                        l.counters != current.counters || l.destinations != current.destinations
+                    }) {
                         if let Err(e) = current.write(&data_dir) {
                             log::warn!("cannot write status file: {e}");
                         }
@@ -125,7 +151,9 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         signal_task.cancel().await;
     });
 
-    queue.flush().map_err(|e| format!("cannot flush the queue: {e}"))?;
+    queue
+        .flush()
+        .map_err(|e| format!("cannot flush the queue: {e}"))?;
     if let Err(e) = snapshot(false).write(&data_dir) {
         log::warn!("cannot write status file: {e}");
     }
@@ -133,14 +161,24 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     Ok(())
 }
 
-fn snapshot(config: &Config, queue: &Queue, board: &Board, started: &str, running: bool) -> Snapshot {
+fn snapshot(
+    config: &Config,
+    queue: &Queue,
+    board: &Board,
+    started: &str,
+    running: bool,
+) -> Snapshot {
     let counters = board.counters();
     let destinations = config
         .destinations
         .iter()
         .zip(queue.stats())
         .map(|(d, (_, stats))| {
-            let c = counters.destinations.get(d.name.as_str()).cloned().unwrap_or_default();
+            let c = counters
+                .destinations
+                .get(d.name.as_str())
+                .cloned()
+                .unwrap_or_default();
             DestinationInfo {
                 name: d.name.to_string(),
                 url: d.url.to_string(),

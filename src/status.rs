@@ -104,23 +104,33 @@ impl Snapshot {
         out += &format!("queue:     {} pending in all\n", self.queue_depth());
         out += &format!(
             "last error: {}\n",
-            c.last_error.as_ref().map_or("none".into(), |e| format!("{} {}", e.at, e.message))
+            c.last_error
+                .as_ref()
+                .map_or("none".into(), |e| format!("{} {}", e.at, e.message))
         );
         for d in &self.destinations {
-            out += &format!("destination {} ({}, profile {}):\n", d.name, d.url, d.profile);
+            out += &format!(
+                "destination {} ({}, profile {}):\n",
+                d.name, d.url, d.profile
+            );
             out += &format!(
                 "  pending {} ({}), oldest {}; delivered {}\n",
                 d.queue.pending,
                 human_bytes(d.queue.pending_bytes),
                 d.queue
                     .oldest_pending_secs
-                    .map_or("-".into(), |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string()),
+                    .map_or("-".into(), |s| humantime::format_duration(
+                        std::time::Duration::from_secs(s)
+                    )
+                    .to_string()),
                 d.delivered,
             );
             out += &format!(
                 "  last success {}; last error {}\n",
                 d.last_success.as_deref().unwrap_or("never"),
-                d.last_error.as_ref().map_or("none".into(), |e| format!("{} {}", e.at, e.message))
+                d.last_error
+                    .as_ref()
+                    .map_or("none".into(), |e| format!("{} {}", e.at, e.message))
             );
         }
         out
@@ -153,13 +163,20 @@ mod tests {
             started: "2026-11-25T00:00:00Z".into(),
             updated: "2026-11-25T00:01:00Z".into(),
             running: true,
-            listener: ListenerInfo { port: 11112, ae_title: "UPLINK".into() },
+            listener: ListenerInfo {
+                port: 11112,
+                ae_title: "UPLINK".into(),
+            },
             counters: Counters::default(),
             destinations: vec![DestinationInfo {
                 name: "outbox".into(),
                 url: "dir:/tmp/outbox".into(),
                 profile: "identified".into(),
-                queue: DestinationStats { pending: 3, pending_bytes: 3 * 1024 * 1024, oldest_pending_secs: Some(90) },
+                queue: DestinationStats {
+                    pending: 3,
+                    pending_bytes: 3 * 1024 * 1024,
+                    oldest_pending_secs: Some(90),
+                },
                 delivered: 5,
                 last_success: None,
                 last_error: None,
@@ -178,7 +195,10 @@ mod tests {
     fn render_tells_running_and_queue() {
         let text = snapshot().render();
         assert!(text.contains("running"), "{text}");
-        assert!(text.contains("pending 3 (3.0 MiB), oldest 1m 30s"), "{text}");
+        assert!(
+            text.contains("pending 3 (3.0 MiB), oldest 1m 30s"),
+            "{text}"
+        );
         let mut stopped = snapshot();
         stopped.running = false;
         assert!(stopped.render().contains("NOT RUNNING"));
@@ -187,6 +207,10 @@ mod tests {
     #[test]
     fn missing_status_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(Snapshot::read(dir.path()).unwrap_err().contains("uplink serve"));
+        assert!(
+            Snapshot::read(dir.path())
+                .unwrap_err()
+                .contains("uplink serve")
+        );
     }
 }

@@ -11,11 +11,11 @@ use std::io::{self, Read, Write};
 use dicom_core::header::{DataElementHeader, HasLength, Length};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntax;
 use dicom_encoding::encode::EncodeTo;
 use dicom_encoding::text::SpecificCharacterSet;
-use dicom_encoding::TransferSyntax;
-use dicom_parser::dataset::lazy_read::LazyDataSetReader;
 use dicom_parser::dataset::LazyDataToken;
+use dicom_parser::dataset::lazy_read::LazyDataSetReader;
 use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
 use dicom_parser::stateful::encode::StatefulEncoder;
 
@@ -127,13 +127,21 @@ pub fn copy<R: Read, W: Write>(
                 let header = DataElementHeader::new(tag, VR::SQ, len);
                 for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
                     if sink.transform.keep(depth, &header) {
-                        let len = if sink.preserve { len } else { Length::UNDEFINED };
-                        sink.encoder.encode_element_header(DataElementHeader::new(tag, VR::SQ, len)).map_err(werr)?;
+                        let len = if sink.preserve {
+                            len
+                        } else {
+                            Length::UNDEFINED
+                        };
+                        sink.encoder
+                            .encode_element_header(DataElementHeader::new(tag, VR::SQ, len))
+                            .map_err(werr)?;
                     } else {
                         sink.skip_from = Some(depth);
                     }
                 }
-                levels.push(Level::Sequence { undefined: len.is_undefined() });
+                levels.push(Level::Sequence {
+                    undefined: len.is_undefined(),
+                });
             }
             LazyDataToken::PixelSequenceStart => {
                 let header = DataElementHeader::new(tags::PIXEL_DATA, VR::OB, Length::UNDEFINED);
@@ -153,10 +161,16 @@ pub fn copy<R: Read, W: Write>(
                 let in_pixel_data = matches!(levels.last(), Some(Level::PixelSequence));
                 for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
                     // Fragments keep their (always explicit) length.
-                    let len = if sink.preserve || in_pixel_data { len } else { Length::UNDEFINED };
+                    let len = if sink.preserve || in_pixel_data {
+                        len
+                    } else {
+                        Length::UNDEFINED
+                    };
                     sink.encoder.encode_item_header(len.0).map_err(werr)?;
                 }
-                levels.push(Level::Item { undefined: len.is_undefined() });
+                levels.push(Level::Item {
+                    undefined: len.is_undefined(),
+                });
             }
             LazyDataToken::ItemEnd => {
                 let Some(Level::Item { undefined }) = levels.pop() else {
@@ -200,22 +214,33 @@ pub fn copy<R: Read, W: Write>(
                         sink.encoder.encode_element_header(header).map_err(werr)?;
                     }
                 }
-                let mut fanout = Fanout { sinks: &mut sinks, written: 0 };
+                let mut fanout = Fanout {
+                    sinks: &mut sinks,
+                    written: 0,
+                };
                 if inspect {
                     let mut value = Vec::with_capacity(len as usize);
-                    decoder.read_to_vec(len, &mut value).map_err(|e| format!("malformed data set: {e}"))?;
+                    decoder
+                        .read_to_vec(len, &mut value)
+                        .map_err(|e| format!("malformed data set: {e}"))?;
                     if value.len() != len as usize {
                         return Err(truncated(header.tag, len, value.len() as u64));
                     }
-                    fanout.write_all(&value).map_err(|e| format!("write failed: {e}"))?;
-                    let text = String::from_utf8_lossy(&value).trim_end_matches(['\0', ' ']).to_owned();
+                    fanout
+                        .write_all(&value)
+                        .map_err(|e| format!("write failed: {e}"))?;
+                    let text = String::from_utf8_lossy(&value)
+                        .trim_end_matches(['\0', ' '])
+                        .to_owned();
                     if header.tag == tags::SOP_CLASS_UID {
                         summary.sop_class_uid = Some(text);
                     } else {
                         summary.sop_instance_uid = Some(text);
                     }
                 } else {
-                    decoder.read_to(len, &mut fanout).map_err(|e| format!("malformed data set: {e}"))?;
+                    decoder
+                        .read_to(len, &mut fanout)
+                        .map_err(|e| format!("malformed data set: {e}"))?;
                     if fanout.written != u64::from(len) {
                         return Err(truncated(header.tag, len, fanout.written));
                     }
@@ -232,8 +257,13 @@ pub fn copy<R: Read, W: Write>(
                 for sink in sinks.iter_mut() {
                     sink.active = sink.skip_from.is_none();
                 }
-                let mut fanout = Fanout { sinks: &mut sinks, written: 0 };
-                decoder.read_to(len, &mut fanout).map_err(|e| format!("malformed data set: {e}"))?;
+                let mut fanout = Fanout {
+                    sinks: &mut sinks,
+                    written: 0,
+                };
+                decoder
+                    .read_to(len, &mut fanout)
+                    .map_err(|e| format!("malformed data set: {e}"))?;
                 if fanout.written != u64::from(len) {
                     return Err(truncated(Tag(0xFFFE, 0xE000), len, fanout.written));
                 }
@@ -248,7 +278,9 @@ pub fn copy<R: Read, W: Write>(
         ));
     }
     for sink in &mut sinks {
-        sink.encoder.flush().map_err(|e| format!("write failed: {e}"))?;
+        sink.encoder
+            .flush()
+            .map_err(|e| format!("write failed: {e}"))?;
     }
     Ok(summary)
 }
@@ -260,8 +292,22 @@ fn truncated(tag: Tag, len: u32, got: u64) -> String {
 fn is_text(vr: VR) -> bool {
     matches!(
         vr,
-        VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::LO | VR::LT | VR::PN
-            | VR::SH | VR::ST | VR::TM | VR::UC | VR::UR | VR::UT
+        VR::AE
+            | VR::AS
+            | VR::CS
+            | VR::DA
+            | VR::DS
+            | VR::DT
+            | VR::IS
+            | VR::LO
+            | VR::LT
+            | VR::PN
+            | VR::SH
+            | VR::ST
+            | VR::TM
+            | VR::UC
+            | VR::UR
+            | VR::UT
     )
 }
 
@@ -274,7 +320,9 @@ struct Fanout<'s, 'a, W: Write> {
 impl<W: Write> Write for Fanout<'_, '_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         for sink in self.sinks.iter_mut().filter(|s| s.active) {
-            sink.encoder.write_raw_bytes(buf).map_err(|e| io::Error::other(e.to_string()))?;
+            sink.encoder
+                .write_raw_bytes(buf)
+                .map_err(|e| io::Error::other(e.to_string()))?;
         }
         self.written += buf.len() as u64;
         Ok(buf.len())
@@ -299,8 +347,16 @@ mod tests {
             PrimitiveValue::from("1.2.3.9"),
         )]);
         InMemDicomObject::from_element_iter([
-            DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.6.1")),
-            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")),
+            DataElement::new(
+                tags::SOP_CLASS_UID,
+                VR::UI,
+                PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.6.1"),
+            ),
+            DataElement::new(
+                tags::SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from("1.2.3.4"),
+            ),
             DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("DOE^JANE")),
             DataElement::new(
                 tags::REFERENCED_IMAGE_SEQUENCE,
@@ -308,7 +364,11 @@ mod tests {
                 dicom_core::value::DataSetSequence::from(vec![item]),
             ),
             DataElement::new(Tag(0x0009, 0x0010), VR::LO, PrimitiveValue::from("ACME")),
-            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U8(vec![7u8; 10_000].into())),
+            DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OW,
+                PrimitiveValue::U8(vec![7u8; 10_000].into()),
+            ),
         ])
     }
 
@@ -318,9 +378,20 @@ mod tests {
         bytes
     }
 
-    fn run(input: &[u8], ts: &TransferSyntax, transform: &mut dyn Transform) -> Result<(Vec<u8>, Summary), String> {
+    fn run(
+        input: &[u8],
+        ts: &TransferSyntax,
+        transform: &mut dyn Transform,
+    ) -> Result<(Vec<u8>, Summary), String> {
         let mut out = Vec::new();
-        let summary = copy(input, ts, vec![Output { writer: &mut out, transform }])?;
+        let summary = copy(
+            input,
+            ts,
+            vec![Output {
+                writer: &mut out,
+                transform,
+            }],
+        )?;
         Ok((out, summary))
     }
 
@@ -335,7 +406,10 @@ mod tests {
             let (output, summary) = run(&input, &ts, &mut Identity).unwrap();
             assert_eq!(output, input, "{}", ts.name());
             assert_eq!(summary.sop_instance_uid.as_deref(), Some("1.2.3.4"));
-            assert_eq!(summary.sop_class_uid.as_deref(), Some("1.2.840.10008.5.1.4.1.1.6.1"));
+            assert_eq!(
+                summary.sop_class_uid.as_deref(),
+                Some("1.2.840.10008.5.1.4.1.1.6.1")
+            );
         }
     }
 
@@ -345,9 +419,14 @@ mod tests {
         let mut input = encode(&sample(), &ts);
         // Replace the native pixel data with an encapsulated one: header, empty offset
         // table, two fragments, sequence delimiter.
-        let at = input.windows(4).position(|w| w == [0xE0, 0x7F, 0x10, 0x00]).unwrap();
+        let at = input
+            .windows(4)
+            .position(|w| w == [0xE0, 0x7F, 0x10, 0x00])
+            .unwrap();
         input.truncate(at);
-        input.extend([0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        input.extend([
+            0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
         input.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
         for fragment in [&[1u8, 2, 3, 4][..], &[5, 6]] {
             input.extend([0xFE, 0xFF, 0x00, 0xE0]);
@@ -383,8 +462,18 @@ mod tests {
         let read = InMemDicomObject::read_dataset_with_ts(&output[..], &ts).unwrap();
         assert!(read.element(Tag(0x0009, 0x0010)).is_err());
         assert!(read.element(tags::REFERENCED_IMAGE_SEQUENCE).is_err());
-        assert_eq!(read.element(tags::PATIENT_NAME).unwrap().to_str().unwrap(), "DOE^JANE");
-        assert_eq!(read.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().len(), 10_000);
+        assert_eq!(
+            read.element(tags::PATIENT_NAME).unwrap().to_str().unwrap(),
+            "DOE^JANE"
+        );
+        assert_eq!(
+            read.element(tags::PIXEL_DATA)
+                .unwrap()
+                .to_bytes()
+                .unwrap()
+                .len(),
+            10_000
+        );
     }
 
     #[test]
@@ -397,8 +486,14 @@ mod tests {
             &input[..],
             &ts,
             vec![
-                Output { writer: &mut kept, transform: &mut identity },
-                Output { writer: &mut dropped, transform: &mut strict },
+                Output {
+                    writer: &mut kept,
+                    transform: &mut identity,
+                },
+                Output {
+                    writer: &mut dropped,
+                    transform: &mut strict,
+                },
             ],
         )
         .unwrap();
@@ -420,10 +515,15 @@ mod tests {
         let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
         let mut input = Vec::new();
         // An undefined-length sequence holding one complete item, then the end of input.
-        input.extend([0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        input.extend([
+            0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
         input.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
         let error = run(&input, &ts, &mut Identity).unwrap_err();
-        assert!(error.contains("truncated") || error.contains("malformed"), "{error}");
+        assert!(
+            error.contains("truncated") || error.contains("malformed"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -431,7 +531,9 @@ mod tests {
         let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
         let mut input = Vec::new();
         for _ in 0..100 {
-            input.extend([0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            input.extend([
+                0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+            ]);
             input.extend([0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
         }
         let error = run(&input, &ts, &mut Identity).unwrap_err();
@@ -441,7 +543,9 @@ mod tests {
     #[test]
     fn garbage_is_malformed() {
         let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
-        let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let garbage: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         assert!(run(&garbage, &ts, &mut Identity).is_err());
     }
 }

@@ -9,15 +9,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use dicom_ul::pdu::{
-    AssociationRQ, PresentationContextProposed, Pdu, UserVariableItem,
-};
+use dicom_ul::pdu::{AssociationRQ, Pdu, PresentationContextProposed, UserVariableItem};
 
 fn fixtures(dir: &std::path::Path, n: usize, ts: &str, prefix: &str) -> Vec<PathBuf> {
     (1..=n)
         .map(|i| {
             let path = dir.join(format!("{prefix}{i}.dcm"));
-            write_us_image(&path, &format!("1.2.826.0.1.3680043.10.2.{prefix_n}.{i}", prefix_n = prefix.len()), ts, 60, 80);
+            write_us_image(
+                &path,
+                &format!(
+                    "1.2.826.0.1.3680043.10.2.{prefix_n}.{i}",
+                    prefix_n = prefix.len()
+                ),
+                ts,
+                60,
+                80,
+            );
             path
         })
         .collect()
@@ -31,7 +38,11 @@ fn echo_succeeds_and_wrong_called_ae_is_rejected() {
     assert!(ok.status.success(), "{}", text(&ok));
     let wrong = dcmtk("echoscu", &["-aec", "SOMEONE", "127.0.0.1", &port]);
     assert!(!wrong.status.success());
-    assert!(text(&wrong).contains("Called AE Title Not Recognized"), "{}", text(&wrong));
+    assert!(
+        text(&wrong).contains("Called AE Title Not Recognized"),
+        "{}",
+        text(&wrong)
+    );
     assert!(agent.log().contains("called AE title not recognized"));
 }
 
@@ -47,10 +58,21 @@ fn assert_preserved_like_dcmtk(agent: &Agent, storescu_args: &[&str], files: &[P
         let uid = file_sop_instance(original);
         let ours = agent.outbox().join(format!("{uid}.dcm"));
         let theirs = file_for_instance(reference.path(), &uid);
-        assert_eq!(file_transfer_syntax(&ours), file_transfer_syntax(&theirs), "{uid}");
-        assert!(same_data_set(&ours, &theirs), "data set of {uid} differs from dcmtk's bit-preserving copy");
+        assert_eq!(
+            file_transfer_syntax(&ours),
+            file_transfer_syntax(&theirs),
+            "{uid}"
+        );
+        assert!(
+            same_data_set(&ours, &theirs),
+            "data set of {uid} differs from dcmtk's bit-preserving copy"
+        );
         let dump = dcmtk("dcmdump", &["-q", "+M", ours.to_str().unwrap()]);
-        assert!(dump.status.success(), "dcmdump cannot read {uid}: {}", text(&dump));
+        assert!(
+            dump.status.success(),
+            "dcmdump cannot read {uid}: {}",
+            text(&dump)
+        );
     }
 }
 
@@ -70,7 +92,11 @@ fn a_study_in_explicit_and_implicit_vr_and_jpeg_lands_byte_for_byte() {
     // Delivered instances leave the spool.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !agent.spool_files().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "{:?}", agent.spool_files());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            agent.spool_files()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(1500));
@@ -90,7 +116,10 @@ fn big_endian_and_deflated_data_sets_are_kept_as_sent() {
         ("+td", "deflated.dcm", "1.2.840.10008.1.2.1.99", "-xd"),
     ] {
         let path = input.path().join(name);
-        let out = dcmtk("dcmconv", &[flag, source.to_str().unwrap(), path.to_str().unwrap()]);
+        let out = dcmtk(
+            "dcmconv",
+            &[flag, source.to_str().unwrap(), path.to_str().unwrap()],
+        );
         assert!(out.status.success(), "{}", text(&out));
         assert_eq!(file_transfer_syntax(&path), uid);
         let agent = Agent::start("");
@@ -105,8 +134,14 @@ fn big_endian_and_deflated_data_sets_are_kept_as_sent() {
             let ours = agent.wait_outbox(1).remove(0);
             let theirs = file_for_instance(reference.path(), "1.2.826.0.1.3680043.10.3.1");
             let inflate = |p: &std::path::Path| {
-                let out = input.path().join(format!("inflated-{}", p.file_name().unwrap().to_string_lossy()));
-                let done = dcmtk("dcmconv", &["+te", p.to_str().unwrap(), out.to_str().unwrap()]);
+                let out = input.path().join(format!(
+                    "inflated-{}",
+                    p.file_name().unwrap().to_string_lossy()
+                ));
+                let done = dcmtk(
+                    "dcmconv",
+                    &["+te", p.to_str().unwrap(), out.to_str().unwrap()],
+                );
                 assert!(done.status.success(), "{}", text(&done));
                 out
             };
@@ -134,19 +169,36 @@ fn a_multiframe_clip_streams_with_flat_memory() {
 fn calling_ae_allow_list_is_enforced() {
     let agent = Agent::start("[listener]\nallowed_callers = [\"US1\"]");
     let port = agent.port.to_string();
-    let refused = dcmtk("echoscu", &["-aet", "LAPTOP", "-aec", "UPLINK", "127.0.0.1", &port]);
+    let refused = dcmtk(
+        "echoscu",
+        &["-aet", "LAPTOP", "-aec", "UPLINK", "127.0.0.1", &port],
+    );
     assert!(!refused.status.success());
-    assert!(text(&refused).contains("Calling AE Title Not Recognized"), "{}", text(&refused));
-    let allowed = dcmtk("echoscu", &["-aet", "US1", "-aec", "UPLINK", "127.0.0.1", &port]);
+    assert!(
+        text(&refused).contains("Calling AE Title Not Recognized"),
+        "{}",
+        text(&refused)
+    );
+    let allowed = dcmtk(
+        "echoscu",
+        &["-aet", "US1", "-aec", "UPLINK", "127.0.0.1", &port],
+    );
     assert!(allowed.status.success(), "{}", text(&allowed));
 }
 
 #[test]
 fn source_address_allow_list_is_enforced() {
     let agent = Agent::start("[listener]\nallowed_addresses = [\"10.9.8.0/24\"]");
-    let refused = dcmtk("echoscu", &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()]);
+    let refused = dcmtk(
+        "echoscu",
+        &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()],
+    );
     assert!(!refused.status.success());
-    assert!(text(&refused).contains("Rejected Permanent"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("Rejected Permanent"),
+        "{}",
+        text(&refused)
+    );
 }
 
 fn private_class_fixture(dir: &std::path::Path) -> PathBuf {
@@ -189,7 +241,11 @@ fn unknown_sop_classes_follow_the_policy() {
     let rejecting = Agent::start("[listener]\nunknown_sop_classes = \"reject\"");
     let out = storescu(rejecting.port, &args, &[&raw]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("No Acceptable Presentation Contexts"), "{}", text(&out));
+    assert!(
+        text(&out).contains("No Acceptable Presentation Contexts"),
+        "{}",
+        text(&out)
+    );
     assert!(dcm_files(&rejecting.outbox()).is_empty());
 
     let accepting = Agent::start("");
@@ -203,26 +259,36 @@ fn below_the_free_space_floor_stores_are_refused_with_a700() {
     let mut agent = Agent::start("");
     // Rewrite the config with an impossible floor and restart.
     agent.kill9();
-    let config = fs::read_to_string(&agent.config).unwrap().replace("min_free_mib = 1", "min_free_mib = 1000000000");
+    let config = fs::read_to_string(&agent.config)
+        .unwrap()
+        .replace("min_free_mib = 1", "min_free_mib = 1000000000");
     fs::write(&agent.config, config).unwrap();
     agent.spawn();
     let input = tempfile::tempdir().unwrap();
     let files = fixtures(input.path(), 2, EXPLICIT_LE, "f");
     let out = storescu(agent.port, &["-v", "-R", "-nh"], &[&files[0], &files[1]]);
     let said = text(&out);
-    assert!(said.matches("Refused: OutOfResources").count() == 2, "{said}");
+    assert!(
+        said.matches("Refused: OutOfResources").count() == 2,
+        "{said}"
+    );
     assert!(dcm_files(&agent.outbox()).is_empty());
     assert!(agent.spool_files().is_empty());
     assert!(agent.log().contains("free-space floor"));
     // The association itself survived: echo still works.
-    let echo = dcmtk("echoscu", &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()]);
+    let echo = dcmtk(
+        "echoscu",
+        &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()],
+    );
     assert!(echo.status.success());
 }
 
 /// Opens a raw association (verification only) and returns the socket after the AC.
 fn raw_association(port: u16) -> TcpStream {
     let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let rq = Pdu::AssociationRQ(AssociationRQ {
         protocol_version: 1,
         calling_ae_title: "RAW".into(),
@@ -251,15 +317,24 @@ fn raw_association(port: u16) -> TcpStream {
 fn associations_over_the_cap_are_rejected_transiently() {
     let agent = Agent::start("[listener]\nmax_associations = 1");
     let _held = raw_association(agent.port);
-    let out = dcmtk("echoscu", &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()]);
+    let out = dcmtk(
+        "echoscu",
+        &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()],
+    );
     assert!(!out.status.success());
     let said = text(&out);
-    assert!(said.contains("Rejected Transient") && said.contains("Local Limit Exceeded"), "{said}");
+    assert!(
+        said.contains("Rejected Transient") && said.contains("Local Limit Exceeded"),
+        "{said}"
+    );
     drop(_held);
     // Once the held one is gone, the slot frees.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let out = dcmtk("echoscu", &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()]);
+        let out = dcmtk(
+            "echoscu",
+            &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()],
+        );
         if out.status.success() {
             break;
         }
@@ -281,9 +356,17 @@ fn an_oversized_pdu_is_aborted_and_leaves_nothing() {
     assert_eq!(reply[8], 2, "source: service provider");
     assert_eq!(reply[9], 6, "reason: invalid PDU parameter");
     let mut rest = Vec::new();
-    assert_eq!(socket.read_to_end(&mut rest).unwrap(), 0, "connection closed after the abort");
+    assert_eq!(
+        socket.read_to_end(&mut rest).unwrap(),
+        0,
+        "connection closed after the abort"
+    );
     assert!(agent.spool_files().is_empty());
-    assert!(agent.log().contains("exceeds the negotiated maximum"), "{}", agent.log());
+    assert!(
+        agent.log().contains("exceeds the negotiated maximum"),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -301,21 +384,39 @@ fn a_client_killed_mid_instance_leaves_no_partial_data() {
         .unwrap();
     // Wait until a part file exists, then kill the sender mid-instance.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !agent.spool_files().iter().any(|p| p.extension().is_some_and(|e| e == "part")) {
-        assert!(std::time::Instant::now() < deadline, "transfer never started:\n{}", agent.log());
+    while !agent
+        .spool_files()
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "part"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transfer never started:\n{}",
+            agent.log()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !agent.spool_files().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "{:?}", agent.spool_files());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            agent.spool_files()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
     assert!(dcm_files(&agent.outbox()).is_empty());
-    let echo = dcmtk("echoscu", &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()]);
-    assert!(echo.status.success(), "agent still serves after a broken client");
+    let echo = dcmtk(
+        "echoscu",
+        &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()],
+    );
+    assert!(
+        echo.status.success(),
+        "agent still serves after a broken client"
+    );
 }
 
 #[test]

@@ -205,7 +205,12 @@ impl Queue {
 
     /// Makes the instance durable in every profile, then records it for every
     /// destination. When this returns Ok the instance may be acknowledged.
-    pub fn commit(&self, parts: Vec<PartFile>, sop_class_uid: &str, sop_instance_uid: &str) -> Result<(), QueueError> {
+    pub fn commit(
+        &self,
+        parts: Vec<PartFile>,
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+    ) -> Result<(), QueueError> {
         let received_ms = unix_ms();
         let mut sealed = Vec::with_capacity(parts.len());
         for part in parts {
@@ -415,9 +420,15 @@ impl Queue {
         }
         for item in self.items.iter() {
             let (key, value) = item?;
-            let Some(record) = decode(&value) else { continue };
+            let Some(record) = decode(&value) else {
+                continue;
+            };
             report.queued += 1;
-            for d in self.destinations.iter().filter(|d| record.pending.contains(&d.name)) {
+            for d in self
+                .destinations
+                .iter()
+                .filter(|d| record.pending.contains(&d.name))
+            {
                 d.pending.insert(&key, &[])?;
                 let mut stats = d.stats.lock().expect("stats lock");
                 stats.0 += 1;
@@ -532,13 +543,18 @@ mod tests {
     }
 
     fn two_destinations() -> Vec<(String, Profile)> {
-        vec![("a".into(), Profile::Identified), ("b".into(), Profile::Identified)]
+        vec![
+            ("a".into(), Profile::Identified),
+            ("b".into(), Profile::Identified),
+        ]
     }
 
     fn enqueue(queue: &Queue, uid: &str) {
         let mut part = queue.start(Profile::Identified, &meta(uid)).unwrap();
         part.write_all(b"data set bytes").unwrap();
-        queue.commit(vec![part], "1.2.840.10008.5.1.4.1.1.6.1", uid).unwrap();
+        queue
+            .commit(vec![part], "1.2.840.10008.5.1.4.1.1.6.1", uid)
+            .unwrap();
     }
 
     #[test]
@@ -554,7 +570,10 @@ mod tests {
         assert!(first.path.exists());
         queue.complete(0, first.id).unwrap();
         assert!(first.path.exists(), "destination b still needs it");
-        assert_eq!(queue.oldest(0).unwrap().unwrap().record.sop_instance_uid, "1.2.3.2");
+        assert_eq!(
+            queue.oldest(0).unwrap().unwrap().record.sop_instance_uid,
+            "1.2.3.2"
+        );
         queue.complete(1, first.id).unwrap();
         assert!(!first.path.exists());
         assert_eq!(queue.stats()[1].1.pending, 1);
@@ -577,9 +596,16 @@ mod tests {
         assert_eq!(report.partial_files_removed, 1);
         assert_eq!(report.records_without_file, 1);
         assert_eq!(report.queued, 1);
-        assert_eq!(queue.oldest(1).unwrap().unwrap().record.sop_instance_uid, "1.2.3.1");
+        assert_eq!(
+            queue.oldest(1).unwrap().unwrap().record.sop_instance_uid,
+            "1.2.3.1"
+        );
         enqueue(&queue, "1.2.3.4");
-        assert_eq!(queue.stats()[0].1.pending, 2, "new ids never collide with old ones");
+        assert_eq!(
+            queue.stats()[0].1.pending,
+            2,
+            "new ids never collide with old ones"
+        );
     }
 
     #[test]

@@ -78,7 +78,10 @@ impl Spool {
     /// written; the data set follows through the returned writer.
     pub fn create(&self, profile: Profile, id: u64, meta: &FileMeta) -> io::Result<PartFile> {
         let path = self.dir(profile).join(format!("{id:016x}.{PART_SUFFIX}"));
-        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         let mut part = PartFile {
             id,
             profile,

@@ -30,7 +30,11 @@ pub struct Shared {
 /// Serves one connection to its end.
 pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let timeout = Some(Duration::from_secs(shared.listener.idle_timeout_secs.0));
-    if stream.set_read_timeout(timeout).and(stream.set_write_timeout(timeout)).is_err() {
+    if stream
+        .set_read_timeout(timeout)
+        .and(stream.set_write_timeout(timeout))
+        .is_err()
+    {
         return;
     }
     let max_pdu = shared.listener.max_pdu_length.0 as u32;
@@ -39,7 +43,10 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         Ok(Next::Control(Pdu::AssociationRQ(rq))) => rq,
         Ok(_) => {
             log::warn!("{peer}: first PDU is not an association request; aborting");
-            abort(&mut pdus, &Fault::Unexpected("PDU before association request"));
+            abort(
+                &mut pdus,
+                &Fault::Unexpected("PDU before association request"),
+            );
             return;
         }
         Err(fault) => {
@@ -59,7 +66,10 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let accepted = match negotiation::negotiate(rq, &policy) {
         Ok(accepted) => accepted,
         Err(rj) => {
-            let reason = format!("{peer} calling {calling:?} called {called:?}: {}", rj.source);
+            let reason = format!(
+                "{peer} calling {calling:?} called {called:?}: {}",
+                rj.source
+            );
             log::warn!("association rejected: {reason}");
             shared.board.record(Event::AssociationRefused { reason });
             let _ = pdus.send(&Pdu::AssociationRJ(rj));
@@ -79,7 +89,9 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     shared.board.record(Event::AssociationClosed);
     match end {
         Ok(()) => log::info!("association from {calling} ({peer}) released"),
-        Err(Fault::Closed) => log::info!("association from {calling} ({peer}): peer closed the connection"),
+        Err(Fault::Closed) => {
+            log::info!("association from {calling} ({peer}): peer closed the connection")
+        }
         Err(fault) => {
             log::warn!("association from {calling} ({peer}) ended: {fault}");
             abort(&mut pdus, &fault);
@@ -88,7 +100,11 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
 }
 
 /// Answers requests until the peer releases (Ok) or something breaks (Err).
-fn converse<S: Read + Write>(pdus: &mut PduStream<S>, accepted: &Accepted, shared: &Shared) -> Result<(), Fault> {
+fn converse<S: Read + Write>(
+    pdus: &mut PduStream<S>,
+    accepted: &Accepted,
+    shared: &Shared,
+) -> Result<(), Fault> {
     loop {
         let pdv = match pdus.next()? {
             Next::Pdv(pdv) => pdv,
@@ -111,11 +127,23 @@ fn converse<S: Read + Write>(pdus: &mut PduStream<S>, accepted: &Accepted, share
             dimse::C_ECHO_RQ => (Status::SUCCESS, None),
             dimse::C_STORE_RQ if command.has_data_set => {
                 let mut data = DataSetReader::new(pdus, context.id);
-                let outcome = store::receive(&mut data, &command, context, &accepted.calling_ae_title, &shared.queue)?;
+                let outcome = store::receive(
+                    &mut data,
+                    &command,
+                    context,
+                    &accepted.calling_ae_title,
+                    &shared.queue,
+                )?;
                 match &outcome.reason {
-                    None => shared.board.record(Event::InstanceStored { bytes: outcome.bytes }),
+                    None => shared.board.record(Event::InstanceStored {
+                        bytes: outcome.bytes,
+                    }),
                     Some(reason) => {
-                        log::warn!("C-STORE from {} refused with {}: {reason}", accepted.calling_ae_title, outcome.status);
+                        log::warn!(
+                            "C-STORE from {} refused with {}: {reason}",
+                            accepted.calling_ae_title,
+                            outcome.status
+                        );
                         shared.board.record(Event::InstanceRefused {
                             status: outcome.status.0,
                             reason: reason.clone(),
@@ -124,12 +152,18 @@ fn converse<S: Read + Write>(pdus: &mut PduStream<S>, accepted: &Accepted, share
                 }
                 (outcome.status, outcome.reason)
             }
-            dimse::C_STORE_RQ => (Status::CANNOT_UNDERSTAND, Some("C-STORE-RQ without a data set".to_owned())),
+            dimse::C_STORE_RQ => (
+                Status::CANNOT_UNDERSTAND,
+                Some("C-STORE-RQ without a data set".to_owned()),
+            ),
             other => {
                 if command.has_data_set {
                     DataSetReader::new(pdus, context.id).drain()?;
                 }
-                (Status::UNRECOGNIZED_OPERATION, Some(format!("DIMSE command {other:#06x} is not provided")))
+                (
+                    Status::UNRECOGNIZED_OPERATION,
+                    Some(format!("DIMSE command {other:#06x} is not provided")),
+                )
             }
         };
         pdus.send_command(context.id, command.response(status, reason.as_deref()))
@@ -138,7 +172,11 @@ fn converse<S: Read + Write>(pdus: &mut PduStream<S>, accepted: &Accepted, share
 }
 
 /// Collects the fragments of a command set, which must be contiguous on one context.
-fn read_command<S: Read + Write>(pdus: &mut PduStream<S>, context_id: u8, mut last: bool) -> Result<Vec<u8>, Fault> {
+fn read_command<S: Read + Write>(
+    pdus: &mut PduStream<S>,
+    context_id: u8,
+    mut last: bool,
+) -> Result<Vec<u8>, Fault> {
     let mut bytes = Vec::new();
     loop {
         let mut chunk = [0u8; 4096];

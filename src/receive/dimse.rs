@@ -59,8 +59,9 @@ pub struct Command {
 impl Command {
     /// Parses a command set; the error says what is missing or broken.
     pub fn parse(bytes: &[u8]) -> Result<Command, String> {
-        let object = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-            .map_err(|e| format!("command set unreadable: {e}"))?;
+        let object =
+            InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .map_err(|e| format!("command set unreadable: {e}"))?;
         let uint = |tag: Tag, name: &str| -> Result<u16, String> {
             object
                 .element(tag)
@@ -79,7 +80,8 @@ impl Command {
             message_id: uint(tags::MESSAGE_ID, "Message ID")?,
             affected_sop_class_uid: uid(tags::AFFECTED_SOP_CLASS_UID),
             affected_sop_instance_uid: uid(tags::AFFECTED_SOP_INSTANCE_UID),
-            has_data_set: uint(tags::COMMAND_DATA_SET_TYPE, "Command Data Set Type")? != NO_DATA_SET,
+            has_data_set: uint(tags::COMMAND_DATA_SET_TYPE, "Command Data Set Type")?
+                != NO_DATA_SET,
         })
     }
 
@@ -90,21 +92,50 @@ impl Command {
         if let Some(uid) = &self.affected_sop_class_uid {
             put(&mut body, tags::AFFECTED_SOP_CLASS_UID, uid.as_bytes(), 0);
         }
-        put(&mut body, tags::COMMAND_FIELD, &(self.field | RESPONSE_BIT).to_le_bytes(), 0);
-        put(&mut body, tags::MESSAGE_ID_BEING_RESPONDED_TO, &self.message_id.to_le_bytes(), 0);
-        put(&mut body, tags::COMMAND_DATA_SET_TYPE, &NO_DATA_SET.to_le_bytes(), 0);
+        put(
+            &mut body,
+            tags::COMMAND_FIELD,
+            &(self.field | RESPONSE_BIT).to_le_bytes(),
+            0,
+        );
+        put(
+            &mut body,
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            &self.message_id.to_le_bytes(),
+            0,
+        );
+        put(
+            &mut body,
+            tags::COMMAND_DATA_SET_TYPE,
+            &NO_DATA_SET.to_le_bytes(),
+            0,
+        );
         put(&mut body, tags::STATUS, &status.0.to_le_bytes(), 0);
         if let Some(comment) = comment.filter(|_| !status.is_success()) {
-            let comment: String = comment.chars().filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '\\').take(64).collect();
+            let comment: String = comment
+                .chars()
+                .filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '\\')
+                .take(64)
+                .collect();
             put(&mut body, tags::ERROR_COMMENT, comment.as_bytes(), b' ');
         }
         if self.field == C_STORE_RQ {
             if let Some(uid) = &self.affected_sop_instance_uid {
-                put(&mut body, tags::AFFECTED_SOP_INSTANCE_UID, uid.as_bytes(), 0);
+                put(
+                    &mut body,
+                    tags::AFFECTED_SOP_INSTANCE_UID,
+                    uid.as_bytes(),
+                    0,
+                );
             }
         }
         let mut command = Vec::with_capacity(body.len() + 12);
-        put(&mut command, tags::COMMAND_GROUP_LENGTH, &(body.len() as u32).to_le_bytes(), 0);
+        put(
+            &mut command,
+            tags::COMMAND_GROUP_LENGTH,
+            &(body.len() as u32).to_le_bytes(),
+            0,
+        );
         command.extend(body);
         command
     }
@@ -139,16 +170,29 @@ mod tests {
     #[test]
     fn store_response_reads_back_with_the_standard_fields() {
         let bytes = store_rq().response(Status::OUT_OF_RESOURCES, Some("disk full"));
-        let rsp = InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
+        let rsp =
+            InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap();
         let int = |tag| rsp.element(tag).unwrap().to_int::<u32>().unwrap();
         assert_eq!(int(tags::COMMAND_GROUP_LENGTH) as usize, bytes.len() - 12);
         assert_eq!(int(tags::COMMAND_FIELD), 0x8001);
         assert_eq!(int(tags::MESSAGE_ID_BEING_RESPONDED_TO), 7);
         assert_eq!(int(tags::COMMAND_DATA_SET_TYPE), 0x0101);
         assert_eq!(int(tags::STATUS), 0xA700);
-        assert_eq!(rsp.element(tags::ERROR_COMMENT).unwrap().to_str().unwrap().trim(), "disk full");
         assert_eq!(
-            rsp.element(tags::AFFECTED_SOP_INSTANCE_UID).unwrap().to_str().unwrap().trim_end_matches('\0'),
+            rsp.element(tags::ERROR_COMMENT)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim(),
+            "disk full"
+        );
+        assert_eq!(
+            rsp.element(tags::AFFECTED_SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end_matches('\0'),
             "1.2.3.4.5"
         );
     }
@@ -157,18 +201,45 @@ mod tests {
     fn store_request_parses() {
         use dicom_core::{DataElement, PrimitiveValue, VR};
         let mut rq = InMemDicomObject::new_empty();
-        rq.put(DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.6.1\0")));
-        rq.put(DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(C_STORE_RQ)));
-        rq.put(DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(9_u16)));
-        rq.put(DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(0x0000_u16)));
-        rq.put(DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4.5")));
+        rq.put(DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.6.1\0"),
+        ));
+        rq.put(DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(C_STORE_RQ),
+        ));
+        rq.put(DataElement::new(
+            tags::MESSAGE_ID,
+            VR::US,
+            PrimitiveValue::from(9_u16),
+        ));
+        rq.put(DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(0x0000_u16),
+        ));
+        rq.put(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.3.4.5"),
+        ));
         let mut bytes = Vec::new();
-        rq.write_dataset_with_ts(&mut bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
+        rq.write_dataset_with_ts(&mut bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+            .unwrap();
         let parsed = Command::parse(&bytes).unwrap();
         assert_eq!(parsed.field, C_STORE_RQ);
         assert_eq!(parsed.message_id, 9);
-        assert_eq!(parsed.affected_sop_class_uid.as_deref(), Some("1.2.840.10008.5.1.4.1.1.6.1"));
-        assert_eq!(parsed.affected_sop_instance_uid.as_deref(), Some("1.2.3.4.5"));
+        assert_eq!(
+            parsed.affected_sop_class_uid.as_deref(),
+            Some("1.2.840.10008.5.1.4.1.1.6.1")
+        );
+        assert_eq!(
+            parsed.affected_sop_instance_uid.as_deref(),
+            Some("1.2.3.4.5")
+        );
         assert!(parsed.has_data_set);
     }
 
@@ -178,8 +249,15 @@ mod tests {
         assert!(!ok.windows(7).any(|w| w == b"ignored"));
         let long = "x\\y".repeat(40);
         let bytes = store_rq().response(Status::CANNOT_UNDERSTAND, Some(&long));
-        let rsp = InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
-        let comment = rsp.element(tags::ERROR_COMMENT).unwrap().to_str().unwrap().to_string();
+        let rsp =
+            InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap();
+        let comment = rsp
+            .element(tags::ERROR_COMMENT)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(comment.trim().len() <= 64 && !comment.contains('\\'));
     }
 

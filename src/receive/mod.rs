@@ -79,24 +79,38 @@ impl Listener {
                 }
             };
             tasks.retain(|t| !t.is_finished());
-            let Ok(stream) = into_blocking(stream) else { continue };
+            let Ok(stream) = into_blocking(stream) else {
+                continue;
+            };
             let settings = &self.shared.listener;
             if !settings.allowed_addresses.is_empty()
-                && !settings.allowed_addresses.iter().any(|net| net.contains(&peer.ip()))
+                && !settings
+                    .allowed_addresses
+                    .iter()
+                    .any(|net| net.contains(&peer.ip()))
             {
                 let reason = format!("{peer}: address not in [listener] allowed_addresses");
                 log::warn!("association rejected: {reason}");
-                self.shared.board.record(crate::events::Event::AssociationRefused { reason });
+                self.shared
+                    .board
+                    .record(crate::events::Event::AssociationRefused { reason });
                 tasks.push(smol::spawn(smol::unblock(move || {
                     association::refuse(stream, negotiation::address_refused())
                 })));
                 continue;
             }
             if active.load(Ordering::SeqCst) >= settings.max_associations.0 as usize {
-                let reason = format!("{peer}: {} associations already open (max_associations)", settings.max_associations.0);
+                let reason = format!(
+                    "{peer}: {} associations already open (max_associations)",
+                    settings.max_associations.0
+                );
                 log::warn!("association rejected: {reason}");
-                self.shared.board.record(crate::events::Event::AssociationRefused { reason });
-                tasks.push(smol::spawn(smol::unblock(move || association::refuse(stream, negotiation::busy()))));
+                self.shared
+                    .board
+                    .record(crate::events::Event::AssociationRefused { reason });
+                tasks.push(smol::spawn(smol::unblock(move || {
+                    association::refuse(stream, negotiation::busy())
+                })));
                 continue;
             }
             let key = next_key.fetch_add(1, Ordering::Relaxed);
@@ -114,7 +128,10 @@ impl Listener {
 
         let running = active.load(Ordering::SeqCst);
         if running > 0 {
-            log::info!("waiting up to {}s for {running} association(s) to finish", SHUTDOWN_GRACE.as_secs());
+            log::info!(
+                "waiting up to {}s for {running} association(s) to finish",
+                SHUTDOWN_GRACE.as_secs()
+            );
         }
         let all = async {
             for task in tasks {
@@ -123,14 +140,23 @@ impl Listener {
         };
         let all = std::pin::pin!(all);
         let mut all = all;
-        let finished = smol::future::or(async { (&mut all).await; true }, async {
-            smol::Timer::after(SHUTDOWN_GRACE).await;
-            false
-        })
+        let finished = smol::future::or(
+            async {
+                (&mut all).await;
+                true
+            },
+            async {
+                smol::Timer::after(SHUTDOWN_GRACE).await;
+                false
+            },
+        )
         .await;
         if !finished {
             let open = std::mem::take(&mut *open.lock().expect("open lock"));
-            log::warn!("cutting {} association(s) still open after the grace period", open.len());
+            log::warn!(
+                "cutting {} association(s) still open after the grace period",
+                open.len()
+            );
             for stream in open.values() {
                 let _ = stream.shutdown(Shutdown::Both);
             }

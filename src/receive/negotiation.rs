@@ -4,13 +4,13 @@
 //! unit-tested without a socket. dicom-ul's own negotiation is private and cannot say
 //! "local limit exceeded" or apply a SOP class policy, hence this module.
 
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::pdu::{
     AssociationAC, AssociationRJ, AssociationRJResult, AssociationRJServiceProviderASCEReason,
     AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
-    AssociationRJSource, AssociationRQ, PresentationContextResult,
-    PresentationContextResultReason, UserVariableItem,
+    AssociationRJSource, AssociationRQ, PresentationContextResult, PresentationContextResultReason,
+    UserVariableItem,
 };
 
 use super::sop_classes::STORAGE_SOP_CLASSES;
@@ -74,7 +74,10 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
     }
     let calling = rq.calling_ae_title.trim();
     if !policy.allowed_callers.is_empty()
-        && !policy.allowed_callers.iter().any(|ae| ae.as_str() == calling)
+        && !policy
+            .allowed_callers
+            .iter()
+            .any(|ae| ae.as_str() == calling)
     {
         return Err(reject(AssociationRJSource::ServiceUser(
             AssociationRJServiceUserReason::CallingAETitleNotRecognized,
@@ -86,7 +89,10 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
     for pc in rq.presentation_contexts {
         let abstract_syntax = trim_uid(&pc.abstract_syntax);
         let (reason, transfer_syntax) = if !abstract_syntax_accepted(abstract_syntax, policy) {
-            (PresentationContextResultReason::AbstractSyntaxNotSupported, None)
+            (
+                PresentationContextResultReason::AbstractSyntaxNotSupported,
+                None,
+            )
         } else {
             match pc
                 .transfer_syntaxes
@@ -94,8 +100,14 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
                 .map(|ts| trim_uid(ts))
                 .find(|ts| transfer_syntax_accepted(ts))
             {
-                Some(ts) => (PresentationContextResultReason::Acceptance, Some(ts.to_owned())),
-                None => (PresentationContextResultReason::TransferSyntaxesNotSupported, None),
+                Some(ts) => (
+                    PresentationContextResultReason::Acceptance,
+                    Some(ts.to_owned()),
+                ),
+                None => (
+                    PresentationContextResultReason::TransferSyntaxesNotSupported,
+                    None,
+                ),
             }
         };
         if let Some(ts) = &transfer_syntax {
@@ -204,7 +216,11 @@ mod tests {
         }
     }
 
-    fn with_policy<T>(callers: &[&str], unknown: UnknownSopClasses, f: impl FnOnce(&Policy) -> T) -> T {
+    fn with_policy<T>(
+        callers: &[&str],
+        unknown: UnknownSopClasses,
+        f: impl FnOnce(&Policy) -> T,
+    ) -> T {
         let ae = AeTitle::new("UPLINK").unwrap();
         let callers: Vec<AeTitle> = callers.iter().map(|c| AeTitle::new(c).unwrap()).collect();
         f(&Policy {
@@ -216,19 +232,39 @@ mod tests {
     }
 
     fn reasons(accepted: &Accepted) -> Vec<PresentationContextResultReason> {
-        accepted.ac.presentation_contexts.iter().map(|r| r.reason.clone()).collect()
+        accepted
+            .ac
+            .presentation_contexts
+            .iter()
+            .map(|r| r.reason.clone())
+            .collect()
     }
 
     #[test]
     fn accepts_ultrasound_as_offered() {
         let accepted = with_policy(&[], UnknownSopClasses::Accept, |p| {
-            negotiate(rq("UPLINK", "US1", &[(US_IMAGE, &[JPEG_BASELINE, EXPLICIT_LE]), (VERIFICATION, &["1.2.840.10008.1.2"])]), p)
+            negotiate(
+                rq(
+                    "UPLINK",
+                    "US1",
+                    &[
+                        (US_IMAGE, &[JPEG_BASELINE, EXPLICIT_LE]),
+                        (VERIFICATION, &["1.2.840.10008.1.2"]),
+                    ],
+                ),
+                p,
+            )
         })
         .unwrap();
         assert_eq!(accepted.contexts[0].transfer_syntax, JPEG_BASELINE);
         assert_eq!(accepted.contexts.len(), 2);
         assert_eq!(accepted.calling_ae_title, "US1");
-        assert!(accepted.ac.user_variables.contains(&UserVariableItem::MaxLength(65536)));
+        assert!(
+            accepted
+                .ac
+                .user_variables
+                .contains(&UserVariableItem::MaxLength(65536))
+        );
     }
 
     #[test]
@@ -240,7 +276,9 @@ mod tests {
         assert_eq!(rj.result, AssociationRJResult::Permanent);
         assert_eq!(
             rj.source,
-            AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized
+            )
         );
     }
 
@@ -252,26 +290,37 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             rj.source,
-            AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized
+            )
         );
-        assert!(with_policy(&["US1"], UnknownSopClasses::Accept, |p| {
-            negotiate(rq("UPLINK", "US1", &[(US_IMAGE, &[EXPLICIT_LE])]), p)
-        })
-        .is_ok());
+        assert!(
+            with_policy(&["US1"], UnknownSopClasses::Accept, |p| {
+                negotiate(rq("UPLINK", "US1", &[(US_IMAGE, &[EXPLICIT_LE])]), p)
+            })
+            .is_ok()
+        );
     }
 
     #[test]
     fn bad_protocol_version_and_context_name_are_rejected() {
         let mut request = rq("UPLINK", "US1", &[]);
         request.protocol_version = 2;
-        let rj = with_policy(&[], UnknownSopClasses::Accept, |p| negotiate(request, p)).unwrap_err();
-        assert!(matches!(rj.source, AssociationRJSource::ServiceProviderASCE(_)));
+        let rj =
+            with_policy(&[], UnknownSopClasses::Accept, |p| negotiate(request, p)).unwrap_err();
+        assert!(matches!(
+            rj.source,
+            AssociationRJSource::ServiceProviderASCE(_)
+        ));
         let mut request = rq("UPLINK", "US1", &[]);
         request.application_context_name = "1.2.3".into();
-        let rj = with_policy(&[], UnknownSopClasses::Accept, |p| negotiate(request, p)).unwrap_err();
+        let rj =
+            with_policy(&[], UnknownSopClasses::Accept, |p| negotiate(request, p)).unwrap_err();
         assert_eq!(
             rj.source,
-            AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::ApplicationContextNameNotSupported)
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::ApplicationContextNameNotSupported
+            )
         );
     }
 
@@ -280,12 +329,21 @@ mod tests {
         let private = "1.2.840.113619.4.30"; // a vendor raw data class
         let worklist = "1.2.840.10008.5.1.4.31";
         let contexts: &[(&str, &[&str])] = &[(private, &[EXPLICIT_LE]), (worklist, &[EXPLICIT_LE])];
-        let accept = with_policy(&[], UnknownSopClasses::Accept, |p| negotiate(rq("UPLINK", "US1", contexts), p)).unwrap();
+        let accept = with_policy(&[], UnknownSopClasses::Accept, |p| {
+            negotiate(rq("UPLINK", "US1", contexts), p)
+        })
+        .unwrap();
         assert_eq!(
             reasons(&accept),
-            [PresentationContextResultReason::Acceptance, PresentationContextResultReason::AbstractSyntaxNotSupported]
+            [
+                PresentationContextResultReason::Acceptance,
+                PresentationContextResultReason::AbstractSyntaxNotSupported
+            ]
         );
-        let reject = with_policy(&[], UnknownSopClasses::Reject, |p| negotiate(rq("UPLINK", "US1", contexts), p)).unwrap();
+        let reject = with_policy(&[], UnknownSopClasses::Reject, |p| {
+            negotiate(rq("UPLINK", "US1", contexts), p)
+        })
+        .unwrap();
         assert_eq!(
             reasons(&reject),
             [
@@ -302,23 +360,26 @@ mod tests {
             negotiate(rq("UPLINK", "US1", &[(US_IMAGE, &["1.2.3.4.5"])]), p)
         })
         .unwrap();
-        assert_eq!(reasons(&accepted), [PresentationContextResultReason::TransferSyntaxesNotSupported]);
+        assert_eq!(
+            reasons(&accepted),
+            [PresentationContextResultReason::TransferSyntaxesNotSupported]
+        );
     }
 
     #[test]
     fn every_transfer_syntax_the_issue_names_is_accepted() {
         for ts in [
-            "1.2.840.10008.1.2",      // implicit VR little endian
-            "1.2.840.10008.1.2.1",    // explicit VR little endian
-            "1.2.840.10008.1.2.2",    // explicit VR big endian
-            "1.2.840.10008.1.2.1.99", // deflated
-            "1.2.840.10008.1.2.4.50", // JPEG baseline
-            "1.2.840.10008.1.2.4.51", // JPEG extended
-            "1.2.840.10008.1.2.4.70", // JPEG lossless
-            "1.2.840.10008.1.2.4.80", // JPEG-LS lossless
-            "1.2.840.10008.1.2.4.90", // JPEG 2000 lossless
-            "1.2.840.10008.1.2.4.91", // JPEG 2000
-            "1.2.840.10008.1.2.5",    // RLE
+            "1.2.840.10008.1.2",       // implicit VR little endian
+            "1.2.840.10008.1.2.1",     // explicit VR little endian
+            "1.2.840.10008.1.2.2",     // explicit VR big endian
+            "1.2.840.10008.1.2.1.99",  // deflated
+            "1.2.840.10008.1.2.4.50",  // JPEG baseline
+            "1.2.840.10008.1.2.4.51",  // JPEG extended
+            "1.2.840.10008.1.2.4.70",  // JPEG lossless
+            "1.2.840.10008.1.2.4.80",  // JPEG-LS lossless
+            "1.2.840.10008.1.2.4.90",  // JPEG 2000 lossless
+            "1.2.840.10008.1.2.4.91",  // JPEG 2000
+            "1.2.840.10008.1.2.5",     // RLE
             "1.2.840.10008.1.2.4.100", // MPEG-2
             "1.2.840.10008.1.2.4.102", // MPEG-4 AVC
             "1.2.840.10008.1.2.4.107", // HEVC
@@ -330,16 +391,16 @@ mod tests {
     #[test]
     fn ultrasound_classes_are_known_storage() {
         for uid in [
-            "1.2.840.10008.5.1.4.1.1.6.1",    // US Image
-            "1.2.840.10008.5.1.4.1.1.3.1",    // US Multi-frame
-            "1.2.840.10008.5.1.4.1.1.6.2",    // Enhanced US Volume
-            "1.2.840.10008.5.1.4.1.1.7",      // Secondary Capture
-            "1.2.840.10008.5.1.4.1.1.7.4",    // Multi-frame True Color SC
-            "1.2.840.10008.5.1.4.1.1.88.33",  // Comprehensive SR
-            "1.2.840.10008.5.1.4.1.1.88.22",  // Enhanced SR
-            "1.2.840.10008.5.1.4.1.1.104.1",  // Encapsulated PDF
+            "1.2.840.10008.5.1.4.1.1.6.1",      // US Image
+            "1.2.840.10008.5.1.4.1.1.3.1",      // US Multi-frame
+            "1.2.840.10008.5.1.4.1.1.6.2",      // Enhanced US Volume
+            "1.2.840.10008.5.1.4.1.1.7",        // Secondary Capture
+            "1.2.840.10008.5.1.4.1.1.7.4",      // Multi-frame True Color SC
+            "1.2.840.10008.5.1.4.1.1.88.33",    // Comprehensive SR
+            "1.2.840.10008.5.1.4.1.1.88.22",    // Enhanced SR
+            "1.2.840.10008.5.1.4.1.1.104.1",    // Encapsulated PDF
             "1.2.840.10008.5.1.4.1.1.77.1.4.1", // Video Photographic
-            "1.2.840.10008.5.1.4.1.1.6",      // US Image (retired)
+            "1.2.840.10008.5.1.4.1.1.6",        // US Image (retired)
         ] {
             assert!(is_standard_storage(uid), "{uid}");
         }

@@ -53,17 +53,28 @@ impl Fault {
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Fault::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Fault::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 f.write_str("peer silent past the idle timeout")
             }
             Fault::Io(e) => write!(f, "connection failed: {e}"),
             Fault::Closed => f.write_str("connection closed by peer"),
             Fault::TooLarge { length, max } => {
-                write!(f, "PDU of {length} bytes exceeds the negotiated maximum of {max}")
+                write!(
+                    f,
+                    "PDU of {length} bytes exceeds the negotiated maximum of {max}"
+                )
             }
             Fault::Malformed(what) => write!(f, "malformed PDU: {what}"),
             Fault::Unexpected(what) => write!(f, "unexpected {what}"),
-            Fault::BadContext(id) => write!(f, "P-DATA for presentation context {id}, which is not the one in use"),
+            Fault::BadContext(id) => write!(
+                f,
+                "P-DATA for presentation context {id}, which is not the one in use"
+            ),
             Fault::PeerAborted => f.write_str("peer aborted the association"),
         }
     }
@@ -122,15 +133,22 @@ impl<S: Read + Write> PduStream<S> {
                     _ => Fault::Io(e),
                 });
             }
-            self.stream.read_exact(&mut header[1..]).map_err(eof_is_malformed)?;
+            self.stream
+                .read_exact(&mut header[1..])
+                .map_err(eof_is_malformed)?;
             let pdu_type = header[0];
             let length = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
             if pdu_type == PDU_TYPE_PDATA {
                 if length > self.max_pdu {
-                    return Err(Fault::TooLarge { length, max: self.max_pdu });
+                    return Err(Fault::TooLarge {
+                        length,
+                        max: self.max_pdu,
+                    });
                 }
                 if length < 6 {
-                    return Err(Fault::Malformed(format!("P-DATA PDU of {length} bytes holds no PDV")));
+                    return Err(Fault::Malformed(format!(
+                        "P-DATA PDU of {length} bytes holds no PDV"
+                    )));
                 }
                 self.pdata_left = length;
             } else {
@@ -138,10 +156,14 @@ impl<S: Read + Write> PduStream<S> {
             }
         }
         if self.pdata_left < 6 {
-            return Err(Fault::Malformed("PDV item header cut short by the PDU's end".into()));
+            return Err(Fault::Malformed(
+                "PDV item header cut short by the PDU's end".into(),
+            ));
         }
         let mut item = [0u8; 6];
-        self.stream.read_exact(&mut item).map_err(eof_is_malformed)?;
+        self.stream
+            .read_exact(&mut item)
+            .map_err(eof_is_malformed)?;
         let item_length = u32::from_be_bytes([item[0], item[1], item[2], item[3]]);
         if item_length < 2 || item_length > self.pdata_left - 4 {
             return Err(Fault::Malformed(format!(
@@ -179,7 +201,10 @@ impl<S: Read + Write> PduStream<S> {
 
     fn read_control(&mut self, header: [u8; 6], length: u32) -> Result<Pdu, Fault> {
         if length > CONTROL_PDU_LIMIT {
-            return Err(Fault::TooLarge { length, max: CONTROL_PDU_LIMIT });
+            return Err(Fault::TooLarge {
+                length,
+                max: CONTROL_PDU_LIMIT,
+            });
         }
         let mut bytes = Vec::with_capacity(6 + length as usize);
         bytes.extend_from_slice(&header);
@@ -191,7 +216,9 @@ impl<S: Read + Write> PduStream<S> {
             return Err(Fault::Malformed("connection closed inside a PDU".into()));
         }
         match dicom_ul::pdu::read_pdu(&bytes[..], CONTROL_PDU_LIMIT, true) {
-            Ok(Some(Pdu::Unknown { pdu_type, .. })) => Err(Fault::Malformed(format!("unknown PDU type {pdu_type:#04x}"))),
+            Ok(Some(Pdu::Unknown { pdu_type, .. })) => Err(Fault::Malformed(format!(
+                "unknown PDU type {pdu_type:#04x}"
+            ))),
             Ok(Some(pdu)) => Ok(pdu),
             Ok(None) => Err(Fault::Malformed("PDU cut short".into())),
             Err(e) => Err(Fault::Malformed(e.to_string())),
@@ -417,7 +444,11 @@ mod tests {
         bytes.extend(pdata(&[(3, 0b10, b"cd")]));
         let mut pdus = stream(bytes);
         let mut reader = DataSetReader::new(&mut pdus, 1);
-        assert!(reader.drain().is_err_and(|f| matches!(f, Fault::BadContext(3))));
+        assert!(
+            reader
+                .drain()
+                .is_err_and(|f| matches!(f, Fault::BadContext(3)))
+        );
     }
 
     #[test]
@@ -426,7 +457,11 @@ mod tests {
         bytes.extend([0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
         let mut pdus = stream(bytes);
         let mut reader = DataSetReader::new(&mut pdus, 1);
-        assert!(reader.drain().is_err_and(|f| matches!(f, Fault::PeerAborted)));
+        assert!(
+            reader
+                .drain()
+                .is_err_and(|f| matches!(f, Fault::PeerAborted))
+        );
     }
 
     #[test]

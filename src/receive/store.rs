@@ -52,10 +52,15 @@ pub fn receive<S: Read + Write>(
         data.drain()?;
         Ok(Outcome::refuse(status, reason))
     };
-    let (Some(sop_class_uid), Some(sop_instance_uid)) =
-        (&command.affected_sop_class_uid, &command.affected_sop_instance_uid)
-    else {
-        return refused(data, Status::CANNOT_UNDERSTAND, "C-STORE-RQ lacks the affected SOP class or instance UID".into());
+    let (Some(sop_class_uid), Some(sop_instance_uid)) = (
+        &command.affected_sop_class_uid,
+        &command.affected_sop_instance_uid,
+    ) else {
+        return refused(
+            data,
+            Status::CANNOT_UNDERSTAND,
+            "C-STORE-RQ lacks the affected SOP class or instance UID".into(),
+        );
     };
     if *sop_class_uid != context.abstract_syntax {
         return refused(
@@ -68,14 +73,28 @@ pub fn receive<S: Read + Write>(
         );
     }
     let Some(ts) = TransferSyntaxRegistry.get(&context.transfer_syntax) else {
-        return refused(data, Status::CANNOT_UNDERSTAND, format!("unknown transfer syntax {}", context.transfer_syntax));
+        return refused(
+            data,
+            Status::CANNOT_UNDERSTAND,
+            format!("unknown transfer syntax {}", context.transfer_syntax),
+        );
     };
     match queue.has_room() {
         Ok(true) => {}
         Ok(false) => {
-            return refused(data, Status::OUT_OF_RESOURCES, "storage is below its free-space floor".into());
+            return refused(
+                data,
+                Status::OUT_OF_RESOURCES,
+                "storage is below its free-space floor".into(),
+            );
         }
-        Err(e) => return refused(data, Status::OUT_OF_RESOURCES, format!("cannot check free space: {e}")),
+        Err(e) => {
+            return refused(
+                data,
+                Status::OUT_OF_RESOURCES,
+                format!("cannot check free space: {e}"),
+            );
+        }
     }
 
     let deflated = matches!(ts.codec(), Codec::Dataset(_));
@@ -90,7 +109,13 @@ pub fn receive<S: Read + Write>(
     for profile in queue.profiles() {
         match queue.start(profile, &meta) {
             Ok(part) => parts.push(part),
-            Err(e) => return refused(data, Status::OUT_OF_RESOURCES, format!("cannot create spool file: {e}")),
+            Err(e) => {
+                return refused(
+                    data,
+                    Status::OUT_OF_RESOURCES,
+                    format!("cannot create spool file: {e}"),
+                );
+            }
         }
     }
 
@@ -147,8 +172,14 @@ pub fn receive<S: Read + Write>(
             reason: None,
             bytes,
         }),
-        Err(crate::queue::QueueError::Io(e)) => Ok(Outcome::refuse(Status::OUT_OF_RESOURCES, storage_reason(&e))),
-        Err(e) => Ok(Outcome::refuse(Status::OUT_OF_RESOURCES, format!("cannot queue: {e}"))),
+        Err(crate::queue::QueueError::Io(e)) => Ok(Outcome::refuse(
+            Status::OUT_OF_RESOURCES,
+            storage_reason(&e),
+        )),
+        Err(e) => Ok(Outcome::refuse(
+            Status::OUT_OF_RESOURCES,
+            format!("cannot queue: {e}"),
+        )),
     }
 }
 

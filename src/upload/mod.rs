@@ -52,20 +52,31 @@ pub async fn run(
             let (entry, url, queue) = (entry.clone(), destination.url.clone(), queue.clone());
             smol::unblock(move || {
                 let DestinationUrl::Dir(dir) = &url;
-                outbox::deliver(&entry, dir).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
-                queue.complete(index, entry.id).map_err(|e| format!("delivered, but cannot record it: {e}"))
+                outbox::deliver(&entry, dir)
+                    .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+                queue
+                    .complete(index, entry.id)
+                    .map_err(|e| format!("delivered, but cannot record it: {e}"))
             })
             .await
         };
         match delivered {
             Ok(()) => {
                 log::debug!("{name}: delivered queue entry {}", entry.id);
-                board.record(Event::Delivered { destination: name.clone() });
+                board.record(Event::Delivered {
+                    destination: name.clone(),
+                });
                 backoff = BACKOFF_START;
             }
             Err(error) => {
-                log::warn!("{name}: delivery failed, retrying in {}s: {error}", backoff.as_secs());
-                board.record(Event::DeliveryFailed { destination: name.clone(), error });
+                log::warn!(
+                    "{name}: delivery failed, retrying in {}s: {error}",
+                    backoff.as_secs()
+                );
+                board.record(Event::DeliveryFailed {
+                    destination: name.clone(),
+                    error,
+                });
                 pause(&stop, backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_CAP);
             }

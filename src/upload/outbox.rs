@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn file_names_are_uids_or_ids() {
         assert_eq!(file_name("1.2.840.113619.2.1", 1), "1.2.840.113619.2.1.dcm");
-        assert_eq!(file_name("../../etc/passwd", 1), "instance-0000000000000001.dcm");
+        assert_eq!(
+            file_name("../../etc/passwd", 1),
+            "instance-0000000000000001.dcm"
+        );
         assert_eq!(file_name("DOE^JANE", 2), "instance-0000000000000002.dcm");
         assert_eq!(file_name("", 3), "instance-0000000000000003.dcm");
         assert_eq!(file_name("1..2", 4), "instance-0000000000000004.dcm");
@@ -82,7 +85,14 @@ mod tests {
         fs::write(&source, b"second").unwrap();
         deliver(&entry, &outbox).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"second");
-        assert_eq!(fs::read_dir(&outbox).unwrap().count(), 1, "no temp files left");
-        assert!(source.exists(), "the spool file stays until the queue removes it");
+        assert_eq!(
+            fs::read_dir(&outbox).unwrap().count(),
+            1,
+            "no temp files left"
+        );
+        assert!(
+            source.exists(),
+            "the spool file stays until the queue removes it"
+        );
     }
 }

@@ -15,7 +15,11 @@ pub use fixtures::*;
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running agent in its own temp dir, killed when dropped.
@@ -37,7 +41,12 @@ impl Agent {
             dir.path().join("data").display()
         );
         fs::write(&config, fix_sections(&text)).unwrap();
-        let mut agent = Agent { dir, port, config, child: None };
+        let mut agent = Agent {
+            dir,
+            port,
+            config,
+            child: None,
+        };
         agent.spawn();
         agent
     }
@@ -78,7 +87,11 @@ impl Agent {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("agent exited at start with {status}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "agent did not start:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "agent did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -155,7 +168,8 @@ impl Agent {
             .arg(&self.config)
             .output()
             .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {out:?}"))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {out:?}"))
     }
 }
 
@@ -224,7 +238,6 @@ pub fn text(output: &Output) -> String {
     )
 }
 
-
 /// Sends `files` with `storescu args` to dcmtk's own `storescp +B` (bit-preserving:
 /// it writes the data set exactly as it came off the wire) and returns its output
 /// folder: the reference our outbox must match byte for byte.
@@ -248,7 +261,11 @@ pub fn dcmtk_reference(storescu_args: &[&str], files: &[&Path]) -> tempfile::Tem
     let out = storescu(port, storescu_args, files);
     let _ = scp.kill();
     let _ = scp.wait();
-    assert!(out.status.success(), "reference transfer failed: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "reference transfer failed: {}",
+        text(&out)
+    );
     dir
 }
 

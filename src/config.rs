@@ -548,6 +548,13 @@ profile = "identified"
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let config = Config::parse(include_str!("../board/uplink.toml")).unwrap();
+        assert_eq!(config.storage.data_dir, PathBuf::from("/var/lib/uplink"));
+        assert_eq!(config.destinations[0].name.as_str(), "outbox");
+    }
+
+    #[test]
     fn effective_config_round_trips() {
         let config =
             Config::parse("[listener]\nport = 104\nallowed_addresses = [\"192.168.1.0/24\"]\n")

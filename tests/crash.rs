@@ -15,7 +15,13 @@ fn sigkill_while_receiving_loses_no_acknowledged_instance() {
     let all: Vec<PathBuf> = (1..=600)
         .map(|i| {
             let path = input.path().join(format!("{i:04}.dcm"));
-            write_us_image(&path, &format!("1.2.826.0.1.3680043.10.7.{i}"), EXPLICIT_LE, 60, 80);
+            write_us_image(
+                &path,
+                &format!("1.2.826.0.1.3680043.10.7.{i}"),
+                EXPLICIT_LE,
+                60,
+                80,
+            );
             path
         })
         .collect();
@@ -26,8 +32,16 @@ fn sigkill_while_receiving_loses_no_acknowledged_instance() {
         let files = &all[(round - 1) * 200..round * 200];
         let uids: Vec<String> = files.iter().map(|f| file_sop_instance(f)).collect();
         let before = dcm_files(&agent.outbox()).len();
-        let mut scu = Command::new("storescu")
-            .args(["-v", "-R", "-nh", "-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()])
+        let scu = Command::new("storescu")
+            .args([
+                "-v",
+                "-R",
+                "-nh",
+                "-aec",
+                "UPLINK",
+                "127.0.0.1",
+                &agent.port.to_string(),
+            ])
             .args(files)
             .env("TCP_NODELAY", "1")
             .stdout(Stdio::piped())
@@ -36,7 +50,11 @@ fn sigkill_while_receiving_loses_no_acknowledged_instance() {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while agent.spool_files().len() + dcm_files(&agent.outbox()).len() < before + kill_after {
-            assert!(Instant::now() < deadline, "round {round}: nothing arrived\n{}", agent.log());
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: nothing arrived\n{}",
+                agent.log()
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         agent.kill9();
@@ -44,7 +62,10 @@ fn sigkill_while_receiving_loses_no_acknowledged_instance() {
         let said = text(&out);
         let acked = said.matches("Received Store Response (Success)").count();
         eprintln!("round {round}: killed after {acked} acknowledged instances");
-        assert!(acked < files.len(), "round {round}: the kill came too late to test anything");
+        assert!(
+            acked < files.len(),
+            "round {round}: the kill came too late to test anything"
+        );
 
         agent.spawn();
         // Everything acknowledged so far, in this round and before, must arrive.
@@ -59,23 +80,40 @@ fn sigkill_while_receiving_loses_no_acknowledged_instance() {
             if acked_uids.iter().all(|u| delivered.contains(*u)) && agent.spool_files().is_empty() {
                 break delivered;
             }
-            assert!(Instant::now() < deadline, "round {round}: acknowledged instances missing\n{}", agent.log());
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: acknowledged instances missing\n{}",
+                agent.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         // Nothing else: at most the one instance that was committed but whose
         // response the kill cut off (the peer resends it; same UID, same file).
-        let sent_so_far: BTreeSet<&str> = uids[..(acked + 1).min(uids.len())].iter().map(String::as_str).collect();
+        let sent_so_far: BTreeSet<&str> = uids[..(acked + 1).min(uids.len())]
+            .iter()
+            .map(String::as_str)
+            .collect();
         for uid in &delivered {
-            assert!(sent_so_far.contains(uid.as_str()), "round {round}: {uid} delivered but never acknowledged");
+            assert!(
+                sent_so_far.contains(uid.as_str()),
+                "round {round}: {uid} delivered but never acknowledged"
+            );
         }
-        assert!(agent.log().contains("queue:"), "restart logged its reconciliation");
+        assert!(
+            agent.log().contains("queue:"),
+            "restart logged its reconciliation"
+        );
     }
     // Every file that arrived is a complete, readable instance.
     for file in dcm_files(&agent.outbox()) {
         let dump = dcmtk("dcmdump", &["-q", file.to_str().unwrap()]);
         assert!(dump.status.success(), "{}: {}", file.display(), text(&dump));
         let object = dicom_object::open_file(&file).unwrap();
-        let pixels = object.element(dicom_dictionary_std::tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+        let pixels = object
+            .element(dicom_dictionary_std::tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
         assert_eq!(pixels.len(), 60 * 80 * 3, "{}", file.display());
     }
 }

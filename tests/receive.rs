@@ -90,15 +90,11 @@ fn a_study_in_explicit_and_implicit_vr_and_jpeg_lands_byte_for_byte() {
     let jpeg_copy = agent.outbox().join("1.2.826.0.1.3680043.10.2.9.1.dcm");
     assert_eq!(file_transfer_syntax(&jpeg_copy), JPEG_BASELINE);
     // Delivered instances leave the spool.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !agent.spool_files().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            agent.spool_files()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        10,
+        || agent.spool_files().is_empty(),
+        || format!("{:?}", agent.spool_files()),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let status = agent.status_json();
     assert_eq!(status["counters"]["instances_received"], files.len());
@@ -383,30 +379,23 @@ fn a_client_killed_mid_instance_leaves_no_partial_data() {
         .spawn()
         .unwrap();
     // Wait until a part file exists, then kill the sender mid-instance.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !agent
-        .spool_files()
-        .iter()
-        .any(|p| p.extension().is_some_and(|e| e == "part"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "transfer never started:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(
+        20,
+        || {
+            agent
+                .spool_files()
+                .iter()
+                .any(|p| p.extension().is_some_and(|e| e == "part"))
+        },
+        || format!("transfer never started:\n{}", agent.log()),
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !agent.spool_files().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            agent.spool_files()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        20,
+        || agent.spool_files().is_empty(),
+        || format!("{:?}", agent.spool_files()),
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(dcm_files(&agent.outbox()).is_empty());
     let echo = dcmtk(

@@ -83,33 +83,33 @@ impl Listener {
                 continue;
             };
             let settings = &self.shared.listener;
-            if !settings.allowed_addresses.is_empty()
+            let refusal = if !settings.allowed_addresses.is_empty()
                 && !settings
                     .allowed_addresses
                     .iter()
                     .any(|net| net.contains(&peer.ip()))
             {
-                let reason = format!("{peer}: address not in [listener] allowed_addresses");
-                log::warn!("association rejected: {reason}");
-                self.shared
-                    .board
-                    .record(crate::events::Event::AssociationRefused { reason });
-                tasks.push(smol::spawn(smol::unblock(move || {
-                    association::refuse(stream, negotiation::address_refused())
-                })));
-                continue;
-            }
-            if active.load(Ordering::SeqCst) >= settings.max_associations.0 as usize {
+                Some((
+                    "address not in [listener] allowed_addresses".to_owned(),
+                    negotiation::address_refused(),
+                ))
+            } else if active.load(Ordering::SeqCst) >= settings.max_associations.0 as usize {
                 let reason = format!(
-                    "{peer}: {} associations already open (max_associations)",
+                    "{} associations already open (max_associations)",
                     settings.max_associations.0
                 );
+                Some((reason, negotiation::busy()))
+            } else {
+                None
+            };
+            if let Some((reason, rj)) = refusal {
+                let reason = format!("{peer}: {reason}");
                 log::warn!("association rejected: {reason}");
                 self.shared
                     .board
                     .record(crate::events::Event::AssociationRefused { reason });
                 tasks.push(smol::spawn(smol::unblock(move || {
-                    association::refuse(stream, negotiation::busy())
+                    association::refuse(stream, rj)
                 })));
                 continue;
             }

@@ -277,3 +277,12 @@ pub fn file_for_instance(dir: &Path, uid: &str) -> PathBuf {
         .find(|p| p.is_file() && file_sop_instance(p) == uid)
         .unwrap_or_else(|| panic!("no file for {uid} in {}", dir.display()))
 }
+
+/// Polls `done` every 20 ms until it holds, or panics after `secs` seconds with `what()`.
+pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {}", what());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -72,11 +72,195 @@ pub struct Storage {
 pub struct Destination {
     /// A short name for logs and status: letters, digits, `-` and `_`.
     pub name: DestinationName,
-    /// `dir:PATH` for a folder.
+    /// A DICOMweb base URL (`https://host/dicom-web`, STOW-RS at `{url}/studies`),
+    /// or `dir:PATH` for a folder.
     pub url: DestinationUrl,
     /// `identified` (as received), `typical` or `strict` (anonymized).
     #[serde(default)]
     pub profile: Profile,
+    /// `none`, `basic` (username and password) or `bearer` (token).
+    #[serde(default)]
+    pub auth: AuthKind,
+    /// User name for `basic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password for `basic`; better kept in `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A file holding the password (readable only by the service user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Token for `bearer`; better kept in `token_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A file holding the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted besides the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), for servers that ask for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// Seconds to wait for a connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: Bounded<1, 600>,
+    /// Seconds a request may make no progress (sending or receiving) before it fails.
+    #[serde(default = "default_idle_timeout")]
+    pub timeout_secs: Bounded<1, 3600>,
+    /// Upload bandwidth cap in KiB/s; 0 means none.
+    #[serde(default)]
+    pub max_kib_per_sec: u64,
+    /// Instances sent together in one STOW-RS request (small instances only).
+    #[serde(default = "default_batch")]
+    pub batch: Bounded<1, 64>,
+    /// Longest wait between retries while the destination is unreachable (seconds).
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: Bounded<1, 86_400>,
+}
+
+fn default_connect_timeout() -> Bounded<1, 600> {
+    Bounded(10)
+}
+
+fn default_idle_timeout() -> Bounded<1, 3600> {
+    Bounded(60)
+}
+
+fn default_batch() -> Bounded<1, 64> {
+    Bounded(8)
+}
+
+fn default_retry_max() -> Bounded<1, 86_400> {
+    Bounded(300)
+}
+
+impl Destination {
+    /// The local outbox used when no destination is configured.
+    fn outbox(dir: PathBuf) -> Destination {
+        Destination {
+            name: DestinationName("outbox".into()),
+            url: DestinationUrl::Dir(dir),
+            profile: Profile::Identified,
+            auth: AuthKind::None,
+            username: None,
+            password: None,
+            password_file: None,
+            token: None,
+            token_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            connect_timeout_secs: default_connect_timeout(),
+            timeout_secs: default_idle_timeout(),
+            max_kib_per_sec: 0,
+            batch: default_batch(),
+            retry_max_secs: default_retry_max(),
+        }
+    }
+
+    /// Checks the auth and TLS settings belong together, and reads secret files.
+    fn resolve(&mut self) -> Result<(), String> {
+        let name = &self.name;
+        let read_secret = |path: &Path| -> Result<Secret, String> {
+            std::fs::read_to_string(path)
+                .map(|s| Secret(s.trim().to_owned()))
+                .map_err(|e| {
+                    format!(
+                        "[[destination]] \"{name}\": cannot read {}: {e}",
+                        path.display()
+                    )
+                })
+        };
+        match self.auth {
+            AuthKind::None => {
+                if self.username.is_some()
+                    || self.password.is_some()
+                    || self.password_file.is_some()
+                    || self.token.is_some()
+                    || self.token_file.is_some()
+                {
+                    return Err(format!(
+                        "[[destination]] \"{name}\": credentials are given but auth = \"none\"; set auth = \"basic\" or \"bearer\""
+                    ));
+                }
+            }
+            AuthKind::Basic => {
+                if self.username.as_deref().is_none_or(str::is_empty) {
+                    return Err(format!(
+                        "[[destination]] \"{name}\": auth = \"basic\" needs username"
+                    ));
+                }
+                match (&self.password, &self.password_file) {
+                    (Some(_), None) => {}
+                    (None, Some(file)) => self.password = Some(read_secret(file)?),
+                    _ => {
+                        return Err(format!(
+                            "[[destination]] \"{name}\": auth = \"basic\" needs exactly one of password or password_file"
+                        ));
+                    }
+                }
+            }
+            AuthKind::Bearer => match (&self.token, &self.token_file) {
+                (Some(_), None) => {}
+                (None, Some(file)) => self.token = Some(read_secret(file)?),
+                _ => {
+                    return Err(format!(
+                        "[[destination]] \"{name}\": auth = \"bearer\" needs exactly one of token or token_file"
+                    ));
+                }
+            },
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err(format!(
+                "[[destination]] \"{name}\": client_cert and client_key go together"
+            ));
+        }
+        if let DestinationUrl::Dir(_) = self.url {
+            if self.auth != AuthKind::None || self.ca_file.is_some() || self.client_cert.is_some() {
+                return Err(format!(
+                    "[[destination]] \"{name}\": auth and TLS settings apply to DICOMweb URLs, not dir:"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a destination authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    #[default]
+    None,
+    Basic,
+    Bearer,
+}
+
+/// A password or token: never printed, never logged.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("********")
+    }
 }
 
 /// `[log]`: what the agent says.
@@ -189,13 +373,11 @@ impl Config {
             }
         }
         if self.destinations.is_empty() {
-            self.destinations.push(Destination {
-                name: DestinationName("outbox".into()),
-                url: DestinationUrl::Dir(self.storage.data_dir.join("outbox")),
-                profile: Profile::Identified,
-            });
+            let outbox = self.storage.data_dir.join("outbox");
+            self.destinations.push(Destination::outbox(outbox));
         }
-        for destination in &self.destinations {
+        for destination in &mut self.destinations {
+            destination.resolve().map_err(ConfigError)?;
             if destination.profile != Profile::Identified {
                 return Err(ConfigError(format!(
                     "[[destination]] \"{}\": profile = \"{}\" is not available in this build yet; use \"identified\"",
@@ -347,12 +529,15 @@ impl<'de> Deserialize<'de> for DestinationName {
 pub enum DestinationUrl {
     /// A local folder that receives one Part 10 file per instance.
     Dir(PathBuf),
+    /// A DICOMweb service's base URL, without a trailing slash.
+    Dicomweb(String),
 }
 
 impl fmt::Display for DestinationUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DestinationUrl::Dir(path) => write!(f, "dir:{}", path.display()),
+            DestinationUrl::Dicomweb(url) => f.write_str(url),
         }
     }
 }
@@ -374,13 +559,22 @@ impl<'de> Deserialize<'de> for DestinationUrl {
             }
             return Ok(DestinationUrl::Dir(PathBuf::from(path)));
         }
-        if url.starts_with("http://") || url.starts_with("https://") {
-            return Err(serde::de::Error::custom(format!(
-                "\"{url}\": DICOMweb destinations are not available in this build yet; use \"dir:PATH\""
-            )));
+        if let Some(rest) = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+        {
+            let host = rest.split('/').next().unwrap_or("");
+            if host.is_empty() || rest.contains(char::is_whitespace) || url.contains(['?', '#']) {
+                return Err(serde::de::Error::custom(format!(
+                    "\"{url}\" is not a valid DICOMweb base URL: use e.g. \"https://pacs.example.com/dicom-web\""
+                )));
+            }
+            return Ok(DestinationUrl::Dicomweb(
+                url.trim_end_matches('/').to_owned(),
+            ));
         }
         Err(serde::de::Error::custom(format!(
-            "\"{url}\" is not a destination URL: use \"dir:PATH\" for a folder"
+            "\"{url}\" is not a destination URL: use a DICOMweb base URL (https://...) or \"dir:PATH\" for a folder"
         )))
     }
 }
@@ -537,6 +731,64 @@ profile = "identified"
             "[[destination]]\nname = \"a\"\nurl = \"dir:/x\"\n[[destination]]\nname = \"a\"\nurl = \"dir:/y\"\n",
         );
         assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn dicomweb_destinations_with_auth_resolve_and_mask_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "s3cr3t-token\n").unwrap();
+        let config = Config::parse(&format!(
+            "[[destination]]\nname = \"cloud\"\nurl = \"https://pacs.example.com/dicom-web/\"\nauth = \"bearer\"\ntoken_file = \"{}\"\n\
+             [[destination]]\nname = \"archive\"\nurl = \"http://10.0.0.2:8042/dicom-web\"\nauth = \"basic\"\nusername = \"u\"\npassword = \"hunter2\"\n",
+            secret.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            config.destinations[0].url,
+            DestinationUrl::Dicomweb("https://pacs.example.com/dicom-web".into())
+        );
+        assert_eq!(
+            config.destinations[0].token.as_ref().unwrap().expose(),
+            "s3cr3t-token"
+        );
+        assert_eq!(
+            config.destinations[1].password.as_ref().unwrap().expose(),
+            "hunter2"
+        );
+        let shown = config.to_toml();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn auth_settings_must_fit_together() {
+        for (text, words) in [
+            ("auth = \"basic\"\npassword = \"x\"\n", "needs username"),
+            (
+                "auth = \"basic\"\nusername = \"u\"\n",
+                "exactly one of password",
+            ),
+            ("auth = \"bearer\"\n", "exactly one of token"),
+            ("token = \"t\"\n", "auth = \"none\""),
+            (
+                "auth = \"bearer\"\ntoken_file = \"/no/such/file\"\n",
+                "cannot read /no/such/file",
+            ),
+            ("client_cert = \"/c.pem\"\n", "go together"),
+        ] {
+            let e = error_of(&format!(
+                "[[destination]]\nname = \"a\"\nurl = \"https://h/dw\"\n{text}"
+            ));
+            assert!(e.contains(words), "{text:?}: {e}");
+        }
+        let e = error_of(
+            "[[destination]]\nname = \"a\"\nurl = \"dir:/x\"\nauth = \"bearer\"\ntoken = \"t\"\n",
+        );
+        assert!(e.contains("not dir:"), "{e}");
     }
 
     #[test]

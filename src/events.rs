@@ -3,13 +3,14 @@
 //!
 //! Events carry counts, sizes, statuses and destination names — never patient data.
 
-use std::sync::Mutex;
-use std::time::SystemTime;
-
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 /// Something worth reporting.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Event {
     AssociationOpened,
     AssociationClosed,
@@ -26,14 +27,44 @@ pub enum Event {
         status: u16,
         reason: String,
     },
+    /// A request to a destination began; `sent` counts its bytes as they go.
+    UploadStarted {
+        destination: String,
+        lane: &'static str,
+        instances: u64,
+        bytes: u64,
+        sent: Arc<AtomicU64>,
+    },
+    /// That request ended, whatever its outcome.
+    UploadFinished {
+        destination: String,
+        lane: &'static str,
+    },
     /// A destination confirmed an instance.
     Delivered {
         destination: String,
     },
-    /// A destination failed to take an instance; it stays queued.
-    DeliveryFailed {
+    /// A destination refused an instance for good: it went to quarantine.
+    Quarantined {
+        destination: String,
+        reason: String,
+    },
+    /// A destination could not be reached or failed; it is retried after `retry_in`.
+    Unavailable {
         destination: String,
         error: String,
+        retry_in: Duration,
+    },
+    /// A destination cannot work as configured (unreadable CA file, ...).
+    Misconfigured {
+        destination: String,
+        error: String,
+    },
+    /// A destination refused our credentials; retried rarely until fixed.
+    AuthRefused {
+        destination: String,
+        error: String,
+        retry_in: Duration,
     },
 }
 
@@ -59,8 +90,23 @@ pub struct DestinationCounters {
     pub delivered: u64,
     pub last_success: Option<String>,
     pub last_error: Option<Stamped>,
+    /// `ready`, `offline`, `authentication refused` or `misconfigured`.
+    pub state: String,
+    /// When the next attempt is due, while not ready.
+    pub next_attempt: Option<String>,
+    /// Requests under way, one per lane at most.
+    pub uploading: Vec<Uploading>,
 }
 
+/// A request under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploading {
+    pub lane: String,
+    pub instances: u64,
+    pub bytes: u64,
+    pub sent_bytes: u64,
+    pub since: String,
+}
 /// Everything the events have told so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -78,8 +124,9 @@ pub struct Counters {
 #[derive(Default)]
 pub struct Board {
     counters: Mutex<Counters>,
+    /// Byte counters of the requests under way, by destination and lane.
+    sent: Mutex<HashMap<(String, &'static str), Arc<AtomicU64>>>,
 }
-
 impl Board {
     pub fn record(&self, event: Event) {
         let mut c = self.counters.lock().expect("board lock");
@@ -103,22 +150,100 @@ impl Board {
                     "C-STORE refused ({status:04X}H): {reason}"
                 )));
             }
+            Event::UploadStarted {
+                destination,
+                lane,
+                instances,
+                bytes,
+                sent,
+            } => {
+                self.sent
+                    .lock()
+                    .expect("board lock")
+                    .insert((destination.clone(), lane), sent);
+                let d = c.destinations.entry(destination).or_default();
+                d.uploading.retain(|u| u.lane != lane);
+                d.uploading.push(Uploading {
+                    lane: lane.to_owned(),
+                    instances,
+                    bytes,
+                    sent_bytes: 0,
+                    since: now_rfc3339(),
+                });
+            }
+            Event::UploadFinished { destination, lane } => {
+                self.sent
+                    .lock()
+                    .expect("board lock")
+                    .remove(&(destination.clone(), lane));
+                c.destinations
+                    .entry(destination)
+                    .or_default()
+                    .uploading
+                    .retain(|u| u.lane != lane);
+            }
             Event::Delivered { destination } => {
                 let d = c.destinations.entry(destination).or_default();
                 d.delivered += 1;
                 d.last_success = Some(now_rfc3339());
+                d.state = "ready".into();
+                d.next_attempt = None;
             }
-            Event::DeliveryFailed { destination, error } => {
-                let stamped = Stamped::now(format!("{destination}: {error}"));
+            Event::Quarantined {
+                destination,
+                reason,
+            } => {
+                let message = format!("instance quarantined: {reason}");
+                c.last_error = Some(Stamped::now(format!("{destination}: {message}")));
                 c.destinations.entry(destination).or_default().last_error =
-                    Some(Stamped::now(error));
-                c.last_error = Some(stamped);
+                    Some(Stamped::now(message));
+            }
+            Event::Unavailable {
+                destination,
+                error,
+                retry_in,
+            } => {
+                c.last_error = Some(Stamped::now(format!("{destination}: {error}")));
+                let d = c.destinations.entry(destination).or_default();
+                d.last_error = Some(Stamped::now(error));
+                d.state = "offline".into();
+                d.next_attempt = Some(rfc3339_in(retry_in));
+            }
+            Event::Misconfigured { destination, error } => {
+                c.last_error = Some(Stamped::now(format!("{destination}: {error}")));
+                let d = c.destinations.entry(destination).or_default();
+                d.last_error = Some(Stamped::now(error));
+                d.state = "misconfigured".into();
+            }
+            Event::AuthRefused {
+                destination,
+                error,
+                retry_in,
+            } => {
+                c.last_error = Some(Stamped::now(format!("{destination}: {error}")));
+                let d = c.destinations.entry(destination).or_default();
+                d.last_error = Some(Stamped::now(error));
+                d.state = "authentication refused".into();
+                d.next_attempt = Some(rfc3339_in(retry_in));
             }
         }
     }
 
     pub fn counters(&self) -> Counters {
-        self.counters.lock().expect("board lock").clone()
+        let mut c = self.counters.lock().expect("board lock").clone();
+        let sent = self.sent.lock().expect("board lock");
+        for (name, d) in c.destinations.iter_mut() {
+            for u in d.uploading.iter_mut() {
+                if let Some(n) = sent
+                    .iter()
+                    .find(|((dest, lane), _)| dest == name && *lane == u.lane)
+                    .map(|(_, n)| n)
+                {
+                    u.sent_bytes = n.load(Ordering::Relaxed);
+                }
+            }
+        }
+        c
     }
 }
 
@@ -126,6 +251,9 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+fn rfc3339_in(delay: Duration) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + delay).to_string()
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,12 +269,28 @@ mod tests {
             reason: "disk full".into(),
         });
         board.record(Event::AssociationClosed);
+        let sent = Arc::new(AtomicU64::new(0));
+        board.record(Event::UploadStarted {
+            destination: "outbox".into(),
+            lane: "small",
+            instances: 2,
+            bytes: 100,
+            sent: sent.clone(),
+        });
+        sent.store(60, Ordering::Relaxed);
+        let uploading = &board.counters().destinations["outbox"].uploading;
+        assert_eq!((uploading[0].instances, uploading[0].sent_bytes), (2, 60));
+        board.record(Event::UploadFinished {
+            destination: "outbox".into(),
+            lane: "small",
+        });
         board.record(Event::Delivered {
             destination: "outbox".into(),
         });
-        board.record(Event::DeliveryFailed {
+        board.record(Event::Unavailable {
             destination: "outbox".into(),
             error: "read-only".into(),
+            retry_in: Duration::from_secs(5),
         });
         let c = board.counters();
         assert_eq!(c.associations_active, 0);
@@ -159,5 +303,7 @@ mod tests {
         assert_eq!(d.delivered, 1);
         assert!(d.last_success.is_some());
         assert_eq!(d.last_error.as_ref().unwrap().message, "read-only");
+        assert_eq!(d.state, "offline");
+        assert!(d.next_attempt.is_some() && d.uploading.is_empty());
     }
 }

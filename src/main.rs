@@ -8,6 +8,7 @@
 mod config;
 mod events;
 mod logging;
+mod quarantine;
 mod queue;
 mod receive;
 mod serve;
@@ -59,6 +60,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Put instances a destination refused (quarantined) back in its queue.
+    RetryQuarantine {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Only this destination [default: all]
+        #[arg(long, value_name = "NAME")]
+        destination: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,7 +75,8 @@ fn main() -> ExitCode {
     let path = match &cli.command {
         Command::Serve { config }
         | Command::CheckConfig { config }
-        | Command::Status { config, .. } => config.clone(),
+        | Command::Status { config, .. }
+        | Command::RetryQuarantine { config, .. } => config.clone(),
     };
     let (config, source) = match Config::load(path.as_deref()) {
         Ok(loaded) => loaded,
@@ -114,5 +124,17 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_NOT_RUNNING)
             }
         },
+        Command::RetryQuarantine { destination, .. } => {
+            match quarantine::retry(&config, destination.as_deref()) {
+                Ok(n) => {
+                    println!("{n} quarantined instance(s) back in the queue");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("uplink: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

@@ -112,10 +112,11 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
             .collect();
         let status_task = {
             let stop = stop_rx.clone();
-            let data_dir = data_dir.clone();
+            let (data_dir, queue) = (data_dir.clone(), queue.clone());
             async move {
                 let mut last = None;
                 while !stop.is_closed() {
+                    crate::quarantine::serve_request(&data_dir, &queue);
                     let current = snapshot(true);
                     if last.as_ref().is_none_or(|l: &Snapshot| {
                         l.counters != current.counters || l.destinations != current.destinations
@@ -187,6 +188,13 @@ fn snapshot(
                 delivered: c.delivered,
                 last_success: c.last_success,
                 last_error: c.last_error,
+                state: if c.state.is_empty() {
+                    "ready".into()
+                } else {
+                    c.state
+                },
+                next_attempt: c.next_attempt,
+                uploading: c.uploading,
             }
         })
         .collect();

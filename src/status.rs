@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Counters, Stamped};
+use crate::events::{Counters, Stamped, Uploading};
 use crate::queue::DestinationStats;
 
 pub const STATUS_FILE: &str = "status.json";
@@ -46,6 +46,10 @@ pub struct DestinationInfo {
     pub delivered: u64,
     pub last_success: Option<String>,
     pub last_error: Option<Stamped>,
+    /// `ready`, `offline`, `authentication refused` or `misconfigured`.
+    pub state: String,
+    pub next_attempt: Option<String>,
+    pub uploading: Vec<Uploading>,
 }
 
 impl Snapshot {
@@ -110,11 +114,15 @@ impl Snapshot {
         );
         for d in &self.destinations {
             out += &format!(
-                "destination {} ({}, profile {}):\n",
-                d.name, d.url, d.profile
+                "destination {} ({}, profile {}): {}",
+                d.name, d.url, d.profile, d.state
             );
+            if let Some(next) = &d.next_attempt {
+                out += &format!(", next attempt {next}");
+            }
+            out += "\n";
             out += &format!(
-                "  pending {} ({}), oldest {}; delivered {}\n",
+                "  pending {} ({}), oldest {}; delivered {}; quarantined {}\n",
                 d.queue.pending,
                 human_bytes(d.queue.pending_bytes),
                 d.queue
@@ -124,7 +132,18 @@ impl Snapshot {
                     )
                     .to_string()),
                 d.delivered,
+                d.queue.quarantined,
             );
+            for u in &d.uploading {
+                out += &format!(
+                    "  uploading ({} lane): {} instance(s), {} of {} since {}\n",
+                    u.lane,
+                    u.instances,
+                    human_bytes(u.sent_bytes),
+                    human_bytes(u.bytes),
+                    u.since
+                );
+            }
             out += &format!(
                 "  last success {}; last error {}\n",
                 d.last_success.as_deref().unwrap_or("never"),
@@ -176,10 +195,20 @@ mod tests {
                     pending: 3,
                     pending_bytes: 3 * 1024 * 1024,
                     oldest_pending_secs: Some(90),
+                    quarantined: 1,
                 },
                 delivered: 5,
                 last_success: None,
                 last_error: None,
+                state: "offline".into(),
+                next_attempt: Some("2026-11-25T00:02:00Z".into()),
+                uploading: vec![Uploading {
+                    lane: "large".into(),
+                    instances: 1,
+                    bytes: 1 << 30,
+                    sent_bytes: 1 << 29,
+                    since: "2026-11-25T00:01:00Z".into(),
+                }],
             }],
         }
     }
@@ -197,6 +226,15 @@ mod tests {
         assert!(text.contains("running"), "{text}");
         assert!(
             text.contains("pending 3 (3.0 MiB), oldest 1m 30s"),
+            "{text}"
+        );
+        assert!(text.contains("quarantined 1"), "{text}");
+        assert!(
+            text.contains("offline, next attempt 2026-11-25T00:02:00Z"),
+            "{text}"
+        );
+        assert!(
+            text.contains("uploading (large lane): 1 instance(s), 512.0 MiB of 1.0 GiB"),
             "{text}"
         );
         let mut stopped = snapshot();

@@ -2,7 +2,11 @@
 //!
 //! An instance is queued once per profile (one spool file each) and delivered once
 //! per destination using that profile. Its record in the `items` tree lists the
-//! destinations still pending; a per-destination tree orders them oldest first.
+//! destinations still pending; a per-destination tree orders them oldest first, in
+//! two lanes (small and large instances) so that a gigabyte clip never holds the
+//! small instances behind it. An instance a destination refuses for good moves to
+//! that destination's quarantine tree: still on the card, out of the way, until
+//! `retry-quarantine` puts it back.
 //! The record is the truth and the per-destination trees an index rebuilt at each
 //! start; the spool files are the truth behind both, so a lost or corrupt sled is
 //! rebuilt from them. The commit order is what makes "nothing acknowledged is lost"
@@ -25,6 +29,43 @@ use crate::config::Profile;
 use spool::{FileMeta, PartFile, Spool};
 
 const ALL_PROFILES: [Profile; 3] = [Profile::Identified, Profile::Typical, Profile::Strict];
+
+/// Instances this large or larger travel in the large lane.
+pub const LARGE_INSTANCE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A destination's two queues: small instances and large ones, each drained oldest
+/// first by its own worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Small = 0,
+    Large = 1,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Small, Lane::Large];
+
+    pub fn of(size: u64) -> Lane {
+        if size >= LARGE_INSTANCE_BYTES {
+            Lane::Large
+        } else {
+            Lane::Small
+        }
+    }
+}
+
+fn pending_key(lane: Lane, id: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = lane as u8;
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Why an instance is in quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub reason: String,
+    pub at: String,
+}
 
 /// What the queue keeps about one spool file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +95,7 @@ pub struct DestinationStats {
     pub pending_bytes: u64,
     /// Age of the oldest pending instance.
     pub oldest_pending_secs: Option<u64>,
+    pub quarantined: u64,
 }
 
 /// What start-up found and repaired, for the log.
@@ -65,6 +107,7 @@ pub struct Reconciled {
     pub files_adopted: u64,
     pub delivered_files_removed: u64,
     pub files_without_destination: u64,
+    pub quarantined: u64,
     pub index_rebuilt: bool,
 }
 
@@ -108,9 +151,17 @@ struct Destination {
     name: String,
     profile: Profile,
     pending: sled::Tree,
-    stats: Mutex<(u64, u64)>,
-    wake: smol::channel::Sender<()>,
-    woken: smol::channel::Receiver<()>,
+    quarantine: sled::Tree,
+    stats: Mutex<Counts>,
+    /// One wake-up channel per lane.
+    wake: [(smol::channel::Sender<()>, smol::channel::Receiver<()>); 2],
+}
+
+#[derive(Default)]
+struct Counts {
+    pending: u64,
+    pending_bytes: u64,
+    quarantined: u64,
 }
 
 /// The queue, shared by the listener (which commits) and the destination workers
@@ -158,14 +209,13 @@ impl Queue {
             destinations: destinations
                 .iter()
                 .map(|(name, profile)| {
-                    let (wake, woken) = smol::channel::bounded(1);
                     Ok(Destination {
                         name: name.clone(),
                         profile: *profile,
                         pending: db.open_tree(format!("pending/{name}"))?,
-                        stats: Mutex::new((0, 0)),
-                        wake,
-                        woken,
+                        quarantine: db.open_tree(format!("quarantine/{name}"))?,
+                        stats: Mutex::new(Counts::default()),
+                        wake: [smol::channel::bounded(1), smol::channel::bounded(1)],
                     })
                 })
                 .collect::<Result<_, sled::Error>>()?,
@@ -238,7 +288,7 @@ impl Queue {
                 };
                 self.items.insert(id.to_be_bytes(), encode(&record))?;
                 for d in self.destinations.iter().filter(|d| d.profile == *profile) {
-                    d.pending.insert(id.to_be_bytes(), &[])?;
+                    d.pending.insert(pending_key(Lane::of(*size), *id), &[])?;
                 }
             }
             self.db.flush()?;
@@ -254,34 +304,99 @@ impl Queue {
         for (_, profile, size) in &sealed {
             for d in self.destinations.iter().filter(|d| d.profile == *profile) {
                 let mut stats = d.stats.lock().expect("stats lock");
-                stats.0 += 1;
-                stats.1 += size;
-                let _ = d.wake.try_send(());
+                stats.pending += 1;
+                stats.pending_bytes += size;
+                let _ = d.wake[Lane::of(*size) as usize].0.try_send(());
             }
         }
         Ok(())
     }
 
-    /// The oldest instance pending for destination `index`.
-    pub fn oldest(&self, index: usize) -> Result<Option<Entry>, QueueError> {
+    /// The oldest instances pending for destination `index` in `lane`: up to
+    /// `max_count` of them and `max_bytes` in all (but always at least one).
+    pub fn next_batch(
+        &self,
+        index: usize,
+        lane: Lane,
+        max_count: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, QueueError> {
         let d = &self.destinations[index];
-        for key in d.pending.iter().keys() {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for key in d.pending.scan_prefix([lane as u8]).keys() {
             let key = key?;
-            let id = decode_id(&key);
-            match self.items.get(&key)?.and_then(|v| decode(&v)) {
+            let id = decode_id(&key[1..]);
+            match self.items.get(id.to_be_bytes())?.and_then(|v| decode(&v)) {
                 Some(record) if record.pending.contains(&d.name) => {
-                    return Ok(Some(Entry {
+                    if !batch.is_empty()
+                        && (batch.len() >= max_count || bytes + record.size > max_bytes)
+                    {
+                        break;
+                    }
+                    bytes += record.size;
+                    batch.push(Entry {
                         id,
                         path: self.spool.path(record.profile, id),
                         record,
-                    }));
+                    });
                 }
                 _ => {
                     d.pending.remove(&key)?;
                 }
             }
         }
-        Ok(None)
+        Ok(batch)
+    }
+
+    /// Moves an instance destination `index` refused for good into its quarantine:
+    /// kept on the card with the reason, no longer retried.
+    pub fn quarantine(&self, index: usize, entry: &Entry, reason: &str) -> Result<(), QueueError> {
+        let d = &self.destinations[index];
+        let value = serde_json::to_vec(&Quarantined {
+            reason: reason.to_owned(),
+            at: crate::events::now_rfc3339(),
+        })
+        .expect("quarantine records serialize");
+        d.quarantine.insert(entry.id.to_be_bytes(), value)?;
+        d.pending
+            .remove(pending_key(Lane::of(entry.record.size), entry.id))?;
+        self.db.flush()?;
+        let mut stats = d.stats.lock().expect("stats lock");
+        stats.pending = stats.pending.saturating_sub(1);
+        stats.pending_bytes = stats.pending_bytes.saturating_sub(entry.record.size);
+        stats.quarantined += 1;
+        Ok(())
+    }
+
+    /// Puts every quarantined instance of the destination named (all when `None`)
+    /// back in its queue; returns how many.
+    pub fn retry_quarantine(&self, only: Option<&str>) -> Result<u64, QueueError> {
+        let mut moved = 0;
+        for d in self
+            .destinations
+            .iter()
+            .filter(|d| only.is_none_or(|n| n == d.name))
+        {
+            for item in d.quarantine.iter() {
+                let (key, _) = item?;
+                if let Some(record) = self.items.get(&key)?.and_then(|v| decode(&v)) {
+                    d.pending
+                        .insert(pending_key(Lane::of(record.size), decode_id(&key)), &[])?;
+                    let mut stats = d.stats.lock().expect("stats lock");
+                    stats.pending += 1;
+                    stats.pending_bytes += record.size;
+                    moved += 1;
+                }
+                d.quarantine.remove(&key)?;
+            }
+            d.stats.lock().expect("stats lock").quarantined = 0;
+            for (wake, _) in &d.wake {
+                let _ = wake.try_send(());
+            }
+        }
+        self.db.flush()?;
+        Ok(moved)
     }
 
     /// Records that destination `index` has the instance; removes the spool file
@@ -304,18 +419,18 @@ impl Queue {
                 self.items.remove(key)?;
             }
         }
-        d.pending.remove(key)?;
+        d.pending.remove(pending_key(Lane::of(size), id))?;
         self.db.flush()?;
         let mut stats = d.stats.lock().expect("stats lock");
-        stats.0 = stats.0.saturating_sub(1);
-        stats.1 = stats.1.saturating_sub(size);
+        stats.pending = stats.pending.saturating_sub(1);
+        stats.pending_bytes = stats.pending_bytes.saturating_sub(size);
         Ok(())
     }
 
-    /// Waits until something is queued for destination `index` (or returns at once
-    /// if something was queued since the last wait).
-    pub async fn woken(&self, index: usize) {
-        let _ = self.destinations[index].woken.recv().await;
+    /// Waits until something is queued for destination `index` in `lane` (or
+    /// returns at once if something was queued since the last wait).
+    pub async fn woken(&self, index: usize, lane: Lane) {
+        let _ = self.destinations[index].wake[lane as usize].1.recv().await;
     }
 
     /// Per-destination figures, in configuration order.
@@ -324,21 +439,21 @@ impl Queue {
         self.destinations
             .iter()
             .map(|d| {
-                let (pending, pending_bytes) = *d.stats.lock().expect("stats lock");
-                let oldest_pending_secs = d
-                    .pending
-                    .first()
-                    .ok()
-                    .flatten()
-                    .and_then(|(key, _)| self.items.get(key).ok().flatten())
-                    .and_then(|v| decode(&v))
-                    .map(|r| now.saturating_sub(r.received_ms) / 1000);
+                let counts = d.stats.lock().expect("stats lock");
+                let oldest_pending_secs = Lane::ALL
+                    .iter()
+                    .filter_map(|lane| d.pending.scan_prefix([*lane as u8]).keys().next()?.ok())
+                    .filter_map(|key| self.items.get(&key[1..]).ok().flatten())
+                    .filter_map(|v| decode(&v))
+                    .map(|r| now.saturating_sub(r.received_ms) / 1000)
+                    .max();
                 (
                     d.name.clone(),
                     DestinationStats {
-                        pending,
-                        pending_bytes,
+                        pending: counts.pending,
+                        pending_bytes: counts.pending_bytes,
                         oldest_pending_secs,
+                        quarantined: counts.quarantined,
                     },
                 )
             })
@@ -417,6 +532,18 @@ impl Queue {
 
         for d in &self.destinations {
             d.pending.clear()?;
+            // A quarantine entry lives only as long as its record still waits for it.
+            for item in d.quarantine.iter() {
+                let (key, _) = item?;
+                let waiting = self
+                    .items
+                    .get(&key)?
+                    .and_then(|v| decode(&v))
+                    .is_some_and(|r| r.pending.contains(&d.name));
+                if !waiting {
+                    d.quarantine.remove(&key)?;
+                }
+            }
         }
         for item in self.items.iter() {
             let (key, value) = item?;
@@ -424,15 +551,22 @@ impl Queue {
                 continue;
             };
             report.queued += 1;
+            let id = decode_id(&key);
             for d in self
                 .destinations
                 .iter()
                 .filter(|d| record.pending.contains(&d.name))
             {
-                d.pending.insert(&key, &[])?;
                 let mut stats = d.stats.lock().expect("stats lock");
-                stats.0 += 1;
-                stats.1 += record.size;
+                if d.quarantine.contains_key(&key)? {
+                    stats.quarantined += 1;
+                    report.quarantined += 1;
+                } else {
+                    d.pending
+                        .insert(pending_key(Lane::of(record.size), id), &[])?;
+                    stats.pending += 1;
+                    stats.pending_bytes += record.size;
+                }
             }
         }
         self.db.flush()?;
@@ -565,15 +699,17 @@ mod tests {
         enqueue(&queue, "1.2.3.1");
         enqueue(&queue, "1.2.3.2");
         assert_eq!(queue.stats()[0].1.pending, 2);
-        let first = queue.oldest(0).unwrap().unwrap();
+        let first = queue
+            .next_batch(0, Lane::Small, 1, u64::MAX)
+            .unwrap()
+            .remove(0);
         assert_eq!(first.record.sop_instance_uid, "1.2.3.1");
         assert!(first.path.exists());
         queue.complete(0, first.id).unwrap();
         assert!(first.path.exists(), "destination b still needs it");
-        assert_eq!(
-            queue.oldest(0).unwrap().unwrap().record.sop_instance_uid,
-            "1.2.3.2"
-        );
+        let batch = queue.next_batch(0, Lane::Small, 8, u64::MAX).unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].record.sop_instance_uid, "1.2.3.2");
         queue.complete(1, first.id).unwrap();
         assert!(!first.path.exists());
         assert_eq!(queue.stats()[1].1.pending, 1);
@@ -597,7 +733,9 @@ mod tests {
         assert_eq!(report.records_without_file, 1);
         assert_eq!(report.queued, 1);
         assert_eq!(
-            queue.oldest(1).unwrap().unwrap().record.sop_instance_uid,
+            queue.next_batch(1, Lane::Small, 1, 1).unwrap()[0]
+                .record
+                .sop_instance_uid,
             "1.2.3.1"
         );
         enqueue(&queue, "1.2.3.4");
@@ -620,9 +758,87 @@ mod tests {
         let (queue, report) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
         assert!(report.index_rebuilt);
         assert_eq!(report.files_adopted, 1);
-        let entry = queue.oldest(0).unwrap().unwrap();
+        let entry = queue.next_batch(0, Lane::Small, 1, 1).unwrap().remove(0);
         assert_eq!(entry.record.sop_instance_uid, "1.2.3.1");
         assert_eq!(entry.record.pending, ["a", "b"]);
+    }
+
+    #[test]
+    fn batches_respect_count_and_bytes_and_lanes_are_separate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+        for i in 0..5 {
+            enqueue(&queue, &format!("1.2.3.{i}"));
+        }
+        let size = queue.next_batch(0, Lane::Small, 1, u64::MAX).unwrap()[0]
+            .record
+            .size;
+        assert_eq!(
+            queue.next_batch(0, Lane::Small, 3, u64::MAX).unwrap().len(),
+            3
+        );
+        assert_eq!(
+            queue
+                .next_batch(0, Lane::Small, 10, 2 * size)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            queue.next_batch(0, Lane::Small, 10, 1).unwrap().len(),
+            1,
+            "at least one"
+        );
+        assert!(
+            queue
+                .next_batch(0, Lane::Large, 10, u64::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(Lane::of(LARGE_INSTANCE_BYTES), Lane::Large);
+        assert_eq!(Lane::of(LARGE_INSTANCE_BYTES - 1), Lane::Small);
+    }
+
+    #[test]
+    fn quarantine_keeps_the_file_survives_restart_and_can_be_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = {
+            let (queue, _) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+            enqueue(&queue, "1.2.3.1");
+            enqueue(&queue, "1.2.3.2");
+            let entry = queue
+                .next_batch(0, Lane::Small, 1, u64::MAX)
+                .unwrap()
+                .remove(0);
+            queue.quarantine(0, &entry, "server said 400").unwrap();
+            queue.complete(1, entry.id).unwrap();
+            assert_eq!(queue.stats()[0].1.quarantined, 1);
+            assert_eq!(
+                queue.next_batch(0, Lane::Small, 8, u64::MAX).unwrap().len(),
+                1
+            );
+            entry
+        };
+        assert!(
+            entry.path.exists(),
+            "quarantined instances stay on the card"
+        );
+        let (queue, report) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+        assert_eq!(report.quarantined, 1);
+        assert_eq!(queue.stats()[0].1.quarantined, 1);
+        assert_eq!(
+            queue.next_batch(0, Lane::Small, 8, u64::MAX).unwrap().len(),
+            1
+        );
+        assert_eq!(queue.retry_quarantine(Some("b")).unwrap(), 0);
+        assert_eq!(queue.retry_quarantine(None).unwrap(), 1);
+        assert_eq!(queue.stats()[0].1.quarantined, 0);
+        assert_eq!(
+            queue.next_batch(0, Lane::Small, 8, u64::MAX).unwrap().len(),
+            2
+        );
+        queue.complete(0, entry.id).unwrap();
+        assert!(!entry.path.exists(), "delivered everywhere at last");
     }
 
     #[test]

@@ -1,24 +1,133 @@
-//! Upload: one worker per destination drains the queue, oldest first.
+//! Upload: workers drain the queue into each destination, oldest first.
 //!
-//! A worker sleeps until something is queued for it, delivers, and tells the queue,
-//! which removes the spool file once every destination has the instance. A failed
-//! delivery leaves the instance queued and the worker backs off (doubling up to a
-//! cap), so a dead destination costs nothing but a retry now and then.
+//! Each destination has two workers, one per lane of the queue: small instances go
+//! in batches, large ones one at a time, side by side, so a gigabyte clip on a slow
+//! line never holds the day's small images behind it (a size-aware single queue
+//! would still have to wait for the clip's request to finish). Both workers share
+//! the destination's health: when it is unreachable they back off together
+//! (exponential, with jitter, Retry-After respected) and probe cheaply before
+//! sending again; when it refuses our credentials they stop and retry rarely. An
+//! instance the destination refuses for good goes to quarantine and the rest go on.
 
+mod backoff;
+mod body;
 pub mod outbox;
+mod stow;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::config::{Destination, DestinationUrl};
 use crate::events::{Board, Event};
-use crate::queue::Queue;
+use crate::queue::{Entry, Lane, Queue};
+use backoff::Backoff;
 
+/// Small instances sent together in one request, at most this many bytes.
+const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+/// How long a destination that refused our credentials waits before trying again.
+const AUTH_RETRY: Duration = Duration::from_secs(600);
+/// First wait after a failure.
 const BACKOFF_START: Duration = Duration::from_secs(1);
-const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
-/// Runs the worker for destination number `index` until `stop` completes. A
-/// delivery under way when it does is finished first.
+/// What a destination said of one instance it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Stored,
+    /// Refused for good: quarantine it.
+    Refused(String),
+    /// Not taken this time: send it again later.
+    Retry(String),
+}
+
+/// Why a request as a whole failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Unreachable, timed out, overloaded: try again later.
+    Unavailable {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// Credentials refused.
+    Auth(String),
+    /// The request was refused as such; with one instance in it, that instance is at fault.
+    Refused(String),
+}
+
+/// Where a destination's instances go.
+enum Target {
+    Dir(PathBuf),
+    Stow(stow::Client),
+}
+
+impl Target {
+    fn new(destination: &Destination) -> Result<Target, String> {
+        Ok(match &destination.url {
+            DestinationUrl::Dir(dir) => Target::Dir(dir.clone()),
+            DestinationUrl::Dicomweb(base) => Target::Stow(stow::Client::new(destination, base)?),
+        })
+    }
+
+    fn deliver(&self, batch: &[Entry], sent: Arc<AtomicU64>) -> Result<Vec<Verdict>, Failure> {
+        match self {
+            Target::Dir(dir) => {
+                let mut verdicts = Vec::with_capacity(batch.len());
+                for entry in batch {
+                    match outbox::deliver(entry, dir) {
+                        Ok(_) => {
+                            sent.fetch_add(entry.record.size, std::sync::atomic::Ordering::Relaxed);
+                            verdicts.push(Verdict::Stored);
+                        }
+                        Err(e) if verdicts.is_empty() => {
+                            return Err(Failure::Unavailable {
+                                error: format!("cannot write to {}: {e}", dir.display()),
+                                retry_after: None,
+                            });
+                        }
+                        Err(e) => verdicts.push(Verdict::Retry(format!(
+                            "cannot write to {}: {e}",
+                            dir.display()
+                        ))),
+                    }
+                }
+                Ok(verdicts)
+            }
+            Target::Stow(client) => client.store(batch, sent),
+        }
+    }
+
+    fn probe(&self) -> Result<(), String> {
+        match self {
+            Target::Dir(_) => Ok(()),
+            Target::Stow(client) => client.probe(),
+        }
+    }
+}
+
+/// A destination's health, shared by its two lanes.
+struct Health {
+    /// No request before this instant.
+    not_before: Instant,
+    backoff: Backoff,
+    /// The last request failed to reach the destination: probe before the next one.
+    unreachable: bool,
+}
+
+/// Everything a lane worker needs.
+struct Worker {
+    index: usize,
+    name: String,
+    batch: usize,
+    target: Target,
+    queue: Arc<Queue>,
+    board: Arc<Board>,
+    health: Mutex<Health>,
+    stop: smol::channel::Receiver<()>,
+}
+
+/// Runs destination number `index` until `stop` closes. A request under way then
+/// is finished first.
 pub async fn run(
     index: usize,
     destination: Destination,
@@ -27,64 +136,210 @@ pub async fn run(
     stop: smol::channel::Receiver<()>,
 ) {
     let name = destination.name.to_string();
-    let mut backoff = BACKOFF_START;
-    while !stop.is_closed() {
-        let next = {
-            let queue = queue.clone();
-            smol::unblock(move || queue.oldest(index)).await
+    let target = match Target::new(&destination) {
+        Ok(target) => target,
+        Err(error) => {
+            log::error!(
+                "destination {name} cannot start: {error}; its instances stay queued until the configuration is fixed"
+            );
+            board.record(Event::Misconfigured {
+                destination: name,
+                error,
+            });
+            return;
+        }
+    };
+    let worker = Arc::new(Worker {
+        index,
+        name,
+        batch: destination.batch.0 as usize,
+        target,
+        queue,
+        board,
+        health: Mutex::new(Health {
+            not_before: Instant::now(),
+            backoff: Backoff::new(
+                BACKOFF_START,
+                Duration::from_secs(destination.retry_max_secs.0),
+            ),
+            unreachable: false,
+        }),
+        stop,
+    });
+    smol::future::zip(lane(worker.clone(), Lane::Small), lane(worker, Lane::Large)).await;
+}
+
+async fn lane(worker: Arc<Worker>, lane: Lane) {
+    let (max_count, max_bytes) = match lane {
+        Lane::Small => (worker.batch, BATCH_BYTES),
+        Lane::Large => (1, u64::MAX),
+    };
+    while !worker.stop.is_closed() {
+        let wait = {
+            let health = worker.health.lock().expect("health lock");
+            health.not_before.saturating_duration_since(Instant::now())
         };
-        let entry = match next {
-            Ok(Some(entry)) => entry,
-            Ok(None) => {
-                smol::future::or(queue.woken(index), async {
-                    let _ = stop.recv().await;
-                })
-                .await;
-                continue;
-            }
-            Err(e) => {
-                log::error!("{name}: cannot read the queue: {e}");
-                pause(&stop, BACKOFF_CAP).await;
-                continue;
-            }
-        };
-        let delivered = {
-            let (entry, url, queue) = (entry.clone(), destination.url.clone(), queue.clone());
+        if !wait.is_zero() {
+            pause(&worker.stop, wait).await;
+            continue;
+        }
+        let batch = {
+            let worker = worker.clone();
             smol::unblock(move || {
-                let DestinationUrl::Dir(dir) = &url;
-                outbox::deliver(&entry, dir)
-                    .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
-                queue
-                    .complete(index, entry.id)
-                    .map_err(|e| format!("delivered, but cannot record it: {e}"))
+                worker
+                    .queue
+                    .next_batch(worker.index, lane, max_count, max_bytes)
             })
             .await
         };
-        match delivered {
-            Ok(()) => {
-                log::debug!("{name}: delivered queue entry {}", entry.id);
-                board.record(Event::Delivered {
-                    destination: name.clone(),
-                });
-                backoff = BACKOFF_START;
+        match batch {
+            Ok(batch) if batch.is_empty() => {
+                smol::future::or(worker.queue.woken(worker.index, lane), async {
+                    let _ = worker.stop.recv().await;
+                })
+                .await;
             }
-            Err(error) => {
-                log::warn!(
-                    "{name}: delivery failed, retrying in {}s: {error}",
-                    backoff.as_secs()
-                );
-                board.record(Event::DeliveryFailed {
-                    destination: name.clone(),
-                    error,
-                });
-                pause(&stop, backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_CAP);
+            Ok(batch) => {
+                let worker = worker.clone();
+                smol::unblock(move || worker.send(lane, batch)).await;
+            }
+            Err(e) => {
+                log::error!("{}: cannot read the queue: {e}", worker.name);
+                pause(&worker.stop, Duration::from_secs(10)).await;
             }
         }
     }
 }
 
-/// Sleeps for `duration`, or less if `stop` completes.
+impl Worker {
+    /// Sends one batch and records the outcome (runs on a blocking thread).
+    fn send(&self, lane: Lane, batch: Vec<Entry>) {
+        if self.health.lock().expect("health lock").unreachable {
+            if let Err(error) = self.target.probe() {
+                self.unavailable(error, None);
+                return;
+            }
+        }
+        let lane_name = match lane {
+            Lane::Small => "small",
+            Lane::Large => "large",
+        };
+        let sent = Arc::new(AtomicU64::new(0));
+        self.board.record(Event::UploadStarted {
+            destination: self.name.clone(),
+            lane: lane_name,
+            instances: batch.len() as u64,
+            bytes: batch.iter().map(|e| e.record.size).sum(),
+            sent: sent.clone(),
+        });
+        let result = self.target.deliver(&batch, sent);
+        self.board.record(Event::UploadFinished {
+            destination: self.name.clone(),
+            lane: lane_name,
+        });
+        match result {
+            Ok(verdicts) => {
+                let mut retry = None;
+                for (entry, verdict) in batch.iter().zip(verdicts) {
+                    match verdict {
+                        Verdict::Stored => self.stored(entry),
+                        Verdict::Refused(reason) => self.quarantine(entry, &reason),
+                        Verdict::Retry(reason) => retry = Some(reason),
+                    }
+                }
+                match retry {
+                    Some(error) => self.unavailable(error, None),
+                    None => {
+                        let mut health = self.health.lock().expect("health lock");
+                        health.backoff.success();
+                        health.unreachable = false;
+                    }
+                }
+            }
+            // Which instance of the batch is at fault? Send each alone to find out.
+            Err(Failure::Refused(_)) if batch.len() > 1 => {
+                for entry in batch {
+                    self.send(lane, vec![entry]);
+                }
+            }
+            Err(Failure::Refused(reason)) => self.quarantine(&batch[0], &reason),
+            Err(Failure::Auth(error)) => self.auth_refused(error),
+            Err(Failure::Unavailable { error, retry_after }) => {
+                self.unavailable(error, retry_after)
+            }
+        }
+    }
+
+    fn stored(&self, entry: &Entry) {
+        match self.queue.complete(self.index, entry.id) {
+            Ok(()) => {
+                log::debug!("{}: delivered queue entry {}", self.name, entry.id);
+                self.board.record(Event::Delivered {
+                    destination: self.name.clone(),
+                });
+            }
+            // Delivered but not recorded: it will be sent again, which the
+            // destination takes as the same instance.
+            Err(e) => log::error!(
+                "{}: delivered queue entry {} but cannot record it: {e}",
+                self.name,
+                entry.id
+            ),
+        }
+    }
+
+    fn quarantine(&self, entry: &Entry, reason: &str) {
+        log::warn!(
+            "{}: queue entry {} quarantined: {reason}",
+            self.name,
+            entry.id
+        );
+        if let Err(e) = self.queue.quarantine(self.index, entry, reason) {
+            log::error!(
+                "{}: cannot quarantine queue entry {}: {e}",
+                self.name,
+                entry.id
+            );
+        }
+        self.board.record(Event::Quarantined {
+            destination: self.name.clone(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn auth_refused(&self, error: String) {
+        log::error!(
+            "{}: {error}; next try in {} min",
+            self.name,
+            AUTH_RETRY.as_secs() / 60
+        );
+        self.health.lock().expect("health lock").not_before = Instant::now() + AUTH_RETRY;
+        self.board.record(Event::AuthRefused {
+            destination: self.name.clone(),
+            error,
+            retry_in: AUTH_RETRY,
+        });
+    }
+
+    fn unavailable(&self, error: String, retry_after: Option<Duration>) {
+        let mut health = self.health.lock().expect("health lock");
+        let wait = health.backoff.failure(retry_after);
+        log::warn!(
+            "{}: {error}; next try in {:.1}s",
+            self.name,
+            wait.as_secs_f64()
+        );
+        health.not_before = Instant::now() + wait;
+        health.unreachable = true;
+        self.board.record(Event::Unavailable {
+            destination: self.name.clone(),
+            error,
+            retry_in: wait,
+        });
+    }
+}
+
+/// Sleeps for `duration`, or less if `stop` closes.
 async fn pause(stop: &smol::channel::Receiver<()>, duration: Duration) {
     smol::future::or(
         async {

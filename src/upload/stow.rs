@@ -150,15 +150,6 @@ impl Client {
         let reason = response.status().canonical_reason().unwrap_or("");
         let what = format!("HTTP {status} {reason}").trim_end().to_owned();
         match status {
-            200 | 202 | 409 => {
-                let mut text = String::new();
-                let _ = response
-                    .body_mut()
-                    .as_reader()
-                    .take(RESPONSE_LIMIT)
-                    .read_to_string(&mut text);
-                Ok(verdicts(status, &text, batch))
-            }
             401 | 403 => Err(Failure::Auth(format!(
                 "{what}: credentials refused; check auth, username, password or token"
             ))),
@@ -170,7 +161,25 @@ impl Client {
                 error: format!("{what}: is {} a DICOMweb base URL?", self.base),
                 retry_after,
             }),
-            _ => Err(Failure::Refused(what)),
+            200..=299 | 400..=499 => {
+                let mut text = String::new();
+                let _ = response
+                    .body_mut()
+                    .as_reader()
+                    .take(RESPONSE_LIMIT)
+                    .read_to_string(&mut text);
+                let verdicts = verdicts(status, &text, batch);
+                // A refusal that names no instance is the request's: the caller finds
+                // the culprit by sending each instance alone.
+                if status >= 400 && verdicts.iter().all(|v| matches!(v, Verdict::Retry(_))) {
+                    return Err(Failure::Refused(what));
+                }
+                Ok(verdicts)
+            }
+            _ => Err(Failure::Unavailable {
+                error: what,
+                retry_after,
+            }),
         }
     }
 }
@@ -215,9 +224,7 @@ fn verdicts(status: u16, body: &str, batch: &[Entry]) -> Vec<Verdict> {
         Some(Value::Array(items)) => items.first(),
         other => other.as_ref(),
     };
-    let stored: Vec<String> = sequence(object, "00081199")
-        .filter_map(uid_of)
-        .collect();
+    let stored: Vec<String> = sequence(object, "00081199").filter_map(uid_of).collect();
     let failed: HashMap<String, Option<u64>> = sequence(object, "00081198")
         .filter_map(|item| {
             let reason = item
@@ -245,8 +252,6 @@ fn verdicts(status: u16, body: &str, batch: &[Entry]) -> Vec<Verdict> {
                 }
             } else if stored.contains(uid) || status == 200 {
                 Verdict::Stored
-            } else if status == 409 {
-                Verdict::Refused("server refused it (HTTP 409)".into())
             } else {
                 Verdict::Retry("server did not confirm it".into())
             }
@@ -347,7 +352,7 @@ mod tests {
         assert_eq!(verdicts(200, "", &batch), [Verdict::Stored]);
         assert!(matches!(
             verdicts(409, "<xml/>", &batch)[0],
-            Verdict::Refused(_)
+            Verdict::Retry(_)
         ));
         assert!(matches!(verdicts(202, "[]", &batch)[0], Verdict::Retry(_)));
         let wrapped = r#"[{"00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["1.1"]}}]}}]"#;

@@ -1,0 +1,214 @@
+//! A real DICOMweb server for the tests: Orthanc with its DICOMweb plugin (Debian
+//! packages `orthanc` and `orthanc-dicomweb`), on loopback, with its own storage.
+//! HTTPS comes from stunnel in front of it (Debian's Orthanc build crashes on its
+//! own SSL option), with a test CA made by openssl.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::free_port;
+
+const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
+
+pub struct Orthanc {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    config: PathBuf,
+    user: Option<(String, String)>,
+    child: Option<Child>,
+    tls: Option<(Child, u16)>,
+}
+
+impl Orthanc {
+    pub fn start() -> Orthanc {
+        Orthanc::start_with(None)
+    }
+
+    /// Orthanc that accepts only `user`:`password` (HTTP Basic).
+    pub fn start_with(user: Option<(&str, &str)>) -> Orthanc {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let mut config = json!({
+            "Name": "uplink-test",
+            "StorageDirectory": dir.path().join("db"),
+            "IndexDirectory": dir.path().join("db"),
+            "HttpPort": http_port,
+            "DicomPort": free_port(),
+            "DicomServerEnabled": false,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": user.is_some(),
+            "Plugins": [PLUGIN],
+            "DicomWeb": {"Enable": true, "Root": "/dicom-web/"},
+        });
+        if let Some((name, password)) = user {
+            config["RegisteredUsers"] = json!({ name: password });
+        }
+        let path = dir.path().join("orthanc.json");
+        fs::write(&path, config.to_string()).unwrap();
+        let mut orthanc = Orthanc {
+            dir,
+            http_port,
+            config: path,
+            user: user.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            child: None,
+            tls: None,
+        };
+        orthanc.resume();
+        orthanc
+    }
+
+    /// (Re)starts the server on the same port and storage.
+    pub fn resume(&mut self) {
+        let log = fs::File::create(self.dir.path().join("orthanc.log")).unwrap();
+        let child = Command::new("Orthanc")
+            .arg(&self.config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot run Orthanc (is the orthanc package installed?)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get("/system").is_none() {
+            assert!(Instant::now() < deadline, "Orthanc did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (an outage, as far as the agent can tell).
+    pub fn pause(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn dicomweb_url(&self) -> String {
+        format!("http://127.0.0.1:{}/dicom-web", self.http_port)
+    }
+
+    /// Puts an HTTPS terminator with a certificate from a fresh test CA in front of
+    /// the server; returns its DICOMweb URL and the CA file.
+    pub fn with_tls(&mut self) -> (String, PathBuf) {
+        let dir = self.dir.path().join("tls");
+        fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(&dir).output().expect("cannot run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=uplink test CA"]);
+        openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+        fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+        openssl(&[
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2",
+            "-extfile", "ext.cnf",
+        ]);
+        let port = free_port();
+        let conf = dir.join("stunnel.conf");
+        fs::write(
+            &conf,
+            format!(
+                "foreground = yes\npid =\n[https]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{}\ncert = {}\nkey = {}\n",
+                self.http_port,
+                dir.join("server.pem").display(),
+                dir.join("server.key").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("stunnel")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run stunnel (is the stunnel4 package installed?)");
+        self.tls = Some((child, port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "stunnel did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (format!("https://127.0.0.1:{port}/dicom-web"), dir.join("ca.pem"))
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        let mut request = ureq::get(format!("http://127.0.0.1:{}{path}", self.http_port));
+        if let Some((user, password)) = &self.user {
+            let token = base64(&format!("{user}:{password}"));
+            request = request.header("Authorization", format!("Basic {token}"));
+        }
+        let mut response = request.call().ok()?;
+        serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+    }
+
+    /// SOP Instance UIDs of everything stored, one entry per stored instance.
+    pub fn instance_uids(&self) -> Vec<String> {
+        let instances = self.get("/instances?expand").unwrap_or(json!([]));
+        instances
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["MainDicomTags"]["SOPInstanceUID"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The file Orthanc stored for `uid`.
+    pub fn file(&self, uid: &str, into: &Path) -> PathBuf {
+        let instances = self.get("/instances?expand").unwrap();
+        let id = instances
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["MainDicomTags"]["SOPInstanceUID"] == uid)
+            .unwrap_or_else(|| panic!("{uid} not in Orthanc"))["ID"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut request = ureq::get(format!("http://127.0.0.1:{}/instances/{id}/file", self.http_port));
+        if let Some((user, password)) = &self.user {
+            request = request.header("Authorization", format!("Basic {}", base64(&format!("{user}:{password}"))));
+        }
+        let bytes = request.call().unwrap().body_mut().with_config().limit(u64::MAX).read_to_vec().unwrap();
+        let path = into.join(format!("orthanc-{uid}.dcm"));
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Waits until Orthanc holds `n` instances.
+    pub fn wait_instances(&self, n: usize, secs: u64, log: impl Fn() -> String) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let uids = self.instance_uids();
+            if uids.len() >= n {
+                return uids;
+            }
+            assert!(Instant::now() < deadline, "Orthanc has {} of {n} instances\n{}", uids.len(), log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        self.pause();
+        if let Some((mut child, _)) = self.tls.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Base64 by coreutils, for the test's own Basic authorization header.
+fn base64(text: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("base64")
+        .args(["-w", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on Debian (the real DICOM peers) and runs it:
+# Installs what the test suite needs on Debian (the real DICOM peers: dcmtk, Orthanc
+# with its DICOMweb plugin, stunnel for HTTPS) and runs it:
 # formatting, lints, unit tests and the end-to-end tests against dcmtk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(dcmtk)
+packages=(dcmtk orthanc orthanc-dicomweb stunnel4 openssl curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -17,7 +17,13 @@ fn images(dir: &Path, n: usize, tag: u32) -> Vec<PathBuf> {
     (1..=n)
         .map(|i| {
             let path = dir.join(format!("{tag}-{i}.dcm"));
-            write_us_image(&path, &format!("1.2.826.0.1.3680043.10.{tag}.{i}"), EXPLICIT_LE, 60, 80);
+            write_us_image(
+                &path,
+                &format!("1.2.826.0.1.3680043.10.{tag}.{i}"),
+                EXPLICIT_LE,
+                60,
+                80,
+            );
             path
         })
         .collect()
@@ -56,9 +62,16 @@ fn a_study_reaches_orthanc_identical_to_the_outbox_copy() {
         let stored = orthanc.file(&uid, fetched.path());
         let local = outbox.path().join(format!("{uid}.dcm"));
         wait_until(20, || local.exists(), || agent.log());
-        assert!(same_data_set(&stored, &local), "{uid}: Orthanc's copy differs");
+        assert!(
+            same_data_set(&stored, &local),
+            "{uid}: Orthanc's copy differs"
+        );
     }
-    wait_until(10, || agent.spool_files().is_empty(), || format!("{:?}", agent.spool_files()));
+    wait_until(
+        10,
+        || agent.spool_files().is_empty(),
+        || format!("{:?}", agent.spool_files()),
+    );
     std::thread::sleep(Duration::from_millis(1200));
     let status = agent.status_json();
     assert_eq!(status["destinations"][0]["delivered"], files.len());
@@ -83,8 +96,17 @@ fn an_outage_is_ridden_out_and_nothing_arrives_twice() {
         || format!("{}", agent.status_json()),
     );
     let status = agent.status_json();
-    assert!(status["destinations"][0]["next_attempt"].is_string(), "{status}");
-    assert!(status["destinations"][0]["last_error"]["message"].as_str().unwrap().contains("onnect"), "{status}");
+    assert!(
+        status["destinations"][0]["next_attempt"].is_string(),
+        "{status}"
+    );
+    assert!(
+        status["destinations"][0]["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("onnect"),
+        "{status}"
+    );
     assert_eq!(agent.spool_files().len(), 20);
 
     orthanc.resume();
@@ -94,14 +116,22 @@ fn an_outage_is_ridden_out_and_nothing_arrives_twice() {
     assert_eq!(uids_after.len(), 20, "nothing twice");
     assert_eq!(uids.iter().collect::<BTreeSet<_>>().len(), 20);
     wait_until(10, || agent.spool_files().is_empty(), || agent.log());
-    wait_until(10, || agent.status_json()["destinations"][0]["state"] == "ready", || agent.log());
+    wait_until(
+        10,
+        || agent.status_json()["destinations"][0]["state"] == "ready",
+        || agent.log(),
+    );
 }
 
 #[test]
 fn sigkill_during_upload_delivers_everything_exactly_once() {
     let orthanc = Orthanc::start();
     // A bandwidth cap keeps the clip's request in flight long enough to kill it.
-    let mut agent = Agent::start(&destination("cloud", &orthanc.dicomweb_url(), "max_kib_per_sec = 20480"));
+    let mut agent = Agent::start(&destination(
+        "cloud",
+        &orthanc.dicomweb_url(),
+        "max_kib_per_sec = 20480",
+    ));
     let input = tempfile::tempdir().unwrap();
     let mut files = images(input.path(), 10, 22);
     let clip = input.path().join("clip.dcm");
@@ -114,7 +144,10 @@ fn sigkill_during_upload_delivers_everything_exactly_once() {
             let s = agent.status_json();
             s["destinations"][0]["uploading"]
                 .as_array()
-                .is_some_and(|u| u.iter().any(|u| u["lane"] == "large" && u["sent_bytes"].as_u64() > Some(8 << 20)))
+                .is_some_and(|u| {
+                    u.iter()
+                        .any(|u| u["lane"] == "large" && u["sent_bytes"].as_u64() > Some(8 << 20))
+                })
         },
         || format!("{}", agent.status_json()),
     );
@@ -137,19 +170,32 @@ fn wrong_credentials_are_reported_and_right_ones_work() {
     let wrong = Agent::start(&destination(
         "cloud",
         &orthanc.dicomweb_url(),
-        &format!("auth = \"basic\"\nusername = \"clinic\"\npassword_file = \"{}\"", secret.display()),
+        &format!(
+            "auth = \"basic\"\nusername = \"clinic\"\npassword_file = \"{}\"",
+            secret.display()
+        ),
     ));
     send(&wrong, &["-R"], &files);
-    wait_until(15, || wrong.status_json()["destinations"][0]["state"] == "authentication refused", || wrong.log());
+    wait_until(
+        15,
+        || wrong.status_json()["destinations"][0]["state"] == "authentication refused",
+        || wrong.log(),
+    );
     assert!(wrong.log().contains("credentials refused"));
-    assert!(!wrong.log().contains("wrong"), "the password never reaches the log");
+    assert!(
+        !wrong.log().contains("wrong"),
+        "the password never reaches the log"
+    );
     assert!(orthanc.instance_uids().is_empty());
 
     std::fs::write(&secret, "s3cret\n").unwrap();
     let right = Agent::start(&destination(
         "cloud",
         &orthanc.dicomweb_url(),
-        &format!("auth = \"basic\"\nusername = \"clinic\"\npassword_file = \"{}\"", secret.display()),
+        &format!(
+            "auth = \"basic\"\nusername = \"clinic\"\npassword_file = \"{}\"",
+            secret.display()
+        ),
     ));
     send(&right, &["-R"], &files);
     orthanc.wait_instances(3, 30, || right.log());
@@ -164,13 +210,24 @@ fn https_is_trusted_only_with_the_configured_ca() {
 
     let untrusting = Agent::start(&destination("cloud", &url, ""));
     send(&untrusting, &["-R"], &files);
-    wait_until(15, || untrusting.status_json()["destinations"][0]["state"] == "offline", || untrusting.log());
+    wait_until(
+        15,
+        || untrusting.status_json()["destinations"][0]["state"] == "offline",
+        || untrusting.log(),
+    );
     let error = untrusting.status_json()["destinations"][0]["last_error"]["message"].to_string();
-    assert!(error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"), "{error}");
+    assert!(
+        error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"),
+        "{error}"
+    );
     assert!(orthanc.instance_uids().is_empty());
     drop(untrusting);
 
-    let trusting = Agent::start(&destination("cloud", &url, &format!("ca_file = \"{}\"", ca.display())));
+    let trusting = Agent::start(&destination(
+        "cloud",
+        &url,
+        &format!("ca_file = \"{}\"", ca.display()),
+    ));
     send(&trusting, &["-R"], &files);
     orthanc.wait_instances(2, 30, || trusting.log());
 }
@@ -184,18 +241,34 @@ fn an_instance_the_server_refuses_is_quarantined_and_the_rest_arrive() {
     // No Study Instance UID: Orthanc refuses it (400, Failed SOP Sequence).
     let bad = input.path().join("bad.dcm");
     write_us_image(&bad, "1.2.826.0.1.3680043.10.25.99", EXPLICIT_LE, 60, 80);
-    let out = dcmtk("dcmodify", &["-nb", "-ea", "(0020,000d)", bad.to_str().unwrap()]);
+    let out = dcmtk(
+        "dcmodify",
+        &["-nb", "-ea", "(0020,000d)", bad.to_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", text(&out));
     files.insert(2, bad);
     send(&agent, &["-R"], &files);
 
     let uids = orthanc.wait_instances(4, 60, || agent.log());
     assert!(!uids.contains(&"1.2.826.0.1.3680043.10.25.99".to_owned()));
-    wait_until(10, || agent.status_json()["destinations"][0]["quarantined"] == 1, || agent.log());
+    wait_until(
+        10,
+        || agent.status_json()["destinations"][0]["quarantined"] == 1,
+        || agent.log(),
+    );
     let status = agent.status_json();
     assert_eq!(status["destinations"][0]["pending"], 0, "{status}");
-    assert!(status["destinations"][0]["last_error"]["message"].as_str().unwrap().contains("quarantined"));
-    assert_eq!(agent.spool_files().len(), 1, "the refused instance stays on the card");
+    assert!(
+        status["destinations"][0]["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quarantined")
+    );
+    assert_eq!(
+        agent.spool_files().len(),
+        1,
+        "the refused instance stays on the card"
+    );
 
     // Put back, it is refused again and returns to quarantine; nothing is lost.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
@@ -204,8 +277,22 @@ fn an_instance_the_server_refuses_is_quarantined_and_the_rest_arrive() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("1 quarantined instance(s) back in the queue"), "{}", text(&out));
-    wait_until(10, || agent.log().matches("quarantined: server refused it").count() >= 2, || agent.log());
+    assert!(
+        text(&out).contains("1 quarantined instance(s) back in the queue"),
+        "{}",
+        text(&out)
+    );
+    wait_until(
+        10,
+        || {
+            agent
+                .log()
+                .matches("quarantined: server refused it")
+                .count()
+                >= 2
+        },
+        || agent.log(),
+    );
     assert_eq!(agent.spool_files().len(), 1);
 }
 

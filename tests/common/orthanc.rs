@@ -96,15 +96,65 @@ impl Orthanc {
         let dir = self.dir.path().join("tls");
         fs::create_dir_all(&dir).unwrap();
         let openssl = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).current_dir(&dir).output().expect("cannot run openssl");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("cannot run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
-        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=uplink test CA"]);
-        openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
-        fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
         openssl(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2",
-            "-extfile", "ext.cnf",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=uplink test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
         ]);
         let port = free_port();
         let conf = dir.join("stunnel.conf");
@@ -130,7 +180,10 @@ impl Orthanc {
             assert!(Instant::now() < deadline, "stunnel did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        (format!("https://127.0.0.1:{port}/dicom-web"), dir.join("ca.pem"))
+        (
+            format!("https://127.0.0.1:{port}/dicom-web"),
+            dir.join("ca.pem"),
+        )
     }
 
     fn get(&self, path: &str) -> Option<Value> {
@@ -150,7 +203,12 @@ impl Orthanc {
             .as_array()
             .unwrap()
             .iter()
-            .map(|i| i["MainDicomTags"]["SOPInstanceUID"].as_str().unwrap().to_owned())
+            .map(|i| {
+                i["MainDicomTags"]["SOPInstanceUID"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -166,11 +224,24 @@ impl Orthanc {
             .as_str()
             .unwrap()
             .to_owned();
-        let mut request = ureq::get(format!("http://127.0.0.1:{}/instances/{id}/file", self.http_port));
+        let mut request = ureq::get(format!(
+            "http://127.0.0.1:{}/instances/{id}/file",
+            self.http_port
+        ));
         if let Some((user, password)) = &self.user {
-            request = request.header("Authorization", format!("Basic {}", base64(&format!("{user}:{password}"))));
+            request = request.header(
+                "Authorization",
+                format!("Basic {}", base64(&format!("{user}:{password}"))),
+            );
         }
-        let bytes = request.call().unwrap().body_mut().with_config().limit(u64::MAX).read_to_vec().unwrap();
+        let bytes = request
+            .call()
+            .unwrap()
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .unwrap();
         let path = into.join(format!("orthanc-{uid}.dcm"));
         fs::write(&path, bytes).unwrap();
         path
@@ -184,7 +255,12 @@ impl Orthanc {
             if uids.len() >= n {
                 return uids;
             }
-            assert!(Instant::now() < deadline, "Orthanc has {} of {n} instances\n{}", uids.len(), log());
+            assert!(
+                Instant::now() < deadline,
+                "Orthanc has {} of {n} instances\n{}",
+                uids.len(),
+                log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -209,6 +285,11 @@ fn base64(text: &str) -> String {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
 }

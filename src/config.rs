@@ -25,6 +25,8 @@ pub struct Config {
     /// Where received exams go; with none, a `dir:` outbox under the data dir.
     #[serde(rename = "destination")]
     pub destinations: Vec<Destination>,
+    /// The fixed values of the `strict` profile.
+    pub strict: StrictValues,
     /// Log output.
     pub log: Log,
 }
@@ -263,6 +265,28 @@ impl Serialize for Secret {
     }
 }
 
+/// `[strict]`: what every study shows in the cloud's study list under `strict`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StrictValues {
+    /// Patient's Name of every strict instance.
+    pub patient_name: String,
+    /// Patient ID of every strict instance.
+    pub patient_id: String,
+    /// Patient's Sex of every strict instance: `M`, `F` or `O`.
+    pub patient_sex: String,
+}
+
+impl Default for StrictValues {
+    fn default() -> Self {
+        StrictValues {
+            patient_name: "ANONYMOUS".into(),
+            patient_id: "000000".into(),
+            patient_sex: "O".into(),
+        }
+    }
+}
+
 /// `[log]`: what the agent says.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -378,10 +402,25 @@ impl Config {
         }
         for destination in &mut self.destinations {
             destination.resolve().map_err(ConfigError)?;
-            if destination.profile != Profile::Identified {
+        }
+        let s = &self.strict;
+        if !["M", "F", "O"].contains(&s.patient_sex.as_str()) {
+            return Err(ConfigError(format!(
+                "[strict] patient_sex = \"{}\": use M, F or O",
+                s.patient_sex
+            )));
+        }
+        for (key, value, max) in [
+            ("patient_name", &s.patient_name, 64),
+            ("patient_id", &s.patient_id, 64),
+        ] {
+            if value.len() > max
+                || value
+                    .chars()
+                    .any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\')
+            {
                 return Err(ConfigError(format!(
-                    "[[destination]] \"{}\": profile = \"{}\" is not available in this build yet; use \"identified\"",
-                    destination.name, destination.profile
+                    "[strict] {key} = \"{value}\": use at most {max} plain ASCII characters, no backslash"
                 )));
             }
         }

@@ -5,6 +5,7 @@
 //! them to each configured destination. Configuration, events and status sit at
 //! the side.
 
+mod anonymize;
 mod config;
 mod events;
 mod logging;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 
+use crate::anonymize::{Anonymizer, DeviceKey};
 use crate::config::{Config, Source};
 use crate::events::{Board, now_rfc3339};
 use crate::queue::Queue;
@@ -69,10 +70,13 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     let queue = Arc::new(queue);
     let board = Arc::new(Board::default());
 
+    let key = DeviceKey::load_or_create(&data_dir)
+        .map_err(|e| format!("cannot load the device key in {}: {e}", data_dir.display()))?;
     let listener = Listener::bind(Shared {
         listener: config.listener.clone(),
         queue: queue.clone(),
         board: board.clone(),
+        anonymizer: Anonymizer::new(Arc::new(key), config.strict.clone()),
     })
     .map_err(|e| e.to_string())?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;

@@ -6,6 +6,7 @@
 //! whatever the size of the instance. Each output has its own [`Transform`]: the
 //! anonymization profiles plug in here, before a byte reaches the card.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
 use dicom_core::header::{DataElementHeader, HasLength, Length};
@@ -23,14 +24,75 @@ use dicom_parser::stateful::encode::StatefulEncoder;
 /// endless nesting must not grow our stacks.
 pub const MAX_DEPTH: usize = 32;
 
-/// Values up to this size are read whole to be inspected; larger ones only stream.
-const INSPECT_LIMIT: u32 = 256;
+/// Values up to this size can be read whole to be inspected or rewritten; a larger
+/// one that a transform wants to inspect is removed instead (no attribute that
+/// identifies anyone is that long, and memory stays bounded).
+pub const INSPECT_LIMIT: u32 = 64 * 1024;
+
+/// What a transform does with an element (or sequence) when it meets its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Copy it as it is (a sequence: copy, applying the transform inside).
+    Keep,
+    /// Leave it out (a sequence: with everything inside).
+    Remove,
+    /// Write it with an empty value (a sequence: with no items).
+    Empty,
+    /// Read the value and ask [`Transform::rewrite`].
+    Inspect,
+    /// Copy the value through [`Transform::filter`], chunk by chunk (pixel data).
+    Filter,
+}
+
+/// What a transform makes of an inspected value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    Keep,
+    /// A new value, as raw bytes in the transfer syntax (padding is added).
+    Value(Vec<u8>),
+}
+
+/// An element a transform adds at the top level (or puts in place of one there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addition {
+    pub tag: Tag,
+    pub vr: VR,
+    pub value: AddedValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddedValue {
+    Bytes(Vec<u8>),
+    /// A sequence of items, each a list of (tag, VR, raw value) in tag order.
+    Items(Vec<Vec<(Tag, VR, Vec<u8>)>>),
+}
 
 /// What a profile does to the data set on its way to one output.
 pub trait Transform {
-    /// Whether the element (or sequence) `header`, found at nesting `depth` (0 = top
-    /// level), goes into the output.
-    fn keep(&mut self, depth: usize, header: &DataElementHeader) -> bool;
+    /// The plan for the element `header`, inside the sequences `path` (outermost
+    /// first; empty at the top level).
+    fn plan(&mut self, path: &[Tag], header: &DataElementHeader) -> Plan;
+
+    /// The new value of an element planned [`Plan::Inspect`].
+    fn rewrite(&mut self, _path: &[Tag], _header: &DataElementHeader, _value: &[u8]) -> Rewrite {
+        Rewrite::Keep
+    }
+
+    /// Top-level elements to add, in ascending tag order; one with the tag of an
+    /// element in the data set takes its place.
+    fn additions(&mut self) -> Vec<Addition> {
+        Vec::new()
+    }
+
+    /// Changes the bytes of a value planned [`Plan::Filter`], which start at `offset`
+    /// in the value.
+    fn filter(&mut self, _offset: u64, _bytes: &mut [u8]) {}
+
+    /// After the data set: a reason to hold this output back (quarantine) rather
+    /// than deliver it, when the transform could not do all it must.
+    fn hold(&self) -> Option<String> {
+        None
+    }
 
     /// Whether the output may keep the input's encoding byte for byte, including
     /// explicit sequence and item lengths. A transform that removes or changes
@@ -42,8 +104,8 @@ pub trait Transform {
 pub struct Identity;
 
 impl Transform for Identity {
-    fn keep(&mut self, _depth: usize, _header: &DataElementHeader) -> bool {
-        true
+    fn plan(&mut self, _path: &[Tag], _header: &DataElementHeader) -> Plan {
+        Plan::Keep
     }
 
     fn preserves_encoding(&self) -> bool {
@@ -73,14 +135,110 @@ enum Level {
     PixelSequence,
 }
 
+type Encoder<'a, W> = StatefulEncoder<W, Box<dyn EncodeTo<W> + 'a>>;
+
 struct Sink<'a, W: Write> {
-    encoder: StatefulEncoder<W, Box<dyn EncodeTo<W> + 'a>>,
+    encoder: Encoder<'a, W>,
     transform: &'a mut dyn Transform,
     preserve: bool,
+    additions: VecDeque<Addition>,
     /// While set, this sink is inside a removed sequence that began at this depth.
     skip_from: Option<usize>,
-    /// Whether this sink takes the value being copied.
-    active: bool,
+    /// The plan for the value being copied.
+    plan: Plan,
+}
+
+type WriteResult = Result<(), dicom_parser::stateful::encode::Error>;
+
+impl<W: Write> Sink<'_, W> {
+    /// Before a top-level element `tag`: writes the additions that come first.
+    /// Returns whether an addition takes the element's place.
+    fn additions_before(
+        &mut self,
+        tag: Tag,
+    ) -> Result<bool, dicom_parser::stateful::encode::Error> {
+        while let Some(next) = self.additions.front() {
+            if next.tag > tag {
+                return Ok(false);
+            }
+            let addition = self.additions.pop_front().expect("front exists");
+            write_addition(&mut self.encoder, &addition)?;
+            if addition.tag == tag {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The plan for an element at `path`, with additions at the top level applied.
+    fn plan(
+        &mut self,
+        path: &[Tag],
+        header: &DataElementHeader,
+    ) -> Result<Plan, dicom_parser::stateful::encode::Error> {
+        if path.is_empty() && self.additions_before(header.tag)? {
+            return Ok(Plan::Remove);
+        }
+        Ok(self.transform.plan(path, header))
+    }
+
+    fn write_element(&mut self, header: DataElementHeader, value: &[u8]) -> WriteResult {
+        let value = padded(header.vr, value);
+        self.encoder.encode_element_header(DataElementHeader::new(
+            header.tag,
+            header.vr,
+            Length(value.len() as u32),
+        ))?;
+        self.encoder.write_raw_bytes(&value)
+    }
+}
+
+fn write_addition<W: Write>(encoder: &mut Encoder<'_, W>, addition: &Addition) -> WriteResult {
+    match &addition.value {
+        AddedValue::Bytes(bytes) => {
+            let value = padded(addition.vr, bytes);
+            encoder.encode_element_header(DataElementHeader::new(
+                addition.tag,
+                addition.vr,
+                Length(value.len() as u32),
+            ))?;
+            encoder.write_raw_bytes(&value)
+        }
+        AddedValue::Items(items) => {
+            encoder.encode_element_header(DataElementHeader::new(
+                addition.tag,
+                VR::SQ,
+                Length::UNDEFINED,
+            ))?;
+            for item in items {
+                encoder.encode_item_header(Length::UNDEFINED.0)?;
+                for (tag, vr, bytes) in item {
+                    let value = padded(*vr, bytes);
+                    encoder.encode_element_header(DataElementHeader::new(
+                        *tag,
+                        *vr,
+                        Length(value.len() as u32),
+                    ))?;
+                    encoder.write_raw_bytes(&value)?;
+                }
+                encoder.encode_item_delimiter()?;
+            }
+            encoder.encode_sequence_delimiter()
+        }
+    }
+}
+
+/// A value padded to even length as PS3.5 6.2 says: UIDs with NUL, text with space.
+fn padded(vr: VR, value: &[u8]) -> Vec<u8> {
+    let mut value = value.to_vec();
+    if value.len() % 2 == 1 {
+        value.push(match vr {
+            VR::UI => 0,
+            vr if is_text(vr) => b' ',
+            _ => 0,
+        });
+    }
+    value
 }
 
 /// Copies a data set from `source` (encoded in `ts`) into every output. The error
@@ -101,16 +259,20 @@ pub fn copy<R: Read, W: Write>(
             .encoder_for::<W>()
             .ok_or_else(|| format!("cannot encode transfer syntax {}", ts.uid()))?;
         let preserve = output.transform.preserves_encoding();
+        let additions = output.transform.additions().into();
         sinks.push(Sink {
             encoder: StatefulEncoder::new(output.writer, encoder, SpecificCharacterSet::default()),
             transform: output.transform,
             preserve,
+            additions,
             skip_from: None,
-            active: false,
+            plan: Plan::Keep,
         });
     }
 
     let mut levels: Vec<Level> = Vec::new();
+    // The tags of the sequences we are in, outermost first.
+    let mut path: Vec<Tag> = Vec::new();
     let mut summary = Summary::default();
     let werr = |e: dicom_parser::stateful::encode::Error| format!("write failed: {e}");
 
@@ -126,33 +288,47 @@ pub fn copy<R: Read, W: Write>(
                 }
                 let header = DataElementHeader::new(tag, VR::SQ, len);
                 for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
-                    if sink.transform.keep(depth, &header) {
-                        let len = if sink.preserve {
-                            len
-                        } else {
-                            Length::UNDEFINED
-                        };
-                        sink.encoder
-                            .encode_element_header(DataElementHeader::new(tag, VR::SQ, len))
-                            .map_err(werr)?;
-                    } else {
-                        sink.skip_from = Some(depth);
+                    match sink.plan(&path, &header).map_err(werr)? {
+                        Plan::Keep | Plan::Inspect | Plan::Filter => {
+                            let len = if sink.preserve {
+                                len
+                            } else {
+                                Length::UNDEFINED
+                            };
+                            sink.encoder
+                                .encode_element_header(DataElementHeader::new(tag, VR::SQ, len))
+                                .map_err(werr)?;
+                        }
+                        Plan::Empty => {
+                            sink.encoder
+                                .encode_element_header(DataElementHeader::new(
+                                    tag,
+                                    VR::SQ,
+                                    Length(0),
+                                ))
+                                .map_err(werr)?;
+                            sink.skip_from = Some(depth);
+                        }
+                        Plan::Remove => sink.skip_from = Some(depth),
                     }
                 }
                 levels.push(Level::Sequence {
                     undefined: len.is_undefined(),
                 });
+                path.push(tag);
             }
             LazyDataToken::PixelSequenceStart => {
                 let header = DataElementHeader::new(tags::PIXEL_DATA, VR::OB, Length::UNDEFINED);
                 for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
-                    if sink.transform.keep(depth, &header) {
-                        sink.encoder.encode_element_header(header).map_err(werr)?;
-                    } else {
-                        sink.skip_from = Some(depth);
+                    match sink.plan(&path, &header).map_err(werr)? {
+                        Plan::Keep | Plan::Inspect | Plan::Filter => {
+                            sink.encoder.encode_element_header(header).map_err(werr)?
+                        }
+                        Plan::Empty | Plan::Remove => sink.skip_from = Some(depth),
                     }
                 }
                 levels.push(Level::PixelSequence);
+                path.push(tags::PIXEL_DATA);
             }
             LazyDataToken::ItemStart { len } => {
                 if depth >= MAX_DEPTH {
@@ -184,12 +360,12 @@ pub fn copy<R: Read, W: Write>(
                 }
             }
             LazyDataToken::SequenceEnd => {
-                let closed = levels.pop();
-                let undefined = match closed {
+                let undefined = match levels.pop() {
                     Some(Level::Sequence { undefined }) => undefined,
                     Some(Level::PixelSequence) => true,
                     _ => return Err("malformed data set: sequence end outside a sequence".into()),
                 };
+                path.pop();
                 let depth = levels.len();
                 for sink in sinks.iter_mut() {
                     match sink.skip_from {
@@ -205,20 +381,24 @@ pub fn copy<R: Read, W: Write>(
             LazyDataToken::LazyValue { header, decoder } => {
                 summary.elements += 1;
                 let len = header.length().0;
-                let inspect = depth == 0
-                    && (header.tag == tags::SOP_CLASS_UID || header.tag == tags::SOP_INSTANCE_UID)
-                    && len <= INSPECT_LIMIT;
+                let wanted_by_summary = depth == 0
+                    && (header.tag == tags::SOP_CLASS_UID || header.tag == tags::SOP_INSTANCE_UID);
+                let mut in_memory = wanted_by_summary && len <= INSPECT_LIMIT;
                 for sink in sinks.iter_mut() {
-                    sink.active = sink.skip_from.is_none() && sink.transform.keep(depth, &header);
-                    if sink.active {
-                        sink.encoder.encode_element_header(header).map_err(werr)?;
+                    sink.plan = if sink.skip_from.is_some() {
+                        Plan::Remove
+                    } else {
+                        sink.plan(&path, &header).map_err(werr)?
+                    };
+                    if sink.plan == Plan::Inspect {
+                        if len <= INSPECT_LIMIT {
+                            in_memory = true;
+                        } else {
+                            sink.plan = Plan::Remove;
+                        }
                     }
                 }
-                let mut fanout = Fanout {
-                    sinks: &mut sinks,
-                    written: 0,
-                };
-                if inspect {
+                if in_memory {
                     let mut value = Vec::with_capacity(len as usize);
                     decoder
                         .read_to_vec(len, &mut value)
@@ -226,40 +406,81 @@ pub fn copy<R: Read, W: Write>(
                     if value.len() != len as usize {
                         return Err(truncated(header.tag, len, value.len() as u64));
                     }
-                    fanout
-                        .write_all(&value)
-                        .map_err(|e| format!("write failed: {e}"))?;
-                    let text = String::from_utf8_lossy(&value)
-                        .trim_end_matches(['\0', ' '])
-                        .to_owned();
-                    if header.tag == tags::SOP_CLASS_UID {
-                        summary.sop_class_uid = Some(text);
-                    } else {
-                        summary.sop_instance_uid = Some(text);
+                    if wanted_by_summary {
+                        let text = String::from_utf8_lossy(&value)
+                            .trim_end_matches(['\0', ' '])
+                            .to_owned();
+                        if header.tag == tags::SOP_CLASS_UID {
+                            summary.sop_class_uid = Some(text);
+                        } else {
+                            summary.sop_instance_uid = Some(text);
+                        }
+                    }
+                    for sink in sinks.iter_mut() {
+                        match sink.plan {
+                            Plan::Keep => sink.write_element(header, &value).map_err(werr)?,
+                            Plan::Filter => {
+                                let mut value = value.clone();
+                                sink.transform.filter(0, &mut value);
+                                sink.write_element(header, &value).map_err(werr)?
+                            }
+                            Plan::Empty => sink.write_element(header, &[]).map_err(werr)?,
+                            Plan::Remove => {}
+                            Plan::Inspect => match sink.transform.rewrite(&path, &header, &value) {
+                                Rewrite::Keep => {
+                                    sink.write_element(header, &value).map_err(werr)?
+                                }
+                                Rewrite::Value(new) => {
+                                    sink.write_element(header, &new).map_err(werr)?
+                                }
+                            },
+                        }
                     }
                 } else {
+                    for sink in sinks.iter_mut() {
+                        match sink.plan {
+                            Plan::Keep | Plan::Filter => {
+                                sink.encoder.encode_element_header(header).map_err(werr)?
+                            }
+                            Plan::Empty => sink.write_element(header, &[]).map_err(werr)?,
+                            Plan::Remove | Plan::Inspect => {}
+                        }
+                    }
+                    let mut fanout = Fanout {
+                        sinks: &mut sinks,
+                        written: 0,
+                        scratch: Vec::new(),
+                    };
                     decoder
                         .read_to(len, &mut fanout)
                         .map_err(|e| format!("malformed data set: {e}"))?;
                     if fanout.written != u64::from(len) {
                         return Err(truncated(header.tag, len, fanout.written));
                     }
-                }
-                if len % 2 == 1 {
-                    // The encoder wrote an even length; pad as PS3.5 6.2 says.
-                    let pad = if is_text(header.vr) { b' ' } else { 0 };
-                    for sink in sinks.iter_mut().filter(|s| s.active) {
-                        sink.encoder.write_raw_bytes(&[pad]).map_err(werr)?;
+                    if len % 2 == 1 {
+                        // The encoder wrote an even length; pad as PS3.5 6.2 says.
+                        let pad = padded(header.vr, &[0])[1..].to_vec();
+                        for sink in sinks
+                            .iter_mut()
+                            .filter(|s| matches!(s.plan, Plan::Keep | Plan::Filter))
+                        {
+                            sink.encoder.write_raw_bytes(&pad).map_err(werr)?;
+                        }
                     }
                 }
             }
             LazyDataToken::LazyItemValue { len, decoder } => {
                 for sink in sinks.iter_mut() {
-                    sink.active = sink.skip_from.is_none();
+                    sink.plan = if sink.skip_from.is_none() {
+                        Plan::Keep
+                    } else {
+                        Plan::Remove
+                    };
                 }
                 let mut fanout = Fanout {
                     sinks: &mut sinks,
                     written: 0,
+                    scratch: Vec::new(),
                 };
                 decoder
                     .read_to(len, &mut fanout)
@@ -278,6 +499,9 @@ pub fn copy<R: Read, W: Write>(
         ));
     }
     for sink in &mut sinks {
+        while let Some(addition) = sink.additions.pop_front() {
+            write_addition(&mut sink.encoder, &addition).map_err(werr)?;
+        }
         sink.encoder
             .flush()
             .map_err(|e| format!("write failed: {e}"))?;
@@ -289,7 +513,7 @@ fn truncated(tag: Tag, len: u32, got: u64) -> String {
     format!("data set truncated: element {tag} announces {len} bytes, only {got} arrived")
 }
 
-fn is_text(vr: VR) -> bool {
+pub fn is_text(vr: VR) -> bool {
     matches!(
         vr,
         VR::AE
@@ -311,18 +535,28 @@ fn is_text(vr: VR) -> bool {
     )
 }
 
-/// Writes one value's bytes to every active sink, counting them.
+/// Writes one value's bytes to every sink that keeps it, counting them.
 struct Fanout<'s, 'a, W: Write> {
     sinks: &'s mut [Sink<'a, W>],
     written: u64,
+    /// A copy of the chunk for sinks that filter it.
+    scratch: Vec<u8>,
 }
 
 impl<W: Write> Write for Fanout<'_, '_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for sink in self.sinks.iter_mut().filter(|s| s.active) {
-            sink.encoder
-                .write_raw_bytes(buf)
-                .map_err(|e| io::Error::other(e.to_string()))?;
+        for sink in self.sinks.iter_mut() {
+            let result = match sink.plan {
+                Plan::Keep => sink.encoder.write_raw_bytes(buf),
+                Plan::Filter => {
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(buf);
+                    sink.transform.filter(self.written, &mut self.scratch);
+                    sink.encoder.write_raw_bytes(&self.scratch)
+                }
+                _ => Ok(()),
+            };
+            result.map_err(|e| io::Error::other(e.to_string()))?;
         }
         self.written += buf.len() as u64;
         Ok(buf.len())
@@ -442,12 +676,49 @@ mod tests {
         assert_eq!(output, input);
     }
 
-    /// A transform that drops private elements, as the anonymizing profiles will.
+    /// A transform that drops private elements and sequences, empties the name,
+    /// rewrites the ID and adds an element, as the anonymizing profiles will.
     struct DropPrivateAndSequences;
 
     impl Transform for DropPrivateAndSequences {
-        fn keep(&mut self, _depth: usize, header: &DataElementHeader) -> bool {
-            header.tag.group() % 2 == 0 && header.vr != VR::SQ
+        fn plan(&mut self, _path: &[Tag], header: &DataElementHeader) -> Plan {
+            if header.tag.group() % 2 == 1 || header.vr == VR::SQ {
+                Plan::Remove
+            } else if header.tag == tags::PATIENT_NAME {
+                Plan::Empty
+            } else if header.tag == tags::SOP_INSTANCE_UID {
+                Plan::Inspect
+            } else {
+                Plan::Keep
+            }
+        }
+        fn rewrite(&mut self, _path: &[Tag], _header: &DataElementHeader, value: &[u8]) -> Rewrite {
+            let mut new = b"9.".to_vec();
+            new.extend_from_slice(value.strip_suffix(b"\0").unwrap_or(value));
+            Rewrite::Value(new)
+        }
+        fn additions(&mut self) -> Vec<Addition> {
+            vec![
+                Addition {
+                    tag: tags::PATIENT_ID,
+                    vr: VR::LO,
+                    value: AddedValue::Bytes(b"000000".to_vec()),
+                },
+                Addition {
+                    tag: tags::PATIENT_IDENTITY_REMOVED,
+                    vr: VR::CS,
+                    value: AddedValue::Bytes(b"YES".to_vec()),
+                },
+                Addition {
+                    tag: tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
+                    vr: VR::SQ,
+                    value: AddedValue::Items(vec![vec![(
+                        tags::CODE_VALUE,
+                        VR::SH,
+                        b"113100".to_vec(),
+                    )]]),
+                },
+            ]
         }
         fn preserves_encoding(&self) -> bool {
             false
@@ -464,7 +735,38 @@ mod tests {
         assert!(read.element(tags::REFERENCED_IMAGE_SEQUENCE).is_err());
         assert_eq!(
             read.element(tags::PATIENT_NAME).unwrap().to_str().unwrap(),
-            "DOE^JANE"
+            ""
+        );
+        assert_eq!(
+            read.element(tags::PATIENT_ID).unwrap().to_str().unwrap(),
+            "000000"
+        );
+        assert_eq!(
+            read.element(tags::SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "9.1.2.3.4"
+        );
+        assert_eq!(
+            read.element(tags::PATIENT_IDENTITY_REMOVED)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "YES"
+        );
+        let codes = read
+            .element(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap();
+        assert_eq!(
+            codes[0]
+                .element(tags::CODE_VALUE)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "113100"
         );
         assert_eq!(
             read.element(tags::PIXEL_DATA)
@@ -474,6 +776,7 @@ mod tests {
                 .len(),
             10_000
         );
+        assert!(!output.windows(8).any(|w| w == b"DOE^JANE"));
     }
 
     #[test]
@@ -498,7 +801,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(kept, input);
-        assert!(dropped.len() < input.len());
+        assert!(!dropped.windows(8).any(|w| w == b"DOE^JANE"));
     }
 
     #[test]

@@ -254,22 +254,23 @@ impl Queue {
     }
 
     /// Makes the instance durable in every profile, then records it for every
-    /// destination. When this returns Ok the instance may be acknowledged.
+    /// destination. When this returns Ok the instance may be acknowledged. A part
+    /// with a hold reason goes straight to its destinations' quarantine: kept on
+    /// the card, never sent until someone decides otherwise.
     pub fn commit(
         &self,
-        parts: Vec<PartFile>,
+        parts: Vec<(PartFile, Option<String>)>,
         sop_class_uid: &str,
-        sop_instance_uid: &str,
     ) -> Result<(), QueueError> {
         let received_ms = unix_ms();
         let mut sealed = Vec::with_capacity(parts.len());
-        for part in parts {
-            let (id, profile) = (part.id, part.profile);
+        for (part, hold) in parts {
+            let (id, profile, uid) = (part.id, part.profile, part.sop_instance_uid.clone());
             match part.seal(&self.spool.path(profile, id)) {
-                Ok((_, size)) => sealed.push((id, profile, size)),
+                Ok((_, size)) => sealed.push((id, profile, size, uid, hold)),
                 Err(e) => {
                     // Not acknowledged: take back what was already sealed.
-                    for (id, profile, _) in sealed {
+                    for (id, profile, ..) in sealed {
                         let _ = fs::remove_file(self.spool.path(profile, id));
                     }
                     return Err(e.into());
@@ -277,36 +278,48 @@ impl Queue {
             }
         }
         let result = (|| -> Result<(), QueueError> {
-            for (id, profile, size) in &sealed {
+            for (id, profile, size, uid, hold) in &sealed {
                 let record = Record {
                     profile: *profile,
                     size: *size,
                     received_ms,
                     sop_class_uid: sop_class_uid.to_owned(),
-                    sop_instance_uid: sop_instance_uid.to_owned(),
+                    sop_instance_uid: uid.clone(),
                     pending: self.destination_names(*profile),
                 };
                 self.items.insert(id.to_be_bytes(), encode(&record))?;
                 for d in self.destinations.iter().filter(|d| d.profile == *profile) {
-                    d.pending.insert(pending_key(Lane::of(*size), *id), &[])?;
+                    match hold {
+                        Some(reason) => {
+                            d.quarantine
+                                .insert(id.to_be_bytes(), quarantine_record(reason))?;
+                        }
+                        None => {
+                            d.pending.insert(pending_key(Lane::of(*size), *id), &[])?;
+                        }
+                    }
                 }
             }
             self.db.flush()?;
             Ok(())
         })();
         if let Err(e) = result {
-            for (id, profile, _) in &sealed {
+            for (id, profile, ..) in &sealed {
                 let _ = fs::remove_file(self.spool.path(*profile, *id));
                 let _ = self.items.remove(id.to_be_bytes());
             }
             return Err(e);
         }
-        for (_, profile, size) in &sealed {
+        for (_, profile, size, _, hold) in &sealed {
             for d in self.destinations.iter().filter(|d| d.profile == *profile) {
                 let mut stats = d.stats.lock().expect("stats lock");
-                stats.pending += 1;
-                stats.pending_bytes += size;
-                let _ = d.wake[Lane::of(*size) as usize].0.try_send(());
+                if hold.is_some() {
+                    stats.quarantined += 1;
+                } else {
+                    stats.pending += 1;
+                    stats.pending_bytes += size;
+                    let _ = d.wake[Lane::of(*size) as usize].0.try_send(());
+                }
             }
         }
         Ok(())
@@ -353,12 +366,8 @@ impl Queue {
     /// kept on the card with the reason, no longer retried.
     pub fn quarantine(&self, index: usize, entry: &Entry, reason: &str) -> Result<(), QueueError> {
         let d = &self.destinations[index];
-        let value = serde_json::to_vec(&Quarantined {
-            reason: reason.to_owned(),
-            at: crate::events::now_rfc3339(),
-        })
-        .expect("quarantine records serialize");
-        d.quarantine.insert(entry.id.to_be_bytes(), value)?;
+        d.quarantine
+            .insert(entry.id.to_be_bytes(), quarantine_record(reason))?;
         d.pending
             .remove(pending_key(Lane::of(entry.record.size), entry.id))?;
         self.db.flush()?;
@@ -635,6 +644,14 @@ fn adopt(path: &Path, profile: Profile, pending: Vec<String>) -> io::Result<Reco
     })
 }
 
+fn quarantine_record(reason: &str) -> Vec<u8> {
+    serde_json::to_vec(&Quarantined {
+        reason: reason.to_owned(),
+        at: crate::events::now_rfc3339(),
+    })
+    .expect("quarantine records serialize")
+}
+
 fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -671,7 +688,7 @@ mod tests {
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.6.1".into(),
             sop_instance_uid: uid.into(),
             transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
-            source_ae_title: "US1".into(),
+            source_ae_title: Some("US1".into()),
             deflated: false,
         }
     }
@@ -687,7 +704,7 @@ mod tests {
         let mut part = queue.start(Profile::Identified, &meta(uid)).unwrap();
         part.write_all(b"data set bytes").unwrap();
         queue
-            .commit(vec![part], "1.2.840.10008.5.1.4.1.1.6.1", uid)
+            .commit(vec![(part, None)], "1.2.840.10008.5.1.4.1.1.6.1")
             .unwrap();
     }
 

@@ -85,6 +85,7 @@ impl Spool {
         let mut part = PartFile {
             id,
             profile,
+            sop_instance_uid: meta.sop_instance_uid.clone(),
             path,
             body: None,
             error: None,
@@ -107,19 +108,23 @@ pub struct FileMeta {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub transfer_syntax_uid: String,
-    pub source_ae_title: String,
+    /// The sender's AE title; `None` where it must not be recorded (anonymized output).
+    pub source_ae_title: Option<String>,
     /// Whether the data set is deflate-compressed (Deflated Explicit VR Little Endian).
     pub deflated: bool,
 }
 
 fn write_meta(out: &mut impl Write, meta: &FileMeta) -> io::Result<()> {
-    let table = FileMetaTableBuilder::new()
+    let mut builder = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(meta.sop_class_uid.as_str())
         .media_storage_sop_instance_uid(meta.sop_instance_uid.as_str())
         .transfer_syntax(meta.transfer_syntax_uid.as_str())
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-        .source_application_entity_title(meta.source_ae_title.as_str())
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
+    if let Some(ae) = &meta.source_ae_title {
+        builder = builder.source_application_entity_title(ae.as_str());
+    }
+    let table = builder
         .build()
         .map_err(|e| io::Error::other(format!("file meta information: {e}")))?;
     out.write_all(&[0u8; 128])?;
@@ -139,6 +144,8 @@ enum Body {
 pub struct PartFile {
     pub id: u64,
     pub profile: Profile,
+    /// The SOP Instance UID this file carries (replaced in anonymized profiles).
+    pub sop_instance_uid: String,
     path: PathBuf,
     body: Option<Body>,
     error: Option<io::Error>,
@@ -235,7 +242,7 @@ mod tests {
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.6.1".into(),
             sop_instance_uid: "1.2.3.4".into(),
             transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
-            source_ae_title: "US1".into(),
+            source_ae_title: Some("US1".into()),
             deflated: false,
         }
     }

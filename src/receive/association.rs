@@ -16,6 +16,7 @@ use super::dimse::{self, Command, Status};
 use super::negotiation::{self, Accepted, Policy};
 use super::pdu::{DataSetReader, Fault, Next, PduStream};
 use super::store;
+use crate::anonymize::Anonymizer;
 use crate::config::Listener;
 use crate::events::{Board, Event};
 use crate::queue::Queue;
@@ -25,6 +26,7 @@ pub struct Shared {
     pub listener: Listener,
     pub queue: Arc<Queue>,
     pub board: Arc<Board>,
+    pub anonymizer: Anonymizer,
 }
 
 /// Serves one connection to its end.
@@ -133,6 +135,7 @@ fn converse<S: Read + Write>(
                     context,
                     &accepted.calling_ae_title,
                     &shared.queue,
+                    &shared.anonymizer,
                 )?;
                 match &outcome.reason {
                     None => shared.board.record(Event::InstanceStored {

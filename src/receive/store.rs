@@ -16,9 +16,11 @@ use flate2::read::DeflateDecoder;
 use super::dimse::{Command, Status};
 use super::negotiation::Context;
 use super::pdu::{DataSetReader, Fault};
+use crate::anonymize::Anonymizer;
+use crate::config::Profile;
 use crate::queue::Queue;
 use crate::queue::spool::FileMeta;
-use crate::stream::{self, Identity, Output, Transform};
+use crate::stream::{self, Output, Transform};
 
 /// How a C-STORE ended, when the association itself survived.
 #[derive(Debug)]
@@ -47,6 +49,7 @@ pub fn receive<S: Read + Write>(
     context: &Context,
     calling_ae_title: &str,
     queue: &Queue,
+    anonymizer: &Anonymizer,
 ) -> Result<Outcome, Fault> {
     let refused = |data: &mut DataSetReader<'_, S>, status, reason: String| {
         data.drain()?;
@@ -98,15 +101,27 @@ pub fn receive<S: Read + Write>(
     }
 
     let deflated = matches!(ts.codec(), Codec::Dataset(_));
-    let meta = FileMeta {
-        sop_class_uid: sop_class_uid.clone(),
-        sop_instance_uid: sop_instance_uid.clone(),
-        transfer_syntax_uid: context.transfer_syntax.clone(),
-        source_ae_title: calling_ae_title.to_owned(),
-        deflated,
-    };
+    let encapsulated = ts.is_encapsulated_pixel_data();
+    let big_endian = ts.endianness() == dicom_encoding::transfer_syntax::Endianness::Big;
+    // One spool file per profile in use, each through its profile's transform; a
+    // profile that discards this kind of instance gets none.
     let mut parts = Vec::new();
+    let mut transforms = Vec::new();
     for profile in queue.profiles() {
+        let Some(transform) =
+            anonymizer.transform(profile, sop_class_uid, big_endian, encapsulated)
+        else {
+            log::info!("profile {profile} discards instances of SOP class {sop_class_uid}");
+            continue;
+        };
+        let meta = FileMeta {
+            sop_class_uid: sop_class_uid.clone(),
+            sop_instance_uid: anonymizer.instance_uid(profile, sop_instance_uid),
+            transfer_syntax_uid: context.transfer_syntax.clone(),
+            // The sender's AE title names the site: only identified copies keep it.
+            source_ae_title: (profile == Profile::Identified).then(|| calling_ae_title.to_owned()),
+            deflated,
+        };
         match queue.start(profile, &meta) {
             Ok(part) => parts.push(part),
             Err(e) => {
@@ -117,18 +132,16 @@ pub fn receive<S: Read + Write>(
                 );
             }
         }
+        transforms.push(transform);
     }
 
-    // One transform per spool file; until anonymization arrives every profile in
-    // use is `identified` (configuration refuses the others).
-    let mut transforms: Vec<Identity> = parts.iter().map(|_| Identity).collect();
     let copied = {
         let outputs = parts
             .iter_mut()
             .zip(transforms.iter_mut())
             .map(|(part, transform)| Output {
                 writer: part,
-                transform: transform as &mut dyn Transform,
+                transform: transform.as_mut() as &mut dyn Transform,
             })
             .collect();
         if deflated {
@@ -166,7 +179,21 @@ pub fn receive<S: Read + Write>(
         }
     }
     let bytes = data.payload_bytes();
-    match queue.commit(parts, sop_class_uid, sop_instance_uid) {
+    let parts: Vec<_> = parts
+        .into_iter()
+        .zip(&transforms)
+        .map(|(part, transform)| {
+            let hold = transform.hold();
+            if let Some(reason) = &hold {
+                log::warn!(
+                    "profile {} holds an instance back in quarantine: {reason}",
+                    part.profile
+                );
+            }
+            (part, hold)
+        })
+        .collect();
+    match queue.commit(parts, sop_class_uid) {
         Ok(()) => Ok(Outcome {
             status: Status::SUCCESS,
             reason: None,

@@ -1,0 +1,572 @@
+//! Anonymize: the `typical` and `strict` profiles, as transforms in the receive stream.
+//!
+//! Both apply the DICOM PS3.15 Basic Application Level Confidentiality Profile
+//! (Table E.1-1, generated into `rules.rs`, composite actions resolved by the IOD's
+//! attribute Types) at every depth, replace UIDs with keyed ones, remove private
+//! attributes, curves, overlays and anything the dictionary does not know, blank
+//! burned-in text outside the ultrasound regions, and mark the result as
+//! de-identified. `strict` also makes every study look the same: fixed name, ID and
+//! sex, birth date cut to the decade, study dates cut to the year, times emptied —
+//! and discards content that cannot be anonymized (encapsulated documents, raw
+//! data, private SOP classes). Whatever cannot be cleaned is held back, never sent.
+
+mod keys;
+mod pixels;
+pub mod rules;
+
+use std::sync::Arc;
+
+use dicom_core::dictionary::DataDictionary;
+use dicom_core::header::DataElementHeader;
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{StandardDataDictionary, tags};
+
+pub use keys::DeviceKey;
+use pixels::{Blanker, Layout, Region};
+
+use crate::config::{Profile, StrictValues};
+use crate::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
+
+/// A PS3.15 action (Table E.1-1's basic profile column, resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// D: replace with a dummy value of the same VR.
+    Dummy,
+    /// Z: replace with an empty value.
+    Empty,
+    /// X: remove.
+    Remove,
+    /// U: replace the UID with a consistent keyed one (a sequence: keep, its UIDs replaced).
+    Uid,
+}
+
+/// Makes the transform of each profile for each instance.
+pub struct Anonymizer {
+    key: Arc<DeviceKey>,
+    strict: StrictValues,
+}
+
+impl Anonymizer {
+    pub fn new(key: Arc<DeviceKey>, strict: StrictValues) -> Anonymizer {
+        Anonymizer { key, strict }
+    }
+
+    /// The transform for `profile` on an instance of `sop_class_uid`, or `None` when
+    /// the profile discards such instances.
+    pub fn transform(
+        &self,
+        profile: Profile,
+        sop_class_uid: &str,
+        big_endian: bool,
+        encapsulated: bool,
+    ) -> Option<Box<dyn Transform + Send>> {
+        if profile == Profile::Identified {
+            return Some(Box::new(Identity));
+        }
+        let strict = profile == Profile::Strict;
+        if !anonymizable(sop_class_uid) && (strict || is_encapsulated_document(sop_class_uid)) {
+            // Strict discards what cannot be anonymized; typical keeps encapsulated
+            // documents only once they can be password protected.
+            return None;
+        }
+        Some(Box::new(Deidentify {
+            key: self.key.clone(),
+            strict: strict.then(|| self.strict.clone()),
+            iod: iod_of(sop_class_uid),
+            ultrasound: is_ultrasound(sop_class_uid),
+            big_endian,
+            encapsulated,
+            pixels: PixelFacts::default(),
+            blanker: None,
+            hold: None,
+        }))
+    }
+
+    /// The SOP Instance UID an instance carries out of `profile`.
+    pub fn instance_uid(&self, profile: Profile, uid: &str) -> String {
+        match profile {
+            Profile::Identified => uid.to_owned(),
+            Profile::Typical | Profile::Strict => self.key.uid(uid),
+        }
+    }
+}
+
+fn iod_of(sop_class_uid: &str) -> Option<&'static str> {
+    rules::IOD_OF_SOP_CLASS
+        .iter()
+        .find(|(uid, _)| *uid == sop_class_uid)
+        .map(|(_, iod)| *iod)
+}
+
+fn is_encapsulated_document(sop_class_uid: &str) -> bool {
+    sop_class_uid.starts_with("1.2.840.10008.5.1.4.1.1.104.")
+}
+
+fn is_ultrasound(sop_class_uid: &str) -> bool {
+    matches!(
+        sop_class_uid,
+        "1.2.840.10008.5.1.4.1.1.6.1"
+            | "1.2.840.10008.5.1.4.1.1.3.1"
+            | "1.2.840.10008.5.1.4.1.1.6"
+            | "1.2.840.10008.5.1.4.1.1.3"
+    )
+}
+
+/// Standard classes other than documents and raw data: their content is DICOM
+/// attributes (and pixels), which the profile knows how to clean.
+fn anonymizable(sop_class_uid: &str) -> bool {
+    crate::receive::negotiation::is_standard_storage(sop_class_uid)
+        && !is_encapsulated_document(sop_class_uid)
+        && sop_class_uid != "1.2.840.10008.5.1.4.1.1.66" // Raw Data Storage
+}
+
+/// What the pixel data's layout is, learnt from the attributes before it.
+#[derive(Debug, Default)]
+struct PixelFacts {
+    modality_us: bool,
+    burned_in: Option<bool>,
+    rows: u32,
+    columns: u32,
+    samples_per_pixel: u32,
+    bits_allocated: u32,
+    planar: bool,
+    photometric: String,
+    regions: Vec<Region>,
+    /// The region item being read.
+    region: [Option<u32>; 4],
+}
+
+/// The `typical` (`strict: None`) and `strict` transform for one instance.
+struct Deidentify {
+    key: Arc<DeviceKey>,
+    strict: Option<StrictValues>,
+    iod: Option<&'static str>,
+    ultrasound: bool,
+    big_endian: bool,
+    encapsulated: bool,
+    pixels: PixelFacts,
+    blanker: Option<Blanker>,
+    hold: Option<String>,
+}
+
+/// Tags whose values the transform reads to learn the pixel layout.
+const PIXEL_FACTS: [Tag; 8] = [
+    tags::MODALITY,
+    tags::SAMPLES_PER_PIXEL,
+    tags::PHOTOMETRIC_INTERPRETATION,
+    tags::PLANAR_CONFIGURATION,
+    tags::ROWS,
+    tags::COLUMNS,
+    tags::BITS_ALLOCATED,
+    tags::BURNED_IN_ANNOTATION,
+];
+const REGION_BOUNDS: [Tag; 4] = [
+    tags::REGION_LOCATION_MIN_X0,
+    tags::REGION_LOCATION_MIN_Y0,
+    tags::REGION_LOCATION_MAX_X1,
+    tags::REGION_LOCATION_MAX_Y1,
+];
+/// Study dates that `strict` cuts to the year.
+const STRICT_YEAR_DATES: [Tag; 5] = [
+    tags::STUDY_DATE,
+    tags::SERIES_DATE,
+    tags::ACQUISITION_DATE,
+    tags::CONTENT_DATE,
+    tags::ACQUISITION_DATE_TIME,
+];
+/// Times that `strict` empties.
+const STRICT_TIMES: [Tag; 4] = [
+    tags::STUDY_TIME,
+    tags::SERIES_TIME,
+    tags::ACQUISITION_TIME,
+    tags::CONTENT_TIME,
+];
+
+impl Deidentify {
+    fn action(&self, tag: Tag) -> Option<Action> {
+        let rule = rules::RULES
+            .binary_search_by_key(&(tag.group(), tag.element()), |r| r.tag)
+            .ok()
+            .map(|i| &rules::RULES[i])?;
+        Some(
+            self.iod
+                .and_then(|iod| {
+                    rule.by_iod
+                        .iter()
+                        .find(|(name, _)| *name == iod)
+                        .map(|(_, a)| *a)
+                })
+                .unwrap_or(rule.basic),
+        )
+    }
+
+    fn uint(&self, value: &[u8]) -> Option<u32> {
+        let bytes = |n: usize| value.get(..n);
+        match value.len() {
+            2 => bytes(2).map(|b| {
+                let b = [b[0], b[1]];
+                u32::from(if self.big_endian {
+                    u16::from_be_bytes(b)
+                } else {
+                    u16::from_le_bytes(b)
+                })
+            }),
+            4 => bytes(4).map(|b| {
+                let b = [b[0], b[1], b[2], b[3]];
+                if self.big_endian {
+                    u32::from_be_bytes(b)
+                } else {
+                    u32::from_le_bytes(b)
+                }
+            }),
+            _ => None,
+        }
+    }
+
+    /// Records what an attribute tells about the pixels.
+    fn learn(&mut self, path: &[Tag], tag: Tag, value: &[u8]) {
+        let text = || {
+            String::from_utf8_lossy(value)
+                .trim_matches(['\0', ' '])
+                .to_owned()
+        };
+        if path == [tags::SEQUENCE_OF_ULTRASOUND_REGIONS] {
+            if let Some(i) = REGION_BOUNDS.iter().position(|t| *t == tag) {
+                self.pixels.region[i] = self.uint(value);
+                if let [Some(x0), Some(y0), Some(x1), Some(y1)] = self.pixels.region {
+                    self.pixels.regions.push(Region { x0, y0, x1, y1 });
+                    self.pixels.region = [None; 4];
+                }
+            }
+            return;
+        }
+        if !path.is_empty() {
+            return;
+        }
+        let number = self.uint(value);
+        let p = &mut self.pixels;
+        match tag {
+            t if t == tags::MODALITY => p.modality_us = text() == "US",
+            t if t == tags::BURNED_IN_ANNOTATION => p.burned_in = Some(text() == "YES"),
+            t if t == tags::PHOTOMETRIC_INTERPRETATION => p.photometric = text(),
+            t if t == tags::SAMPLES_PER_PIXEL => p.samples_per_pixel = number.unwrap_or(0),
+            t if t == tags::PLANAR_CONFIGURATION => p.planar = number == Some(1),
+            t if t == tags::ROWS => p.rows = number.unwrap_or(0),
+            t if t == tags::COLUMNS => p.columns = number.unwrap_or(0),
+            t if t == tags::BITS_ALLOCATED => p.bits_allocated = number.unwrap_or(0),
+            _ => {}
+        }
+    }
+
+    /// At the pixel data: blank, keep, or hold the instance back.
+    fn plan_pixels(&mut self) -> Plan {
+        let p = &self.pixels;
+        let needs_cleaning = self.ultrasound || p.modality_us || p.burned_in == Some(true);
+        if !needs_cleaning {
+            return Plan::Keep;
+        }
+        if self.encapsulated {
+            self.hold =
+                Some("burned-in text cannot be blanked in compressed pixel data yet".into());
+            return Plan::Keep;
+        }
+        if p.regions.is_empty() {
+            self.hold =
+                Some("burned-in text: no ultrasound regions tell where the image is".into());
+            return Plan::Keep;
+        }
+        let layout = Layout {
+            rows: p.rows,
+            columns: p.columns,
+            samples_per_pixel: p.samples_per_pixel.max(1),
+            bytes_per_sample: p.bits_allocated.div_ceil(8),
+            planar: p.planar,
+            ybr: p.photometric.starts_with("YBR"),
+            ybr_422: p.photometric == "YBR_FULL_422",
+        };
+        match Blanker::new(layout, &p.regions) {
+            Some(blanker) => {
+                self.blanker = Some(blanker);
+                Plan::Filter
+            }
+            None => {
+                self.hold = Some("burned-in text: the image layout is incomplete".into());
+                Plan::Keep
+            }
+        }
+    }
+
+    fn dummy(&self, header: &DataElementHeader, value: &[u8]) -> Vec<u8> {
+        match header.vr {
+            VR::UI => self.replace_uids(value),
+            VR::DA => b"19000101".to_vec(),
+            VR::TM => b"000000".to_vec(),
+            VR::DT => b"19000101000000".to_vec(),
+            VR::AS => b"000Y".to_vec(),
+            VR::IS | VR::DS => b"0".to_vec(),
+            VR::PN | VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC | VR::CS | VR::AE => {
+                b"ANONYMIZED".to_vec()
+            }
+            VR::UR => b"urn:anonymized".to_vec(),
+            // Binary values: zeros of the same length keep the value well formed.
+            _ => vec![0; value.len()],
+        }
+    }
+
+    fn replace_uids(&self, value: &[u8]) -> Vec<u8> {
+        String::from_utf8_lossy(value)
+            .trim_end_matches(['\0', ' '])
+            .split('\\')
+            .map(|uid| self.key.uid(uid))
+            .collect::<Vec<_>>()
+            .join("\\")
+            .into_bytes()
+    }
+}
+
+/// `YYYY....` -> `YYYY0101`, or with the year cut to its decade.
+fn cut_date(value: &[u8], decade: bool) -> Rewrite {
+    let text = String::from_utf8_lossy(value);
+    let text = text.trim();
+    match text.get(..4).and_then(|y| y.parse::<u32>().ok()) {
+        Some(year) if text.len() >= 8 => {
+            let year = if decade { year - year % 10 } else { year };
+            Rewrite::Value(format!("{year:04}0101").into_bytes())
+        }
+        _ => Rewrite::Value(Vec::new()),
+    }
+}
+
+impl Transform for Deidentify {
+    fn plan(&mut self, path: &[Tag], header: &DataElementHeader) -> Plan {
+        let tag = header.tag;
+        let group = tag.group();
+        if group % 2 == 1
+            || (0x5000..=0x50FF).contains(&group)
+            || (0x6000..=0x60FF).contains(&group)
+            || tag.element() == 0
+        {
+            // Private attributes, curves, overlays; group lengths would lie after changes.
+            return Plan::Remove;
+        }
+        if tag == tags::PIXEL_DATA && path.is_empty() {
+            return self.plan_pixels();
+        }
+        if path == [tags::SEQUENCE_OF_ULTRASOUND_REGIONS] && REGION_BOUNDS.contains(&tag) {
+            return Plan::Inspect;
+        }
+        if self.strict.is_some() {
+            if STRICT_YEAR_DATES.contains(&tag) || tag == tags::PATIENT_BIRTH_DATE {
+                return Plan::Inspect;
+            }
+            if STRICT_TIMES.contains(&tag) {
+                return Plan::Empty;
+            }
+        }
+        match self.action(tag) {
+            Some(Action::Remove) => Plan::Remove,
+            Some(Action::Empty) => Plan::Empty,
+            // A dummy sequence would need dummy content: leaving it out is the safe
+            // equivalent (e.g. an SR's Content Sequence, until structured content is cleaned).
+            Some(Action::Dummy) if header.vr == VR::SQ => Plan::Remove,
+            Some(Action::Dummy) => Plan::Inspect,
+            Some(Action::Uid) if header.vr == VR::SQ => Plan::Keep,
+            Some(Action::Uid) => Plan::Inspect,
+            None if StandardDataDictionary.by_tag(tag).is_none() => Plan::Remove,
+            None if path.is_empty() && PIXEL_FACTS.contains(&tag) => Plan::Inspect,
+            None => Plan::Keep,
+        }
+    }
+
+    fn rewrite(&mut self, path: &[Tag], header: &DataElementHeader, value: &[u8]) -> Rewrite {
+        let tag = header.tag;
+        if self.strict.is_some() {
+            if STRICT_YEAR_DATES.contains(&tag) {
+                return cut_date(value, false);
+            }
+            if tag == tags::PATIENT_BIRTH_DATE {
+                return cut_date(value, true);
+            }
+        }
+        match self.action(tag) {
+            Some(Action::Uid) => Rewrite::Value(self.replace_uids(value)),
+            Some(Action::Dummy) => Rewrite::Value(self.dummy(header, value)),
+            _ => {
+                self.learn(path, tag, value);
+                if tag == tags::BURNED_IN_ANNOTATION && self.blanking_planned() {
+                    return Rewrite::Value(b"NO".to_vec());
+                }
+                Rewrite::Keep
+            }
+        }
+    }
+
+    fn additions(&mut self) -> Vec<Addition> {
+        let text = |tag, vr, value: &str| Addition {
+            tag,
+            vr,
+            value: AddedValue::Bytes(value.as_bytes().to_vec()),
+        };
+        let code = |value: &str, meaning: &str| {
+            vec![
+                (tags::CODE_VALUE, VR::SH, value.as_bytes().to_vec()),
+                (tags::CODING_SCHEME_DESIGNATOR, VR::SH, b"DCM".to_vec()),
+                (tags::CODE_MEANING, VR::LO, meaning.as_bytes().to_vec()),
+            ]
+        };
+        let mut additions = Vec::new();
+        let mut codes = vec![code("113100", "Basic Application Confidentiality Profile")];
+        let mut method = "DICOM PS3.15 E.1 Basic Profile".to_owned();
+        if let Some(strict) = &self.strict {
+            additions.push(text(tags::PATIENT_NAME, VR::PN, &strict.patient_name));
+            additions.push(text(tags::PATIENT_ID, VR::LO, &strict.patient_id));
+            additions.push(text(tags::PATIENT_SEX, VR::CS, &strict.patient_sex));
+            codes.push(code(
+                "113107",
+                "Retain Longitudinal Temporal Information Modified Dates Option",
+            ));
+            method.push_str(", Modified Dates");
+        }
+        additions.push(text(tags::PATIENT_IDENTITY_REMOVED, VR::CS, "YES"));
+        additions.push(text(tags::DEIDENTIFICATION_METHOD, VR::LO, &method));
+        additions.push(Addition {
+            tag: tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
+            vr: VR::SQ,
+            value: AddedValue::Items(codes),
+        });
+        let temporal = if self.strict.is_some() {
+            "MODIFIED"
+        } else {
+            "REMOVED"
+        };
+        additions.push(text(
+            tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
+            VR::CS,
+            temporal,
+        ));
+        additions
+    }
+
+    fn filter(&mut self, offset: u64, bytes: &mut [u8]) {
+        if let Some(blanker) = &self.blanker {
+            blanker.apply(offset, bytes);
+        }
+    }
+
+    fn hold(&self) -> Option<String> {
+        self.hold.clone()
+    }
+
+    fn preserves_encoding(&self) -> bool {
+        false
+    }
+}
+
+impl Deidentify {
+    /// Whether the pixels will be blanked, as far as the attributes so far tell.
+    fn blanking_planned(&self) -> bool {
+        !self.encapsulated && !self.pixels.regions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_of_the_table_has_an_action_and_rows_are_sorted() {
+        assert_eq!(rules::TABLE_ROWS, 621);
+        assert_eq!(
+            rules::RULES.len(),
+            617,
+            "the other 4 rows are tag patterns, handled in code"
+        );
+        assert!(rules::RULES.windows(2).all(|w| w[0].tag < w[1].tag));
+    }
+
+    #[test]
+    fn composite_actions_follow_the_iod_types() {
+        let anonymizer =
+            Anonymizer::new(Arc::new(DeviceKey::for_tests(1)), StrictValues::default());
+        let us = anonymizer
+            .transform(
+                Profile::Typical,
+                "1.2.840.10008.5.1.4.1.1.6.1",
+                false,
+                false,
+            )
+            .unwrap();
+        drop(us);
+        let d = Deidentify {
+            key: Arc::new(DeviceKey::for_tests(1)),
+            strict: None,
+            iod: iod_of("1.2.840.10008.5.1.4.1.1.6.1"),
+            ultrasound: true,
+            big_endian: false,
+            encapsulated: false,
+            pixels: PixelFacts::default(),
+            blanker: None,
+            hold: None,
+        };
+        assert_eq!(d.iod, Some("US Image"));
+        assert_eq!(d.action(tags::PATIENT_NAME), Some(Action::Empty));
+        assert_eq!(d.action(tags::SOP_INSTANCE_UID), Some(Action::Uid));
+        assert_eq!(d.action(tags::INSTITUTION_NAME), Some(Action::Remove));
+        assert_eq!(d.action(tags::ROWS), None);
+    }
+
+    #[test]
+    fn dates_are_cut_to_year_and_decade() {
+        assert_eq!(
+            cut_date(b"20170304", false),
+            Rewrite::Value(b"20170101".to_vec())
+        );
+        assert_eq!(
+            cut_date(b"19930512", true),
+            Rewrite::Value(b"19900101".to_vec())
+        );
+        assert_eq!(
+            cut_date(b"20170304101112.5", false),
+            Rewrite::Value(b"20170101".to_vec())
+        );
+        assert_eq!(cut_date(b"bad", false), Rewrite::Value(Vec::new()));
+    }
+
+    #[test]
+    fn strict_discards_what_cannot_be_anonymized() {
+        let anonymizer =
+            Anonymizer::new(Arc::new(DeviceKey::for_tests(1)), StrictValues::default());
+        for class in [
+            "1.2.840.10008.5.1.4.1.1.104.1",
+            "1.2.840.10008.5.1.4.1.1.66",
+            "1.2.840.113619.4.30",
+        ] {
+            assert!(
+                anonymizer
+                    .transform(Profile::Strict, class, false, false)
+                    .is_none(),
+                "{class}"
+            );
+        }
+        assert!(
+            anonymizer
+                .transform(
+                    Profile::Typical,
+                    "1.2.840.10008.5.1.4.1.1.104.1",
+                    false,
+                    false
+                )
+                .is_none()
+        );
+        assert!(
+            anonymizer
+                .transform(Profile::Typical, "1.2.840.10008.5.1.4.1.1.66", false, false)
+                .is_some()
+        );
+        assert!(
+            anonymizer
+                .transform(Profile::Strict, "1.2.840.10008.5.1.4.1.1.6.1", false, false)
+                .is_some()
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //!
 //!     cargo run --example fixtures -- image OUT.dcm UID [explicit|implicit]
 //!     cargo run --example fixtures -- jpeg OUT.dcm UID
+//!     cargo run --example fixtures -- phi OUT.dcm PATIENT STUDY INSTANCE
 //!     cargo run --example fixtures -- clip OUT.dcm UID MIB
 
 #[path = "../tests/common/fixtures.rs"]
@@ -22,6 +23,18 @@ fn main() {
             common::write_us_image(out, arg(2), ts, 600, 800);
         }
         "jpeg" => common::write_jpeg_image(out, arg(2)),
+        // An image full of patient data markers: `phi OUT.dcm PATIENT STUDY INSTANCE`.
+        "phi" => {
+            let number = |i: usize| arg(i).parse().unwrap_or_else(|_| usage());
+            let phi = common::Phi {
+                patient: arg(2),
+                study: number(3),
+                instance: number(4),
+                rows: 600,
+                cols: 800,
+            };
+            common::write_phi_image(out, &phi);
+        }
         "clip" => {
             let mib: u64 = arg(3).parse().unwrap_or_else(|_| usage());
             common::write_clip(out, arg(2), mib << 20);
@@ -31,6 +44,8 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: fixtures image|jpeg|clip OUT.dcm UID [explicit|implicit|MIB]");
+    eprintln!(
+        "usage: fixtures image|jpeg|clip OUT.dcm UID [explicit|implicit|MIB], or phi OUT.dcm PATIENT STUDY INSTANCE"
+    );
     std::process::exit(2);
 }

@@ -257,3 +257,158 @@ pub fn file_sop_instance(path: &Path) -> String {
     let meta = dicom_object::meta::FileMetaTable::from_reader(file.take(64 * 1024)).unwrap();
     meta.media_storage_sop_instance_uid().to_owned()
 }
+
+/// Marker strings planted where patient data hides; none may survive anonymization.
+pub const MARKERS: &[&str] = &[
+    "ZQX",                 // every text marker starts with it
+    "19930512",            // birth date
+    "20170304",            // study date
+    "101112",              // study time
+    "1.2.826.0.1.3680043", // every original UID
+    "73.25",               // weight
+];
+
+/// A patient and an instance of their study, for the anonymization fixtures.
+/// Every instance refers to instance 1 of its study.
+pub struct Phi<'a> {
+    pub patient: &'a str,
+    pub study: u32,
+    pub instance: u32,
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// Height of the banner burned into the top of every anonymization fixture's pixels.
+pub const BANNER_ROWS: u16 = 10;
+
+/// The SOP Instance UID of a `Phi` fixture.
+pub fn phi_uid(study: u32, instance: u32) -> String {
+    format!("1.2.826.0.1.3680043.10.30.{study}.{instance}")
+}
+
+/// Writes an ultrasound image with patient data in every place the profiles must
+/// clean: names, IDs, dates and times, addresses, free text, a nested sequence three
+/// levels deep, private attributes with and without a creator, an overlay, and a
+/// banner of marker text burned into the pixels above the ultrasound region.
+pub fn write_phi_image(path: &Path, phi: &Phi) {
+    let text =
+        |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value.to_owned()));
+    let seq = |tag, items: Vec<InMemDicomObject>| {
+        DataElement::new(tag, VR::SQ, dicom_core::value::DataSetSequence::from(items))
+    };
+    let uid = phi_uid(phi.study, phi.instance);
+    let mut obj = us_header(US_IMAGE, &uid, phi.rows, phi.cols, None);
+    let p = phi.patient;
+    for element in [
+        text(tags::PATIENT_NAME, VR::PN, &format!("ZQX{p}^JANE")),
+        text(tags::PATIENT_ID, VR::LO, &format!("ZQXID{p}")),
+        text(tags::OTHER_PATIENT_I_DS, VR::LO, &format!("ZQXOTHER{p}")),
+        text(tags::PATIENT_ADDRESS, VR::LO, "ZQX 1 Main Street"),
+        text(tags::PATIENT_SEX, VR::CS, "F"),
+        text(tags::PATIENT_WEIGHT, VR::DS, "73.25"),
+        text(tags::ADDITIONAL_PATIENT_HISTORY, VR::LT, "ZQX history"),
+        text(tags::ACCESSION_NUMBER, VR::SH, "ZQXACC"),
+        text(tags::STUDY_ID, VR::SH, "ZQXSTUDY"),
+        text(tags::STUDY_TIME, VR::TM, "101112"),
+        text(tags::SERIES_DATE, VR::DA, "20170304"),
+        text(tags::CONTENT_DATE, VR::DA, "20170304"),
+        text(tags::ACQUISITION_DATE_TIME, VR::DT, "20170304101112"),
+        text(tags::STUDY_DESCRIPTION, VR::LO, "ZQX obstetric scan"),
+        text(tags::SERIES_DESCRIPTION, VR::LO, "ZQX series"),
+        text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "ZQXREFERRER^DR"),
+        text(tags::PERFORMING_PHYSICIAN_NAME, VR::PN, "ZQXPERFORMER^DR"),
+        text(tags::OPERATORS_NAME, VR::PN, "ZQXSONOGRAPHER"),
+        text(tags::INSTITUTION_NAME, VR::LO, "ZQX Clinic"),
+        text(tags::INSTITUTION_ADDRESS, VR::ST, "ZQX 2 Clinic Road"),
+        text(tags::STATION_NAME, VR::SH, "ZQXSTATION"),
+        text(tags::IMAGE_COMMENTS, VR::LT, "ZQX comment"),
+        text(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            &format!("1.2.826.0.1.3680043.10.30.{}", phi.study),
+        ),
+        text(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &format!("1.2.826.0.1.3680043.10.30.{}.0", phi.study),
+        ),
+        text(
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            &format!("1.2.826.0.1.3680043.10.30.{}.9", phi.study),
+        ),
+        text(Tag(0x0011, 0x1001), VR::LO, "ZQX private without creator"),
+        text(Tag(0x6000, 0x4000), VR::LT, "ZQX overlay comment"),
+    ] {
+        obj.put(element);
+    }
+    // Three levels deep: Request Attributes > Referenced Study > (an item with a name).
+    let inner = InMemDicomObject::from_element_iter([text(
+        tags::REFERENCED_SOP_INSTANCE_UID,
+        VR::UI,
+        &phi_uid(phi.study, 1),
+    )]);
+    let middle = InMemDicomObject::from_element_iter([
+        seq(tags::REFERENCED_STUDY_SEQUENCE, vec![inner]),
+        text(tags::REQUESTING_PHYSICIAN, VR::PN, "ZQXREQUESTER"),
+    ]);
+    obj.put(seq(tags::REQUEST_ATTRIBUTES_SEQUENCE, vec![middle]));
+    // The image refers to the study's first instance.
+    obj.put(seq(
+        tags::REFERENCED_IMAGE_SEQUENCE,
+        vec![InMemDicomObject::from_element_iter([
+            text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, US_IMAGE),
+            text(
+                tags::REFERENCED_SOP_INSTANCE_UID,
+                VR::UI,
+                &phi_uid(phi.study, 1),
+            ),
+        ])],
+    ));
+    // The image proper lies below the banner.
+    let ul = |tag, v: u32| DataElement::new(tag, VR::UL, PrimitiveValue::from(v));
+    obj.put(seq(
+        tags::SEQUENCE_OF_ULTRASOUND_REGIONS,
+        vec![InMemDicomObject::from_element_iter([
+            DataElement::new(
+                tags::REGION_SPATIAL_FORMAT,
+                VR::US,
+                PrimitiveValue::from(1_u16),
+            ),
+            ul(tags::REGION_LOCATION_MIN_X0, 0),
+            ul(tags::REGION_LOCATION_MIN_Y0, u32::from(BANNER_ROWS)),
+            ul(tags::REGION_LOCATION_MAX_X1, u32::from(phi.cols) - 1),
+            ul(tags::REGION_LOCATION_MAX_Y1, u32::from(phi.rows) - 1),
+        ])],
+    ));
+    obj.put(text(tags::BURNED_IN_ANNOTATION, VR::CS, "YES"));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(phi_pixels(phi.rows, phi.cols)),
+    ));
+    obj.with_meta(
+        FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid(US_IMAGE)
+            .media_storage_sop_instance_uid(uid.as_str())
+            .transfer_syntax(EXPLICIT_LE),
+    )
+    .unwrap()
+    .write_to_file(path)
+    .unwrap();
+}
+
+/// RGB pixels: a banner of marker text, then an image pattern.
+pub fn phi_pixels(rows: u16, cols: u16) -> Vec<u8> {
+    let row_bytes = cols as usize * 3;
+    let banner = b"ZQX BANNER DOE JANE 1993-05-12 ".repeat(row_bytes / 31 + 1);
+    (0..rows as usize)
+        .flat_map(|y| {
+            if y < BANNER_ROWS as usize {
+                banner[..row_bytes].to_vec()
+            } else {
+                (0..row_bytes).map(|i| ((i + y) % 97) as u8).collect()
+            }
+        })
+        .collect()
+}

@@ -212,6 +212,34 @@ impl Orthanc {
             .collect()
     }
 
+    /// The study list as a cloud shows it: name, ID, birth date, sex, study date.
+    pub fn study_rows(&self) -> Vec<[String; 5]> {
+        let studies = self.get("/studies?expand").unwrap_or(json!([]));
+        studies
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let patient = |k: &str| {
+                    s["PatientMainDicomTags"][k]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                [
+                    patient("PatientName"),
+                    patient("PatientID"),
+                    patient("PatientBirthDate"),
+                    patient("PatientSex"),
+                    s["MainDicomTags"]["StudyDate"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                ]
+            })
+            .collect()
+    }
+
     /// The file Orthanc stored for `uid`.
     pub fn file(&self, uid: &str, into: &Path) -> PathBuf {
         let instances = self.get("/instances?expand").unwrap();

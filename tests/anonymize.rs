@@ -1,0 +1,283 @@
+//! The typical and strict profiles, end to end: dcmtk sends exams full of patient
+//! data; what comes out must hold none of it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::orthanc::Orthanc;
+use common::*;
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, open_file};
+
+fn dir_destination(name: &str, dir: &Path, profile: &str) -> String {
+    format!(
+        "\n[[destination]]\nname = \"{name}\"\nurl = \"dir:{}\"\nprofile = \"{profile}\"\n",
+        dir.display()
+    )
+}
+
+fn phi_study(dir: &Path, patient: &str, study: u32, instances: u32) -> Vec<PathBuf> {
+    (1..=instances)
+        .map(|instance| {
+            let path = dir.join(format!("{patient}-{study}-{instance}.dcm"));
+            write_phi_image(
+                &path,
+                &Phi {
+                    patient,
+                    study,
+                    instance,
+                    rows: 60,
+                    cols: 80,
+                },
+            );
+            path
+        })
+        .collect()
+}
+
+/// Sends with a calling AE title that names the site: it must not reach anonymized
+/// files (the agent's own log names peers, so tests of the log send as `US1`).
+fn send_as(agent: &Agent, aet: &str, files: &[PathBuf]) {
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let out = storescu(agent.port, &["-R", "-aet", aet], &refs);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn assert_no_marker(what: &str, bytes: &[u8]) {
+    for marker in MARKERS {
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{what} still holds {marker:?}"
+        );
+    }
+}
+
+fn string(object: &DefaultDicomObject, tag: dicom_core::Tag) -> String {
+    object
+        .element(tag)
+        .map(|e| {
+            e.to_str()
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+                .unwrap_or_default()
+        })
+        .unwrap_or_else(|_| "<absent>".into())
+}
+
+fn referenced_uid(object: &DefaultDicomObject) -> String {
+    let items = object
+        .element(tags::REFERENCED_IMAGE_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap();
+    items[0]
+        .element(tags::REFERENCED_SOP_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_owned()
+}
+
+#[test]
+fn typical_and_strict_leave_no_patient_data_and_keep_the_image() {
+    let out = tempfile::tempdir().unwrap();
+    let (strict_dir, typical_dir) = (out.path().join("strict"), out.path().join("typical"));
+    let agent = Agent::start(&format!(
+        "{}{}",
+        dir_destination("research", &strict_dir, "strict"),
+        dir_destination("patient", &typical_dir, "typical")
+    ));
+    let input = tempfile::tempdir().unwrap();
+    let mut files = phi_study(input.path(), "ANNA", 1, 3);
+    files.extend(phi_study(input.path(), "BERT", 2, 1));
+    send_as(&agent, "ZQXSITE", &files);
+
+    for (profile, dir) in [("strict", &strict_dir), ("typical", &typical_dir)] {
+        let outputs = {
+            let dir = dir.clone();
+            wait_until(30, || dcm_files(&dir).len() == 4, || agent.log());
+            dcm_files(&dir)
+        };
+        let objects: Vec<DefaultDicomObject> =
+            outputs.iter().map(|p| open_file(p).unwrap()).collect();
+        for (path, object) in outputs.iter().zip(&objects) {
+            let what = format!("{profile} {}", path.display());
+            assert_no_marker(&what, &std::fs::read(path).unwrap());
+            let dump = dcmtk("dcmdump", &["-q", "+M", path.to_str().unwrap()]);
+            assert!(dump.status.success(), "{what}: {}", text(&dump));
+            let dump = text(&dump);
+            for private in ["(0009,", "(0011,", "(6000,"] {
+                assert!(!dump.contains(private), "{what} keeps {private}");
+            }
+            assert_eq!(
+                string(object, tags::PATIENT_IDENTITY_REMOVED),
+                "YES",
+                "{what}"
+            );
+            assert!(
+                string(object, tags::DEIDENTIFICATION_METHOD).contains("PS3.15"),
+                "{what}"
+            );
+            let uid = string(object, tags::SOP_INSTANCE_UID);
+            assert!(uid.starts_with("2.25."), "{what}: {uid}");
+            assert_eq!(
+                object.meta().media_storage_sop_instance_uid(),
+                uid,
+                "{what}: meta agrees"
+            );
+            assert!(
+                object.meta().source_application_entity_title().is_none(),
+                "{what}: no sender AE in the meta"
+            );
+            assert_eq!(
+                path.file_stem().unwrap().to_string_lossy(),
+                uid,
+                "{what}: named by the new UID"
+            );
+            // The banner is blank, the image below it untouched.
+            let pixels = object
+                .element(tags::PIXEL_DATA)
+                .unwrap()
+                .to_bytes()
+                .unwrap();
+            let original = phi_pixels(60, 80);
+            let banner = usize::from(BANNER_ROWS) * 80 * 3;
+            assert!(
+                pixels[..banner].iter().all(|&b| b == 0),
+                "{what}: banner not blanked"
+            );
+            assert_eq!(
+                pixels[banner..],
+                original[banner..],
+                "{what}: image changed"
+            );
+            assert_eq!(string(object, tags::BURNED_IN_ANNOTATION), "NO", "{what}");
+        }
+        // One study stays one study; references follow their instances.
+        let study = |o: &DefaultDicomObject| string(o, tags::STUDY_INSTANCE_UID);
+        let studies: std::collections::BTreeSet<String> = objects.iter().map(study).collect();
+        assert_eq!(studies.len(), 2, "{profile}: two studies in, two out");
+        for object in &objects {
+            let first = objects.iter().find(|o| {
+                study(o) == study(object)
+                    && string(o, tags::SOP_INSTANCE_UID) == referenced_uid(object)
+            });
+            assert!(
+                first.is_some(),
+                "{profile}: a reference does not lead to its instance"
+            );
+        }
+        let first = &objects[0];
+        if profile == "strict" {
+            assert_eq!(string(first, tags::PATIENT_NAME), "ANONYMOUS");
+            assert_eq!(string(first, tags::PATIENT_ID), "000000");
+            assert_eq!(string(first, tags::PATIENT_SEX), "O");
+            assert_eq!(string(first, tags::PATIENT_BIRTH_DATE), "19900101");
+            assert_eq!(string(first, tags::STUDY_DATE), "20170101");
+            assert_eq!(string(first, tags::STUDY_TIME), "");
+            assert_eq!(
+                string(first, tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED),
+                "MODIFIED"
+            );
+        } else {
+            assert_eq!(string(first, tags::PATIENT_NAME), "");
+            assert_eq!(string(first, tags::PATIENT_ID), "");
+            assert_eq!(
+                string(first, tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED),
+                "REMOVED"
+            );
+        }
+        for gone in [
+            tags::PATIENT_ADDRESS,
+            tags::INSTITUTION_NAME,
+            tags::OPERATORS_NAME,
+            tags::REQUEST_ATTRIBUTES_SEQUENCE,
+        ] {
+            assert_eq!(string(first, gone), "<absent>", "{profile}: {gone} kept");
+        }
+    }
+}
+
+#[test]
+fn strict_keeps_patient_data_off_the_card_and_out_of_the_logs() {
+    let out = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir_destination("research", out.path(), "strict"));
+    let input = tempfile::tempdir().unwrap();
+    let files = phi_study(input.path(), "CARL", 3, 2);
+    send_as(&agent, "US1", &files);
+    wait_until(30, || dcm_files(out.path()).len() == 2, || agent.log());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Every byte the agent wrote: spool, queue index, status, device key, log.
+    let mut scanned = 0;
+    let mut stack = vec![agent.data_dir()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                assert_no_marker(&path.display().to_string(), &std::fs::read(&path).unwrap());
+                scanned += 1;
+            }
+        }
+    }
+    assert!(scanned >= 3, "scanned {scanned} files");
+    assert_no_marker("the agent's log", agent.log().as_bytes());
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["status", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    assert_no_marker("status", &status.stdout);
+}
+
+#[test]
+fn instances_whose_pixels_cannot_be_cleaned_are_held_back() {
+    let out = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir_destination("research", out.path(), "strict"));
+    let input = tempfile::tempdir().unwrap();
+    // No ultrasound regions: nobody knows where the banner ends.
+    let plain = input.path().join("plain.dcm");
+    write_us_image(&plain, "1.2.826.0.1.3680043.10.31.1", EXPLICIT_LE, 40, 40);
+    let jpeg = input.path().join("jpeg.dcm");
+    write_jpeg_image(&jpeg, "1.2.826.0.1.3680043.10.31.2");
+    let out_scu = storescu(agent.port, &["-R", "-xy"], &[&plain, &jpeg]);
+    assert!(out_scu.status.success(), "{}", text(&out_scu));
+    wait_until(
+        15,
+        || agent.status_json()["destinations"][0]["quarantined"] == 2,
+        || agent.log(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        dcm_files(out.path()).is_empty(),
+        "nothing with text in its pixels is delivered"
+    );
+    assert!(agent.log().contains("holds an instance back"));
+}
+
+#[test]
+fn strict_studies_look_the_same_in_orthanc() {
+    let orthanc = Orthanc::start();
+    let agent = Agent::start(&format!(
+        "\n[[destination]]\nname = \"cloud\"\nurl = \"{}\"\nprofile = \"strict\"\n",
+        orthanc.dicomweb_url()
+    ));
+    let input = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, patient) in ["DORA", "EMIL", "FINN"].iter().enumerate() {
+        files.extend(phi_study(input.path(), patient, 40 + i as u32, 1));
+    }
+    send_as(&agent, "US1", &files);
+    orthanc.wait_instances(3, 60, || agent.log());
+    let rows = orthanc.study_rows();
+    assert_eq!(rows.len(), 3, "three studies: {rows:?}");
+    for row in &rows {
+        assert_eq!(row, &rows[0], "every strict study shows the same row");
+    }
+    assert_eq!(
+        rows[0],
+        ["ANONYMOUS", "000000", "19900101", "O", "20170101"].map(String::from)
+    );
+}

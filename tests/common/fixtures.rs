@@ -302,7 +302,8 @@ pub fn write_phi_image(path: &Path, phi: &Phi) {
     for element in [
         text(tags::PATIENT_NAME, VR::PN, &format!("ZQX{p}^JANE")),
         text(tags::PATIENT_ID, VR::LO, &format!("ZQXID{p}")),
-        text(tags::OTHER_PATIENT_I_DS, VR::LO, &format!("ZQXOTHER{p}")),
+        // Other Patient IDs: retired, and still sent by older machines.
+        text(Tag(0x0010, 0x1000), VR::LO, &format!("ZQXOTHER{p}")),
         text(tags::PATIENT_ADDRESS, VR::LO, "ZQX 1 Main Street"),
         text(tags::PATIENT_SEX, VR::CS, "F"),
         text(tags::PATIENT_WEIGHT, VR::DS, "73.25"),

@@ -27,6 +27,8 @@ pub struct Config {
     pub destinations: Vec<Destination>,
     /// The fixed values of the `strict` profile.
     pub strict: StrictValues,
+    /// The `typical` profile's settings.
+    pub typical: TypicalSettings,
     /// Log output.
     pub log: Log,
 }
@@ -285,6 +287,26 @@ impl Default for StrictValues {
             patient_sex: "O".into(),
         }
     }
+}
+
+/// `[typical]`: how `typical` treats what it cannot anonymize.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TypicalSettings {
+    /// Password of encapsulated PDF reports: `per-study` (random, recorded in
+    /// `document-passwords.tsv` in the data dir) or `birth-date` (YYYYMMDD).
+    pub document_password: DocumentPassword,
+}
+
+/// How `typical` chooses the password of an encapsulated PDF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DocumentPassword {
+    /// A random password per study, kept for the clinic in the data dir.
+    #[default]
+    PerStudy,
+    /// The patient's birth date, YYYYMMDD: easy to pass on, easy to guess.
+    BirthDate,
 }
 
 /// `[log]`: what the agent says.

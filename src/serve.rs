@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 
-use crate::anonymize::{Anonymizer, DeviceKey};
+use crate::anonymize::{Anonymizer, DeviceKey, PasswordBook};
 use crate::config::{Config, Source};
 use crate::events::{Board, now_rfc3339};
 use crate::queue::Queue;
@@ -76,7 +76,12 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         listener: config.listener.clone(),
         queue: queue.clone(),
         board: board.clone(),
-        anonymizer: Anonymizer::new(Arc::new(key), config.strict.clone()),
+        anonymizer: Anonymizer::new(
+            Arc::new(key),
+            config.strict.clone(),
+            config.typical.document_password,
+            PasswordBook::new(&data_dir),
+        ),
     })
     .map_err(|e| e.to_string())?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;

@@ -26,7 +26,8 @@ pub const MAX_DEPTH: usize = 32;
 
 /// Values up to this size can be read whole to be inspected or rewritten; a larger
 /// one that a transform wants to inspect is removed instead (no attribute that
-/// identifies anyone is that long, and memory stays bounded).
+/// identifies anyone is that long, and memory stays bounded). A transform may raise
+/// it for an element it must rewrite whole (an encapsulated PDF).
 pub const INSPECT_LIMIT: u32 = 64 * 1024;
 
 /// What a transform does with an element (or sequence) when it meets its header.
@@ -72,6 +73,12 @@ pub trait Transform {
     /// The plan for the element `header`, inside the sequences `path` (outermost
     /// first; empty at the top level).
     fn plan(&mut self, path: &[Tag], header: &DataElementHeader) -> Plan;
+
+    /// The largest value of `header` this transform inspects; a larger one planned
+    /// [`Plan::Inspect`] is removed instead.
+    fn inspect_limit(&self, _header: &DataElementHeader) -> u32 {
+        INSPECT_LIMIT
+    }
 
     /// The new value of an element planned [`Plan::Inspect`].
     fn rewrite(&mut self, _path: &[Tag], _header: &DataElementHeader, _value: &[u8]) -> Rewrite {
@@ -391,7 +398,7 @@ pub fn copy<R: Read, W: Write>(
                         sink.plan(&path, &header).map_err(werr)?
                     };
                     if sink.plan == Plan::Inspect {
-                        if len <= INSPECT_LIMIT {
+                        if len <= sink.transform.inspect_limit(&header) {
                             in_memory = true;
                         } else {
                             sink.plan = Plan::Remove;

@@ -281,3 +281,106 @@ fn strict_studies_look_the_same_in_orthanc() {
         ["ANONYMOUS", "000000", "19900101", "O", "20170101"].map(String::from)
     );
 }
+
+#[test]
+fn typical_protects_pdf_reports_and_strict_discards_them() {
+    let out = tempfile::tempdir().unwrap();
+    let (strict_dir, typical_dir) = (out.path().join("strict"), out.path().join("typical"));
+    let agent = Agent::start(&format!(
+        "{}{}",
+        dir_destination("research", &strict_dir, "strict"),
+        dir_destination("patient", &typical_dir, "typical")
+    ));
+    let input = tempfile::tempdir().unwrap();
+    let pdf = input.path().join("report.pdf");
+    std::fs::write(&pdf, minimal_pdf("ZQX report for DOE JANE")).unwrap();
+    let report = input.path().join("report.dcm");
+    let made = dcmtk(
+        "pdf2dcm",
+        &[
+            "+pn",
+            "ZQXDOE^JANE",
+            "+pi",
+            "ZQXID",
+            "+pb",
+            "19930512",
+            pdf.to_str().unwrap(),
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    let sent = storescu(agent.port, &["-R"], &[&report]);
+    assert!(sent.status.success(), "{}", text(&sent));
+
+    let delivered = {
+        let dir = typical_dir.clone();
+        wait_until(20, || dcm_files(&dir).len() == 1, || agent.log());
+        dcm_files(&typical_dir).remove(0)
+    };
+    assert_no_marker("typical PDF instance", &std::fs::read(&delivered).unwrap());
+    let object = open_file(&delivered).unwrap();
+    let document = object
+        .element(tags::ENCAPSULATED_DOCUMENT)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let protected = input.path().join("protected.pdf");
+    // The value may carry one pad byte after %%EOF; PDF readers do not mind.
+    std::fs::write(&protected, &document[..]).unwrap();
+    let requires = std::process::Command::new("qpdf")
+        .arg("--requires-password")
+        .arg(&protected)
+        .status()
+        .unwrap();
+    assert_eq!(
+        requires.code(),
+        Some(0),
+        "qpdf: the PDF must require a password"
+    );
+    // The clinic finds the password in the data dir's book, by the original study UID.
+    let book = std::fs::read_to_string(agent.data_dir().join("document-passwords.tsv")).unwrap();
+    let password = book
+        .lines()
+        .next()
+        .unwrap()
+        .split('\t')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let decrypted = input.path().join("decrypted.pdf");
+    let opened = std::process::Command::new("qpdf")
+        .arg(format!("--password={password}"))
+        .args(["--decrypt", "--qdf"])
+        .arg(&protected)
+        .arg(&decrypted)
+        .output()
+        .unwrap();
+    assert!(
+        opened.status.success(),
+        "the recorded password opens it: {}",
+        text(&opened)
+    );
+    assert!(
+        std::fs::read(&decrypted)
+            .unwrap()
+            .windows(3)
+            .any(|w| w == b"ZQX"),
+        "same report inside"
+    );
+    let wrong = std::process::Command::new("qpdf")
+        .args(["--password=wrong", "--decrypt"])
+        .arg(&protected)
+        .arg(input.path().join("nope.pdf"))
+        .status()
+        .unwrap();
+    assert!(!wrong.success());
+    assert!(
+        !agent.log().contains(&password),
+        "the password never reaches the log"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        dcm_files(&strict_dir).is_empty(),
+        "strict discards non-DICOM content"
+    );
+}

@@ -10,6 +10,7 @@
 //! and discards content that cannot be anonymized (encapsulated documents, raw
 //! data, private SOP classes). Whatever cannot be cleaned is held back, never sent.
 
+mod document;
 mod keys;
 mod pixels;
 pub mod rules;
@@ -21,10 +22,11 @@ use dicom_core::header::DataElementHeader;
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{StandardDataDictionary, tags};
 
+pub use document::PasswordBook;
 pub use keys::DeviceKey;
 use pixels::{Blanker, Layout, Region};
 
-use crate::config::{Profile, StrictValues};
+use crate::config::{DocumentPassword, Profile, StrictValues};
 use crate::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
 
 /// A PS3.15 action (Table E.1-1's basic profile column, resolved).
@@ -44,11 +46,23 @@ pub enum Action {
 pub struct Anonymizer {
     key: Arc<DeviceKey>,
     strict: StrictValues,
+    document_password: DocumentPassword,
+    book: Arc<PasswordBook>,
 }
 
 impl Anonymizer {
-    pub fn new(key: Arc<DeviceKey>, strict: StrictValues) -> Anonymizer {
-        Anonymizer { key, strict }
+    pub fn new(
+        key: Arc<DeviceKey>,
+        strict: StrictValues,
+        document_password: DocumentPassword,
+        book: PasswordBook,
+    ) -> Anonymizer {
+        Anonymizer {
+            key,
+            strict,
+            document_password,
+            book: Arc::new(book),
+        }
     }
 
     /// The transform for `profile` on an instance of `sop_class_uid`, or `None` when
@@ -64,9 +78,12 @@ impl Anonymizer {
             return Some(Box::new(Identity));
         }
         let strict = profile == Profile::Strict;
-        if !anonymizable(sop_class_uid) && (strict || is_encapsulated_document(sop_class_uid)) {
-            // Strict discards what cannot be anonymized; typical keeps encapsulated
-            // documents only once they can be password protected.
+        let pdf = sop_class_uid == ENCAPSULATED_PDF;
+        if !anonymizable(sop_class_uid)
+            && (strict || (is_encapsulated_document(sop_class_uid) && !pdf))
+        {
+            // Strict discards what cannot be anonymized; typical keeps PDFs, password
+            // protected, and discards the documents it cannot protect (CDA, STL, ...).
             return None;
         }
         Some(Box::new(Deidentify {
@@ -79,6 +96,9 @@ impl Anonymizer {
             pixels: PixelFacts::default(),
             blanker: None,
             hold: None,
+            document: (pdf && !strict).then(|| (self.document_password, self.book.clone())),
+            study_uid: None,
+            birth_date: None,
         }))
     }
 
@@ -97,6 +117,8 @@ fn iod_of(sop_class_uid: &str) -> Option<&'static str> {
         .find(|(uid, _)| *uid == sop_class_uid)
         .map(|(_, iod)| *iod)
 }
+
+const ENCAPSULATED_PDF: &str = "1.2.840.10008.5.1.4.1.1.104.1";
 
 fn is_encapsulated_document(sop_class_uid: &str) -> bool {
     sop_class_uid.starts_with("1.2.840.10008.5.1.4.1.1.104.")
@@ -147,6 +169,11 @@ struct Deidentify {
     pixels: PixelFacts,
     blanker: Option<Blanker>,
     hold: Option<String>,
+    /// For a PDF under `typical`: the password policy and the book.
+    document: Option<(DocumentPassword, Arc<PasswordBook>)>,
+    /// The original Study Instance UID and birth date, for the document's password.
+    study_uid: Option<String>,
+    birth_date: Option<String>,
 }
 
 /// Tags whose values the transform reads to learn the pixel layout.
@@ -355,6 +382,12 @@ impl Transform for Deidentify {
         if path == [tags::SEQUENCE_OF_ULTRASOUND_REGIONS] && REGION_BOUNDS.contains(&tag) {
             return Plan::Inspect;
         }
+        if self.document.is_some()
+            && path.is_empty()
+            && [tags::ENCAPSULATED_DOCUMENT, tags::PATIENT_BIRTH_DATE].contains(&tag)
+        {
+            return Plan::Inspect;
+        }
         if self.strict.is_some() {
             if STRICT_YEAR_DATES.contains(&tag) || tag == tags::PATIENT_BIRTH_DATE {
                 return Plan::Inspect;
@@ -378,8 +411,50 @@ impl Transform for Deidentify {
         }
     }
 
+    fn inspect_limit(&self, header: &DataElementHeader) -> u32 {
+        if header.tag == tags::ENCAPSULATED_DOCUMENT && self.document.is_some() {
+            document::DOCUMENT_LIMIT
+        } else {
+            crate::stream::INSPECT_LIMIT
+        }
+    }
+
     fn rewrite(&mut self, path: &[Tag], header: &DataElementHeader, value: &[u8]) -> Rewrite {
         let tag = header.tag;
+        if path.is_empty() {
+            let text = || {
+                String::from_utf8_lossy(value)
+                    .trim_end_matches(['\0', ' '])
+                    .to_owned()
+            };
+            if tag == tags::STUDY_INSTANCE_UID {
+                self.study_uid = Some(text());
+            }
+            if let Some((policy, book)) = &self.document {
+                if tag == tags::PATIENT_BIRTH_DATE {
+                    self.birth_date = Some(text());
+                    return Rewrite::Value(Vec::new());
+                }
+                if tag == tags::ENCAPSULATED_DOCUMENT {
+                    let anonymized = self.study_uid.as_deref().map(|uid| self.key.uid(uid));
+                    let protected = document::password(
+                        *policy,
+                        book,
+                        self.study_uid.as_deref(),
+                        anonymized.as_deref(),
+                        self.birth_date.as_deref(),
+                    )
+                    .and_then(|password| document::protect(value, &password));
+                    return match protected {
+                        Ok(pdf) => Rewrite::Value(pdf),
+                        Err(reason) => {
+                            self.hold = Some(format!("encapsulated PDF not protected: {reason}"));
+                            Rewrite::Value(Vec::new())
+                        }
+                    };
+                }
+            }
+        }
         if self.strict.is_some() {
             if STRICT_YEAR_DATES.contains(&tag) {
                 return cut_date(value, false);
@@ -473,6 +548,16 @@ impl Deidentify {
 mod tests {
     use super::*;
 
+    fn test_anonymizer() -> Anonymizer {
+        let book = PasswordBook::new(&std::env::temp_dir().join("uplink-unused"));
+        Anonymizer::new(
+            Arc::new(DeviceKey::for_tests(1)),
+            StrictValues::default(),
+            DocumentPassword::PerStudy,
+            book,
+        )
+    }
+
     #[test]
     fn every_row_of_the_table_has_an_action_and_rows_are_sorted() {
         assert_eq!(rules::TABLE_ROWS, 621);
@@ -486,8 +571,7 @@ mod tests {
 
     #[test]
     fn composite_actions_follow_the_iod_types() {
-        let anonymizer =
-            Anonymizer::new(Arc::new(DeviceKey::for_tests(1)), StrictValues::default());
+        let anonymizer = test_anonymizer();
         let us = anonymizer
             .transform(
                 Profile::Typical,
@@ -507,6 +591,9 @@ mod tests {
             pixels: PixelFacts::default(),
             blanker: None,
             hold: None,
+            document: None,
+            study_uid: None,
+            birth_date: None,
         };
         assert_eq!(d.iod, Some("US Image"));
         assert_eq!(d.action(tags::PATIENT_NAME), Some(Action::Empty));
@@ -534,8 +621,7 @@ mod tests {
 
     #[test]
     fn strict_discards_what_cannot_be_anonymized() {
-        let anonymizer =
-            Anonymizer::new(Arc::new(DeviceKey::for_tests(1)), StrictValues::default());
+        let anonymizer = test_anonymizer();
         for class in [
             "1.2.840.10008.5.1.4.1.1.104.1",
             "1.2.840.10008.5.1.4.1.1.66",
@@ -552,11 +638,16 @@ mod tests {
             anonymizer
                 .transform(
                     Profile::Typical,
-                    "1.2.840.10008.5.1.4.1.1.104.1",
+                    "1.2.840.10008.5.1.4.1.1.104.2",
                     false,
                     false
                 )
                 .is_none()
+        );
+        assert!(
+            anonymizer
+                .transform(Profile::Typical, ENCAPSULATED_PDF, false, false)
+                .is_some()
         );
         assert!(
             anonymizer

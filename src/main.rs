@@ -61,6 +61,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Anonymize DICOM files and folders offline, with this box's device key.
+    Anonymize {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// `typical` or `strict`
+        #[arg(long, value_parser = ["typical", "strict"])]
+        profile: String,
+        /// Folder for the anonymized files, named by their new SOP Instance UID
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// DICOM files or folders (read recursively)
+        #[arg(required = true, value_name = "INPUT")]
+        inputs: Vec<PathBuf>,
+    },
     /// Put instances a destination refused (quarantined) back in its queue.
     RetryQuarantine {
         #[arg(long, value_name = "FILE")]
@@ -77,7 +91,8 @@ fn main() -> ExitCode {
         Command::Serve { config }
         | Command::CheckConfig { config }
         | Command::Status { config, .. }
-        | Command::RetryQuarantine { config, .. } => config.clone(),
+        | Command::RetryQuarantine { config, .. }
+        | Command::Anonymize { config, .. } => config.clone(),
     };
     let (config, source) = match Config::load(path.as_deref()) {
         Ok(loaded) => loaded,
@@ -125,6 +140,27 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_NOT_RUNNING)
             }
         },
+        Command::Anonymize {
+            profile,
+            out,
+            inputs,
+            ..
+        } => {
+            logging::init(config.log.level.0);
+            let profile = if profile == "strict" {
+                config::Profile::Strict
+            } else {
+                config::Profile::Typical
+            };
+            match anonymize::files::run(&config, profile, &out, &inputs) {
+                Ok(report) if report.failed == 0 => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("uplink: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::RetryQuarantine { destination, .. } => {
             match quarantine::retry(&config, destination.as_deref()) {
                 Ok(n) => {

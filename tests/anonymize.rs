@@ -384,3 +384,66 @@ fn typical_protects_pdf_reports_and_strict_discards_them() {
         "strict discards non-DICOM content"
     );
 }
+
+#[test]
+fn offline_anonymize_uses_the_same_engine_and_key() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("uplink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\ndata_dir = \"{}\"\n",
+            work.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let input = work.path().join("in");
+    std::fs::create_dir_all(input.join("nested")).unwrap();
+    phi_study(&input.join("nested"), "GRETA", 50, 3);
+    write_us_image(
+        &input.join("no-regions.dcm"),
+        "1.2.826.0.1.3680043.10.51.1",
+        EXPLICIT_LE,
+        40,
+        40,
+    );
+    let run = |out: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
+            .args(["anonymize", "--profile", "strict", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(out)
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    let (first, second) = (work.path().join("out1"), work.path().join("out2"));
+    let report = run(&first);
+    let said = text(&report);
+    assert_eq!(
+        report.status.code(),
+        Some(1),
+        "a file that could not be cleaned fails the run: {said}"
+    );
+    assert!(
+        said.contains("3 anonymized, 0 discarded, 1 failed"),
+        "{said}"
+    );
+    assert!(said.contains("no ultrasound regions"), "{said}");
+    let files = dcm_files(&first);
+    assert_eq!(files.len(), 3);
+    for file in &files {
+        assert_no_marker(&file.display().to_string(), &std::fs::read(file).unwrap());
+        let dump = dcmtk("dcmdump", &["-q", file.to_str().unwrap()]);
+        assert!(dump.status.success(), "{}", text(&dump));
+    }
+    // The device key makes the same UIDs every time.
+    run(&second);
+    let names = |dir: &Path| {
+        dcm_files(dir)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&first), names(&second));
+}

@@ -11,6 +11,7 @@
 //! data, private SOP classes). Whatever cannot be cleaned is held back, never sent.
 
 mod document;
+pub mod files;
 mod keys;
 mod pixels;
 pub mod rules;

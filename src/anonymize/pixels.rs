@@ -84,34 +84,83 @@ impl Blanker {
 
     /// Blanks `bytes`, which start at `offset` in the pixel data.
     pub fn apply(&self, offset: u64, bytes: &mut [u8]) {
+        if self.layout.ybr_422 {
+            self.apply_422(offset, bytes);
+            return;
+        }
+        // Walk row by row: each stretch of a row is blanked outside its kept spans
+        // with a fill, not byte by byte.
         let l = &self.layout;
-        let pixels_per_frame = u64::from(l.rows) * u64::from(l.columns);
+        let bps = u64::from(l.bytes_per_sample);
+        let (pixel_bytes, row_bytes) = if l.planar {
+            (bps, u64::from(l.columns) * bps)
+        } else {
+            let pixel = u64::from(l.samples_per_pixel) * bps;
+            (pixel, u64::from(l.columns) * pixel)
+        };
+        let plane_bytes = row_bytes * u64::from(l.rows);
+        let mut i = 0usize;
+        while i < bytes.len() {
+            let within = (offset + i as u64) % self.frame_bytes;
+            let (plane, in_plane) = if l.planar {
+                (within / plane_bytes, within % plane_bytes)
+            } else {
+                (0, within)
+            };
+            let (y, start) = ((in_plane / row_bytes) as usize, in_plane % row_bytes);
+            let stretch = ((row_bytes - start) as usize).min(bytes.len() - i);
+            let row = &mut bytes[i..i + stretch];
+            let mut cursor = start;
+            let end = start + stretch as u64;
+            // Blank [cursor, next kept span) for each kept span, then the rest.
+            let spans = self.kept[y]
+                .iter()
+                .map(|&(a, b)| (u64::from(a) * pixel_bytes, u64::from(b) * pixel_bytes));
+            for (a, b) in spans.chain(std::iter::once((end, end))) {
+                if a > cursor {
+                    let (from, to) = ((cursor - start) as usize, (a.min(end) - start) as usize);
+                    if from < to {
+                        self.fill(&mut row[from..to], cursor, plane);
+                    }
+                }
+                cursor = cursor.max(b);
+                if cursor >= end {
+                    break;
+                }
+            }
+            i += stretch;
+        }
+    }
+
+    /// Black for the bytes `part`, which start at byte `at` of their row.
+    fn fill(&self, part: &mut [u8], at: u64, plane: u64) {
+        let l = &self.layout;
+        if !l.ybr {
+            part.fill(0);
+        } else if l.planar {
+            part.fill(if plane > 0 { 128 } else { 0 });
+        } else {
+            let (bps, pixel) = (
+                u64::from(l.bytes_per_sample),
+                u64::from(l.samples_per_pixel * l.bytes_per_sample),
+            );
+            for (k, byte) in part.iter_mut().enumerate() {
+                let sample = (at + k as u64) % pixel / bps;
+                *byte = if sample > 0 { 128 } else { 0 };
+            }
+        }
+    }
+
+    /// YBR_FULL_422 pairs pixels as Y0 Y1 Cb Cr: byte by byte.
+    fn apply_422(&self, offset: u64, bytes: &mut [u8]) {
+        let columns = u64::from(self.layout.columns);
         for (i, byte) in bytes.iter_mut().enumerate() {
             let within = (offset + i as u64) % self.frame_bytes;
-            let (pixel, sample) = if l.ybr_422 {
-                // Y0 Y1 Cb Cr for each pair of pixels.
-                let group = within / 4;
-                let k = within % 4;
-                (group * 2 + k.min(1), if k < 2 { 0 } else { k - 1 })
-            } else if l.planar {
-                let plane_bytes = pixels_per_frame * u64::from(l.bytes_per_sample);
-                (
-                    within % plane_bytes / u64::from(l.bytes_per_sample),
-                    within / plane_bytes,
-                )
-            } else {
-                let pixel_bytes = u64::from(l.samples_per_pixel * l.bytes_per_sample);
-                (
-                    within / pixel_bytes,
-                    within % pixel_bytes / u64::from(l.bytes_per_sample),
-                )
-            };
-            let (x, y) = (
-                (pixel % u64::from(l.columns)) as u32,
-                (pixel / u64::from(l.columns)) as u32,
-            );
-            if y < l.rows && !self.keeps(x, y) {
-                *byte = if l.ybr && sample > 0 { 128 } else { 0 };
+            let (group, k) = (within / 4, within % 4);
+            let pixel = group * 2 + k.min(1);
+            let (x, y) = ((pixel % columns) as u32, (pixel / columns) as u32);
+            if y < self.layout.rows && !self.keeps(x, y) {
+                *byte = if k >= 2 { 128 } else { 0 };
             }
         }
     }
@@ -228,6 +277,76 @@ mod tests {
         let mut f = vec![7u8; 6];
         blanker.apply(0, &mut f);
         assert_eq!(f, [0, 0, 0, 0, 7, 7]);
+    }
+
+    /// The row-wise fast path against a byte-by-byte reference, on random layouts,
+    /// regions and chunkings.
+    #[test]
+    fn fast_path_matches_the_definition() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..200 {
+            let layout = Layout {
+                rows: rng.u32(1..12),
+                columns: rng.u32(1..12),
+                samples_per_pixel: [1, 3][rng.usize(..2)],
+                bytes_per_sample: rng.u32(1..3),
+                planar: rng.bool(),
+                ybr: rng.bool(),
+                ybr_422: false,
+            };
+            let regions: Vec<Region> = (0..rng.usize(0..3))
+                .map(|_| {
+                    let (x0, y0) = (rng.u32(0..layout.columns), rng.u32(0..layout.rows));
+                    Region {
+                        x0,
+                        y0,
+                        x1: rng.u32(x0..layout.columns + 2),
+                        y1: rng.u32(y0..layout.rows + 2),
+                    }
+                })
+                .collect();
+            let blanker = Blanker::new(layout.clone(), &regions).unwrap();
+            let frame =
+                (layout.rows * layout.columns * layout.samples_per_pixel * layout.bytes_per_sample)
+                    as usize;
+            let original: Vec<u8> = (0..frame * 2).map(|_| rng.u8(1..)).collect();
+            let mut fast = original.clone();
+            let mut offset = 0;
+            while offset < fast.len() {
+                let n = rng.usize(1..=fast.len() - offset);
+                blanker.apply(offset as u64, &mut fast[offset..offset + n]);
+                offset += n;
+            }
+            let bps = layout.bytes_per_sample as usize;
+            let (rows, cols, spp) = (
+                layout.rows as usize,
+                layout.columns as usize,
+                layout.samples_per_pixel as usize,
+            );
+            for (i, (&got, &was)) in fast.iter().zip(&original).enumerate() {
+                let within = i % frame;
+                let (pixel, sample) = if layout.planar {
+                    (
+                        within % (rows * cols * bps) / bps,
+                        within / (rows * cols * bps),
+                    )
+                } else {
+                    (within / (spp * bps), within % (spp * bps) / bps)
+                };
+                let (x, y) = ((pixel % cols) as u32, (pixel / cols) as u32);
+                let kept = regions
+                    .iter()
+                    .any(|r| r.x0 <= x && x <= r.x1 && r.y0 <= y && y <= r.y1);
+                let want = if kept {
+                    was
+                } else if layout.ybr && sample > 0 {
+                    128
+                } else {
+                    0
+                };
+                assert_eq!(got, want, "{layout:?} {regions:?} byte {i}");
+            }
+        }
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub struct FileMeta {
     pub deflated: bool,
 }
 
-fn write_meta(out: &mut impl Write, meta: &FileMeta) -> io::Result<()> {
+pub fn write_meta(out: &mut impl Write, meta: &FileMeta) -> io::Result<()> {
     let mut builder = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(meta.sop_class_uid.as_str())
         .media_storage_sop_instance_uid(meta.sop_instance_uid.as_str())

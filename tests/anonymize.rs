@@ -432,10 +432,18 @@ fn offline_anonymize_uses_the_same_engine_and_key() {
     assert!(said.contains("no ultrasound regions"), "{said}");
     let files = dcm_files(&first);
     assert_eq!(files.len(), 3);
+    // dciodvfy (dicom3tools) finds nothing wrong in the output that was not wrong in the input.
+    let iod_errors = |path: &Path| -> std::collections::BTreeSet<String> {
+        let out = std::process::Command::new("dciodvfy").arg(path).output().expect("cannot run dciodvfy (dicom3tools)");
+        text(&out).lines().filter(|l| l.starts_with("Error")).map(str::to_owned).collect()
+    };
+    let input_errors = iod_errors(&input.join("nested").join("GRETA-50-1.dcm"));
     for file in &files {
         assert_no_marker(&file.display().to_string(), &std::fs::read(file).unwrap());
         let dump = dcmtk("dcmdump", &["-q", file.to_str().unwrap()]);
         assert!(dump.status.success(), "{}", text(&dump));
+        let new: Vec<String> = iod_errors(file).difference(&input_errors).cloned().collect();
+        assert!(new.is_empty(), "anonymization made the IOD worse: {new:?}");
     }
     // The device key makes the same UIDs every time.
     run(&second);

@@ -172,7 +172,19 @@ pub fn write_clip(path: &Path, sop_instance: &str, bytes: u64) {
     let (rows, cols) = (600u16, 800u16);
     let frame = rows as u64 * cols as u64 * 3;
     let frames = bytes.div_ceil(frame).max(1);
-    let obj = us_header(US_MULTIFRAME, sop_instance, rows, cols, Some(frames as u32));
+    let mut obj = us_header(US_MULTIFRAME, sop_instance, rows, cols, Some(frames as u32));
+    // Where the image is, so that the anonymizing profiles can blank what is not.
+    let ul = |tag, v: u32| DataElement::new(tag, VR::UL, PrimitiveValue::from(v));
+    obj.put(DataElement::new(
+        tags::SEQUENCE_OF_ULTRASOUND_REGIONS,
+        VR::SQ,
+        dicom_core::value::DataSetSequence::from(vec![InMemDicomObject::from_element_iter([
+            ul(tags::REGION_LOCATION_MIN_X0, 0),
+            ul(tags::REGION_LOCATION_MIN_Y0, 40),
+            ul(tags::REGION_LOCATION_MAX_X1, u32::from(cols) - 1),
+            ul(tags::REGION_LOCATION_MAX_Y1, u32::from(rows) - 1),
+        ])]),
+    ));
     let file = obj
         .with_meta(
             FileMetaTableBuilder::new()

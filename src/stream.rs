@@ -24,6 +24,9 @@ use dicom_parser::stateful::encode::StatefulEncoder;
 /// endless nesting must not grow our stacks.
 pub const MAX_DEPTH: usize = 32;
 
+/// A fragment a transform rewrites is read whole: one compressed frame, far less.
+const FRAGMENT_LIMIT: u32 = 64 * 1024 * 1024;
+
 /// Values up to this size can be read whole to be inspected or rewritten; a larger
 /// one that a transform wants to inspect is removed instead (no attribute that
 /// identifies anyone is that long, and memory stays bounded). A transform may raise
@@ -95,6 +98,13 @@ pub trait Transform {
     /// in the value.
     fn filter(&mut self, _offset: u64, _bytes: &mut [u8]) {}
 
+    /// For encapsulated pixel data planned [`Plan::Filter`]: the new content of
+    /// fragment `index` (0 is the first after the offset table, which is dropped
+    /// since offsets change), or `None` to keep it.
+    fn fragment(&mut self, _index: usize, _bytes: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
     /// After the data set: a reason to hold this output back (quarantine) rather
     /// than deliver it, when the transform could not do all it must.
     fn hold(&self) -> Option<String> {
@@ -153,6 +163,10 @@ struct Sink<'a, W: Write> {
     skip_from: Option<usize>,
     /// The plan for the value being copied.
     plan: Plan,
+    /// This sink rewrites the fragments of the pixel data being copied.
+    fragments: bool,
+    /// A fragment's item header waits for its (rewritten) length.
+    deferred_item: bool,
 }
 
 type WriteResult = Result<(), dicom_parser::stateful::encode::Error>;
@@ -274,6 +288,8 @@ pub fn copy<R: Read, W: Write>(
             additions,
             skip_from: None,
             plan: Plan::Keep,
+            fragments: false,
+            deferred_item: false,
         });
     }
 
@@ -281,6 +297,8 @@ pub fn copy<R: Read, W: Write>(
     // The tags of the sequences we are in, outermost first.
     let mut path: Vec<Tag> = Vec::new();
     let mut summary = Summary::default();
+    // Items seen in the current encapsulated pixel data (0: the offset table).
+    let mut fragment_index = 0usize;
     let werr = |e: dicom_parser::stateful::encode::Error| format!("write failed: {e}");
 
     while let Some(token) = reader.advance() {
@@ -328,12 +346,17 @@ pub fn copy<R: Read, W: Write>(
                 let header = DataElementHeader::new(tags::PIXEL_DATA, VR::OB, Length::UNDEFINED);
                 for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
                     match sink.plan(&path, &header).map_err(werr)? {
-                        Plan::Keep | Plan::Inspect | Plan::Filter => {
+                        Plan::Keep | Plan::Inspect => {
+                            sink.encoder.encode_element_header(header).map_err(werr)?
+                        }
+                        Plan::Filter => {
+                            sink.fragments = true;
                             sink.encoder.encode_element_header(header).map_err(werr)?
                         }
                         Plan::Empty | Plan::Remove => sink.skip_from = Some(depth),
                     }
                 }
+                fragment_index = 0;
                 levels.push(Level::PixelSequence);
                 path.push(tags::PIXEL_DATA);
             }
@@ -343,6 +366,10 @@ pub fn copy<R: Read, W: Write>(
                 }
                 let in_pixel_data = matches!(levels.last(), Some(Level::PixelSequence));
                 for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+                    if in_pixel_data && sink.fragments {
+                        sink.deferred_item = true;
+                        continue;
+                    }
                     // Fragments keep their (always explicit) length.
                     let len = if sink.preserve || in_pixel_data {
                         len
@@ -361,9 +388,17 @@ pub fn copy<R: Read, W: Write>(
                 };
                 let in_pixel_data = matches!(levels.last(), Some(Level::PixelSequence));
                 for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+                    if sink.deferred_item {
+                        // An empty fragment (or offset table): no value came.
+                        sink.encoder.encode_item_header(0).map_err(werr)?;
+                        sink.deferred_item = false;
+                    }
                     if !in_pixel_data && (undefined || !sink.preserve) {
                         sink.encoder.encode_item_delimiter().map_err(werr)?;
                     }
+                }
+                if in_pixel_data {
+                    fragment_index += 1;
                 }
             }
             LazyDataToken::SequenceEnd => {
@@ -375,6 +410,7 @@ pub fn copy<R: Read, W: Write>(
                 path.pop();
                 let depth = levels.len();
                 for sink in sinks.iter_mut() {
+                    sink.fragments = false;
                     match sink.skip_from {
                         Some(from) if from == depth => sink.skip_from = None,
                         Some(_) => {}
@@ -474,6 +510,39 @@ pub fn copy<R: Read, W: Write>(
                             sink.encoder.write_raw_bytes(&pad).map_err(werr)?;
                         }
                     }
+                }
+            }
+            LazyDataToken::LazyItemValue { len, decoder }
+                if sinks.iter().any(|s| s.fragments && s.skip_from.is_none()) =>
+            {
+                if len > FRAGMENT_LIMIT {
+                    return Err(format!(
+                        "pixel data fragment of {len} bytes is too large to rewrite"
+                    ));
+                }
+                let mut value = Vec::with_capacity(len as usize);
+                decoder
+                    .read_to_vec(len, &mut value)
+                    .map_err(|e| format!("malformed data set: {e}"))?;
+                if value.len() != len as usize {
+                    return Err(truncated(Tag(0xFFFE, 0xE000), len, value.len() as u64));
+                }
+                for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+                    if !sink.fragments {
+                        sink.encoder.write_raw_bytes(&value).map_err(werr)?;
+                        continue;
+                    }
+                    sink.deferred_item = false;
+                    if fragment_index == 0 {
+                        sink.encoder.encode_item_header(0).map_err(werr)?;
+                        continue;
+                    }
+                    let new = sink.transform.fragment(fragment_index - 1, &value);
+                    let bytes = padded(VR::OB, new.as_deref().unwrap_or(&value));
+                    sink.encoder
+                        .encode_item_header(bytes.len() as u32)
+                        .map_err(werr)?;
+                    sink.encoder.write_raw_bytes(&bytes).map_err(werr)?;
                 }
             }
             LazyDataToken::LazyItemValue { len, decoder } => {

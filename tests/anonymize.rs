@@ -434,15 +434,25 @@ fn offline_anonymize_uses_the_same_engine_and_key() {
     assert_eq!(files.len(), 3);
     // dciodvfy (dicom3tools) finds nothing wrong in the output that was not wrong in the input.
     let iod_errors = |path: &Path| -> std::collections::BTreeSet<String> {
-        let out = std::process::Command::new("dciodvfy").arg(path).output().expect("cannot run dciodvfy (dicom3tools)");
-        text(&out).lines().filter(|l| l.starts_with("Error")).map(str::to_owned).collect()
+        let out = std::process::Command::new("dciodvfy")
+            .arg(path)
+            .output()
+            .expect("cannot run dciodvfy (dicom3tools)");
+        text(&out)
+            .lines()
+            .filter(|l| l.starts_with("Error"))
+            .map(str::to_owned)
+            .collect()
     };
     let input_errors = iod_errors(&input.join("nested").join("GRETA-50-1.dcm"));
     for file in &files {
         assert_no_marker(&file.display().to_string(), &std::fs::read(file).unwrap());
         let dump = dcmtk("dcmdump", &["-q", file.to_str().unwrap()]);
         assert!(dump.status.success(), "{}", text(&dump));
-        let new: Vec<String> = iod_errors(file).difference(&input_errors).cloned().collect();
+        let new: Vec<String> = iod_errors(file)
+            .difference(&input_errors)
+            .cloned()
+            .collect();
         assert!(new.is_empty(), "anonymization made the IOD worse: {new:?}");
     }
     // The device key makes the same UIDs every time.
@@ -454,4 +464,61 @@ fn offline_anonymize_uses_the_same_engine_and_key() {
             .collect::<Vec<_>>()
     };
     assert_eq!(names(&first), names(&second));
+}
+
+#[test]
+fn jpeg_baseline_frames_are_blanked_and_re_encoded() {
+    let out = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir_destination("research", out.path(), "strict"));
+    let input = tempfile::tempdir().unwrap();
+    let jpeg = input.path().join("jpeg.dcm");
+    write_phi_jpeg(
+        &jpeg,
+        &Phi {
+            patient: "HANS",
+            study: 60,
+            instance: 1,
+            rows: 64,
+            cols: 96,
+        },
+    );
+    let sent = storescu(agent.port, &["-R", "-xy"], &[&jpeg]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    let delivered = {
+        let dir = out.path().to_path_buf();
+        wait_until(20, || dcm_files(&dir).len() == 1, || agent.log());
+        dcm_files(out.path()).remove(0)
+    };
+    assert_eq!(file_transfer_syntax(&delivered), JPEG_BASELINE);
+    assert_no_marker("JPEG instance", &std::fs::read(&delivered).unwrap());
+    let object = open_file(&delivered).unwrap();
+    let fragments = object
+        .element(tags::PIXEL_DATA)
+        .unwrap()
+        .value()
+        .fragments()
+        .unwrap()
+        .to_vec();
+    assert_eq!(fragments.len(), 1);
+    let decoded = jpeg_decoder::Decoder::new(&fragments[0][..])
+        .decode()
+        .unwrap();
+    let original = phi_pixels(64, 96);
+    let banner = usize::from(BANNER_ROWS) * 96 * 3;
+    // Lossy: compare within a tolerance, away from the banner's edge.
+    assert!(
+        decoded[..banner - 96 * 3 * 2].iter().all(|&b| b < 24),
+        "banner blanked"
+    );
+    let below = banner + 96 * 3 * 4;
+    let mean_error: f64 = decoded[below..]
+        .iter()
+        .zip(&original[below..])
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .sum::<f64>()
+        / (decoded.len() - below) as f64;
+    assert!(mean_error < 8.0, "image kept (mean error {mean_error:.1})");
+    assert_eq!(string(&object, tags::BURNED_IN_ANNOTATION), "NO");
+    let dump = dcmtk("dcmdump", &["-q", delivered.to_str().unwrap()]);
+    assert!(dump.status.success(), "{}", text(&dump));
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dicom_encoding::Codec;
-use dicom_encoding::transfer_syntax::{Endianness, TransferSyntaxIndex};
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::meta::FileMetaTable;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use flate2::read::DeflateDecoder;
@@ -125,13 +125,7 @@ fn anonymize_file(
         .filter(|ts| ts.can_decode_dataset())
         .ok_or_else(|| format!("transfer syntax {ts_uid} is not supported"))?;
     let sop_class = meta.media_storage_sop_class_uid().to_owned();
-    let big_endian = ts.endianness() == Endianness::Big;
-    let Some(mut transform) = anonymizer.transform(
-        profile,
-        &sop_class,
-        big_endian,
-        ts.is_encapsulated_pixel_data(),
-    ) else {
+    let Some(mut transform) = anonymizer.transform(profile, &sop_class, ts) else {
         return Ok(None);
     };
     let uid = anonymizer.instance_uid(profile, meta.media_storage_sop_instance_uid());

@@ -22,6 +22,8 @@ use dicom_core::dictionary::DataDictionary;
 use dicom_core::header::DataElementHeader;
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{StandardDataDictionary, tags};
+use dicom_encoding::TransferSyntax;
+use dicom_encoding::transfer_syntax::Endianness;
 
 pub use document::PasswordBook;
 pub use keys::DeviceKey;
@@ -72,8 +74,7 @@ impl Anonymizer {
         &self,
         profile: Profile,
         sop_class_uid: &str,
-        big_endian: bool,
-        encapsulated: bool,
+        ts: &TransferSyntax,
     ) -> Option<Box<dyn Transform + Send>> {
         if profile == Profile::Identified {
             return Some(Box::new(Identity));
@@ -92,8 +93,9 @@ impl Anonymizer {
             strict: strict.then(|| self.strict.clone()),
             iod: iod_of(sop_class_uid),
             ultrasound: is_ultrasound(sop_class_uid),
-            big_endian,
-            encapsulated,
+            big_endian: ts.endianness() == Endianness::Big,
+            encapsulated: ts.is_encapsulated_pixel_data(),
+            jpeg_baseline: ts.uid() == JPEG_BASELINE,
             pixels: PixelFacts::default(),
             blanker: None,
             hold: None,
@@ -120,6 +122,7 @@ fn iod_of(sop_class_uid: &str) -> Option<&'static str> {
 }
 
 const ENCAPSULATED_PDF: &str = "1.2.840.10008.5.1.4.1.1.104.1";
+const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 
 fn is_encapsulated_document(sop_class_uid: &str) -> bool {
     sop_class_uid.starts_with("1.2.840.10008.5.1.4.1.1.104.")
@@ -167,6 +170,8 @@ struct Deidentify {
     ultrasound: bool,
     big_endian: bool,
     encapsulated: bool,
+    /// JPEG baseline frames can be decoded, blanked and re-encoded.
+    jpeg_baseline: bool,
     pixels: PixelFacts,
     blanker: Option<Blanker>,
     hold: Option<String>,
@@ -293,14 +298,28 @@ impl Deidentify {
         if !needs_cleaning {
             return Plan::Keep;
         }
-        if self.encapsulated {
-            self.hold =
-                Some("burned-in text cannot be blanked in compressed pixel data yet".into());
-            return Plan::Keep;
-        }
         if p.regions.is_empty() {
             self.hold =
                 Some("burned-in text: no ultrasound regions tell where the image is".into());
+            return Plan::Keep;
+        }
+        if self.encapsulated {
+            if self.jpeg_baseline
+                && matches!(
+                    p.photometric.as_str(),
+                    "YBR_FULL_422" | "YBR_FULL" | "MONOCHROME2"
+                )
+            {
+                return Plan::Filter;
+            }
+            self.hold = Some(format!(
+                "burned-in text cannot be blanked in this compressed pixel data ({})",
+                if self.jpeg_baseline {
+                    p.photometric.as_str()
+                } else {
+                    "not JPEG baseline"
+                }
+            ));
             return Plan::Keep;
         }
         let layout = Layout {
@@ -492,6 +511,10 @@ impl Transform for Deidentify {
         };
         let mut additions = Vec::new();
         let mut codes = vec![code("113100", "Basic Application Confidentiality Profile")];
+        if self.ultrasound {
+            // Burned-in text is blanked (or the instance held back, never sent).
+            codes.push(code("113101", "Clean Pixel Data Option"));
+        }
         let mut method = "DICOM PS3.15 E.1 Basic Profile".to_owned();
         if let Some(strict) = &self.strict {
             additions.push(text(tags::PATIENT_NAME, VR::PN, &strict.patient_name));
@@ -529,6 +552,17 @@ impl Transform for Deidentify {
         }
     }
 
+    fn fragment(&mut self, _index: usize, bytes: &[u8]) -> Option<Vec<u8>> {
+        match pixels::blank_jpeg(bytes, &self.pixels.regions, &self.pixels.photometric) {
+            Ok(frame) => Some(frame),
+            Err(reason) => {
+                // One frame split over several fragments lands here too.
+                self.hold = Some(format!("burned-in text: {reason}"));
+                None
+            }
+        }
+    }
+
     fn hold(&self) -> Option<String> {
         self.hold.clone()
     }
@@ -541,13 +575,17 @@ impl Transform for Deidentify {
 impl Deidentify {
     /// Whether the pixels will be blanked, as far as the attributes so far tell.
     fn blanking_planned(&self) -> bool {
-        !self.encapsulated && !self.pixels.regions.is_empty()
+        !self.pixels.regions.is_empty() && (!self.encapsulated || self.jpeg_baseline)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn explicit_le() -> TransferSyntax {
+        dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased()
+    }
 
     fn test_anonymizer() -> Anonymizer {
         let book = PasswordBook::new(&std::env::temp_dir().join("uplink-unused"));
@@ -577,8 +615,7 @@ mod tests {
             .transform(
                 Profile::Typical,
                 "1.2.840.10008.5.1.4.1.1.6.1",
-                false,
-                false,
+                &explicit_le(),
             )
             .unwrap();
         drop(us);
@@ -589,6 +626,7 @@ mod tests {
             ultrasound: true,
             big_endian: false,
             encapsulated: false,
+            jpeg_baseline: false,
             pixels: PixelFacts::default(),
             blanker: None,
             hold: None,
@@ -630,7 +668,7 @@ mod tests {
         ] {
             assert!(
                 anonymizer
-                    .transform(Profile::Strict, class, false, false)
+                    .transform(Profile::Strict, class, &explicit_le())
                     .is_none(),
                 "{class}"
             );
@@ -640,24 +678,31 @@ mod tests {
                 .transform(
                     Profile::Typical,
                     "1.2.840.10008.5.1.4.1.1.104.2",
-                    false,
-                    false
+                    &explicit_le()
                 )
                 .is_none()
         );
         assert!(
             anonymizer
-                .transform(Profile::Typical, ENCAPSULATED_PDF, false, false)
+                .transform(Profile::Typical, ENCAPSULATED_PDF, &explicit_le())
                 .is_some()
         );
         assert!(
             anonymizer
-                .transform(Profile::Typical, "1.2.840.10008.5.1.4.1.1.66", false, false)
+                .transform(
+                    Profile::Typical,
+                    "1.2.840.10008.5.1.4.1.1.66",
+                    &explicit_le()
+                )
                 .is_some()
         );
         assert!(
             anonymizer
-                .transform(Profile::Strict, "1.2.840.10008.5.1.4.1.1.6.1", false, false)
+                .transform(
+                    Profile::Strict,
+                    "1.2.840.10008.5.1.4.1.1.6.1",
+                    &explicit_le()
+                )
                 .is_some()
         );
     }

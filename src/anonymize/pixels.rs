@@ -1,9 +1,10 @@
-//! Burned-in text: blanking native pixel data outside the ultrasound regions.
+//! Burned-in text: blanking pixels outside the ultrasound regions.
 //!
 //! Ultrasound screens carry the patient's name and the date in a banner burned into
 //! the pixels. The image proper lies in the Sequence of Ultrasound Regions; every
-//! pixel outside their union is set to black, frame by frame, as the bytes stream
-//! past, so memory does not grow with the clip.
+//! pixel outside their union is set to black, frame by frame: native pixel data as
+//! the bytes stream past, JPEG baseline by decoding and re-encoding one frame at a
+//! time, so memory does not grow with the clip.
 
 /// A region's bounds in pixels, inclusive (PS3.3 C.8.5.5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +165,48 @@ impl Blanker {
             }
         }
     }
+}
+
+/// JPEG quality of re-encoded baseline frames: high, since the frame was lossy already.
+const JPEG_QUALITY: u8 = 95;
+
+/// Blanks one JPEG baseline frame: decode, blank outside `regions`, re-encode with
+/// the same chroma subsampling (4:2:2 for YBR_FULL_422, none for YBR_FULL).
+pub fn blank_jpeg(frame: &[u8], regions: &[Region], photometric: &str) -> Result<Vec<u8>, String> {
+    let mut decoder = jpeg_decoder::Decoder::new(frame);
+    decoder.set_max_decoding_buffer_size(256 * 1024 * 1024);
+    let mut pixels = decoder
+        .decode()
+        .map_err(|e| format!("JPEG frame does not decode: {e}"))?;
+    let info = decoder.info().ok_or("JPEG frame has no header")?;
+    let (samples, color) = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => (1, jpeg_encoder::ColorType::Luma),
+        jpeg_decoder::PixelFormat::RGB24 => (3, jpeg_encoder::ColorType::Rgb),
+        other => return Err(format!("JPEG frame in {other:?} is not handled")),
+    };
+    let layout = Layout {
+        rows: u32::from(info.height),
+        columns: u32::from(info.width),
+        samples_per_pixel: samples,
+        bytes_per_sample: 1,
+        planar: false,
+        ybr: false,
+        ybr_422: false,
+    };
+    Blanker::new(layout, regions)
+        .ok_or("JPEG frame has no pixels")?
+        .apply(0, &mut pixels);
+    let mut out = Vec::with_capacity(frame.len());
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY);
+    if photometric == "YBR_FULL_422" {
+        encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_1);
+    } else {
+        encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_1_1);
+    }
+    encoder
+        .encode(&pixels, info.width, info.height, color)
+        .map_err(|e| format!("JPEG frame does not re-encode: {e}"))?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -347,6 +390,31 @@ mod tests {
                 assert_eq!(got, want, "{layout:?} {regions:?} byte {i}");
             }
         }
+    }
+
+    #[test]
+    fn jpeg_frames_are_blanked_and_re_encoded() {
+        // A 32x16 grey frame with a white banner in the top 8 rows.
+        let (w, h) = (32u16, 16u16);
+        let rgb: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).flat_map(move |_| [if y < 8 { 250u8 } else { 100 }; 3]))
+            .collect();
+        let mut frame = Vec::new();
+        jpeg_encoder::Encoder::new(&mut frame, 95)
+            .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        let region = Region {
+            x0: 0,
+            y0: 8,
+            x1: 31,
+            y1: 15,
+        };
+        let blanked = blank_jpeg(&frame, &[region], "YBR_FULL_422").unwrap();
+        let decoded = jpeg_decoder::Decoder::new(&blanked[..]).decode().unwrap();
+        let at = |x: usize, y: usize| decoded[(y * w as usize + x) * 3];
+        assert!(at(5, 2) < 20, "banner blanked: {}", at(5, 2));
+        assert!((90..110).contains(&at(5, 12)), "image kept: {}", at(5, 12));
+        assert!(blank_jpeg(b"not a jpeg", &[region], "YBR_FULL_422").is_err());
     }
 
     #[test]

@@ -101,16 +101,12 @@ pub fn receive<S: Read + Write>(
     }
 
     let deflated = matches!(ts.codec(), Codec::Dataset(_));
-    let encapsulated = ts.is_encapsulated_pixel_data();
-    let big_endian = ts.endianness() == dicom_encoding::transfer_syntax::Endianness::Big;
     // One spool file per profile in use, each through its profile's transform; a
     // profile that discards this kind of instance gets none.
     let mut parts = Vec::new();
     let mut transforms = Vec::new();
     for profile in queue.profiles() {
-        let Some(transform) =
-            anonymizer.transform(profile, sop_class_uid, big_endian, encapsulated)
-        else {
+        let Some(transform) = anonymizer.transform(profile, sop_class_uid, ts) else {
             log::info!("profile {profile} discards instances of SOP class {sop_class_uid}");
             continue;
         };

@@ -303,6 +303,68 @@ pub fn phi_uid(study: u32, instance: u32) -> String {
 /// levels deep, private attributes with and without a creator, an overlay, and a
 /// banner of marker text burned into the pixels above the ultrasound region.
 pub fn write_phi_image(path: &Path, phi: &Phi) {
+    let mut obj = phi_object(phi);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(phi_pixels(phi.rows, phi.cols)),
+    ));
+    write_part10(obj, path, EXPLICIT_LE);
+}
+
+/// The same, with the pixels as one JPEG baseline frame (YBR_FULL_422).
+pub fn write_phi_jpeg(path: &Path, phi: &Phi) {
+    let mut obj = phi_object(phi);
+    let mut frame = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut frame, 90);
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_1);
+    encoder
+        .encode(
+            &phi_pixels(phi.rows, phi.cols),
+            phi.cols,
+            phi.rows,
+            jpeg_encoder::ColorType::Rgb,
+        )
+        .unwrap();
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        PrimitiveValue::from("YBR_FULL_422"),
+    ));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        dicom_core::value::PixelFragmentSequence::new(vec![], vec![frame]),
+    ));
+    write_part10(obj, path, JPEG_BASELINE);
+}
+
+fn write_part10(obj: InMemDicomObject, path: &Path, ts: &str) {
+    let class = obj
+        .element(tags::SOP_CLASS_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let uid = obj
+        .element(tags::SOP_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    obj.with_meta(
+        FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid(class.trim_end_matches('\0'))
+            .media_storage_sop_instance_uid(uid.trim_end_matches('\0'))
+            .transfer_syntax(ts),
+    )
+    .unwrap()
+    .write_to_file(path)
+    .unwrap();
+}
+
+/// The attributes of a `Phi` fixture, without pixel data.
+fn phi_object(phi: &Phi) -> InMemDicomObject {
     let text =
         |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value.to_owned()));
     let seq = |tag, items: Vec<InMemDicomObject>| {
@@ -395,20 +457,7 @@ pub fn write_phi_image(path: &Path, phi: &Phi) {
         ])],
     ));
     obj.put(text(tags::BURNED_IN_ANNOTATION, VR::CS, "YES"));
-    obj.put(DataElement::new(
-        tags::PIXEL_DATA,
-        VR::OB,
-        PrimitiveValue::from(phi_pixels(phi.rows, phi.cols)),
-    ));
-    obj.with_meta(
-        FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(US_IMAGE)
-            .media_storage_sop_instance_uid(uid.as_str())
-            .transfer_syntax(EXPLICIT_LE),
-    )
-    .unwrap()
-    .write_to_file(path)
-    .unwrap();
+    obj
 }
 
 /// RGB pixels: a banner of marker text, then an image pattern.

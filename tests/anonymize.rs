@@ -522,3 +522,27 @@ fn jpeg_baseline_frames_are_blanked_and_re_encoded() {
     let dump = dcmtk("dcmdump", &["-q", delivered.to_str().unwrap()]);
     assert!(dump.status.success(), "{}", text(&dump));
 }
+
+#[test]
+fn structured_reports_keep_measurements_and_lose_what_identifies() {
+    let out = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir_destination("research", out.path(), "strict"));
+    let input = tempfile::tempdir().unwrap();
+    let sr = input.path().join("sr.dcm");
+    write_phi_sr(&sr, "1.2.826.0.1.3680043.10.70.9");
+    let sent = storescu(agent.port, &["-R"], &[&sr]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    let delivered = {
+        let dir = out.path().to_path_buf();
+        wait_until(20, || dcm_files(&dir).len() == 1, || agent.log());
+        dcm_files(out.path()).remove(0)
+    };
+    assert_no_marker("SR", &std::fs::read(&delivered).unwrap());
+    let dump = text(&dcmtk("dcmdump", &["-q", delivered.to_str().unwrap()]));
+    assert!(dump.contains("[52.5]"), "the femur length is kept:\n{dump}");
+    assert!(dump.contains("Femur Length"), "{dump}");
+    assert!(
+        dump.contains("113104"),
+        "Clean Structured Content is declared:\n{dump}"
+    );
+}

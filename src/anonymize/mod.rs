@@ -419,9 +419,17 @@ impl Transform for Deidentify {
         match self.action(tag) {
             Some(Action::Remove) => Plan::Remove,
             Some(Action::Empty) => Plan::Empty,
-            // A dummy sequence would need dummy content: leaving it out is the safe
-            // equivalent (e.g. an SR's Content Sequence, until structured content is cleaned).
+            // Structured content (an SR's measurements) is kept and cleaned item by
+            // item (PS3.15 Clean Structured Content); any other dummy sequence would
+            // need dummy content, and leaving it out is the safe equivalent.
+            Some(Action::Dummy) if header.vr == VR::SQ && tag == tags::CONTENT_SEQUENCE => {
+                Plan::Keep
+            }
             Some(Action::Dummy) if header.vr == VR::SQ => Plan::Remove,
+            // Free text in structured content can say anything.
+            None if tag == tags::TEXT_VALUE && path.contains(&tags::CONTENT_SEQUENCE) => {
+                Plan::Empty
+            }
             Some(Action::Dummy) => Plan::Inspect,
             Some(Action::Uid) if header.vr == VR::SQ => Plan::Keep,
             Some(Action::Uid) => Plan::Inspect,
@@ -514,6 +522,9 @@ impl Transform for Deidentify {
         if self.ultrasound {
             // Burned-in text is blanked (or the instance held back, never sent).
             codes.push(code("113101", "Clean Pixel Data Option"));
+        }
+        if self.iod.is_some_and(|iod| iod.contains("SR")) {
+            codes.push(code("113104", "Clean Structured Content Option"));
         }
         let mut method = "DICOM PS3.15 E.1 Basic Profile".to_owned();
         if let Some(strict) = &self.strict {

@@ -506,3 +506,104 @@ pub fn minimal_pdf(text: &str) -> Vec<u8> {
     );
     pdf
 }
+
+/// A Comprehensive SR with obstetric measurements and identifying content items:
+/// free text, a person's name, a date and a UID reference, one container deep.
+pub fn write_phi_sr(path: &Path, uid: &str) {
+    let text =
+        |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value.to_owned()));
+    let seq = |tag, items: Vec<InMemDicomObject>| {
+        DataElement::new(tag, VR::SQ, dicom_core::value::DataSetSequence::from(items))
+    };
+    let code = |value: &str, meaning: &str| {
+        InMemDicomObject::from_element_iter([
+            text(tags::CODE_VALUE, VR::SH, value),
+            text(tags::CODING_SCHEME_DESIGNATOR, VR::SH, "LN"),
+            text(tags::CODE_MEANING, VR::LO, meaning),
+        ])
+    };
+    let item =
+        |value_type: &str, name: InMemDicomObject, mut rest: Vec<DataElement<InMemDicomObject>>| {
+            let mut elements = vec![
+                text(tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS"),
+                text(tags::VALUE_TYPE, VR::CS, value_type),
+                seq(tags::CONCEPT_NAME_CODE_SEQUENCE, vec![name]),
+            ];
+            elements.append(&mut rest);
+            InMemDicomObject::from_element_iter(elements)
+        };
+    let femur = item(
+        "NUM",
+        code("11963-7", "Femur Length"),
+        vec![seq(
+            tags::MEASURED_VALUE_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                text(tags::NUMERIC_VALUE, VR::DS, "52.5"),
+                seq(
+                    tags::MEASUREMENT_UNITS_CODE_SEQUENCE,
+                    vec![code("mm", "millimeter")],
+                ),
+            ])],
+        )],
+    );
+    let findings = item(
+        "TEXT",
+        code("121071", "Finding"),
+        vec![text(tags::TEXT_VALUE, VR::UT, "ZQX findings for DOE JANE")],
+    );
+    let observer = item(
+        "PNAME",
+        code("121008", "Person Observer Name"),
+        vec![text(tags::PERSON_NAME, VR::PN, "ZQXOBSERVER^ANN")],
+    );
+    let date = item(
+        "DATE",
+        code("111060", "Study Date"),
+        vec![text(tags::DATE, VR::DA, "20170304")],
+    );
+    let reference = item(
+        "UIDREF",
+        code("121232", "Source series"),
+        vec![text(tags::UID, VR::UI, "1.2.826.0.1.3680043.10.70.5")],
+    );
+    let section = item(
+        "CONTAINER",
+        code("125005", "Biometry Group"),
+        vec![
+            text(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"),
+            seq(
+                tags::CONTENT_SEQUENCE,
+                vec![femur, findings, observer, date, reference],
+            ),
+        ],
+    );
+    let sr_class = "1.2.840.10008.5.1.4.1.1.88.33";
+    let mut obj = InMemDicomObject::from_element_iter([
+        text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100"),
+        text(tags::SOP_CLASS_UID, VR::UI, sr_class),
+        text(tags::SOP_INSTANCE_UID, VR::UI, uid),
+        text(tags::STUDY_DATE, VR::DA, "20170304"),
+        text(tags::MODALITY, VR::CS, "SR"),
+        text(tags::PATIENT_NAME, VR::PN, "ZQXDOE^JANE"),
+        text(tags::PATIENT_ID, VR::LO, "ZQXID"),
+        text(tags::PATIENT_BIRTH_DATE, VR::DA, "19930512"),
+        text(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.10.70.1",
+        ),
+        text(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            "1.2.826.0.1.3680043.10.70.2",
+        ),
+        text(tags::VALUE_TYPE, VR::CS, "CONTAINER"),
+        text(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"),
+        seq(
+            tags::CONCEPT_NAME_CODE_SEQUENCE,
+            vec![code("125000", "OB-GYN Ultrasound Procedure Report")],
+        ),
+    ]);
+    obj.put(seq(tags::CONTENT_SEQUENCE, vec![section]));
+    write_part10(obj, path, EXPLICIT_LE);
+}

@@ -277,6 +277,12 @@ pub struct StrictValues {
     pub patient_id: String,
     /// Patient's Sex of every strict instance: `M`, `F` or `O`.
     pub patient_sex: String,
+    /// Patient's Birth Date cut to the `decade` (1993 -> 19900101), the `year`
+    /// (19930101), or `removed` (emptied).
+    pub birth_date: DateCut,
+    /// Study, series, acquisition and content dates cut to the `year`
+    /// (20170101), the `decade`, or `removed` (emptied).
+    pub study_date: DateCut,
 }
 
 impl Default for StrictValues {
@@ -285,8 +291,19 @@ impl Default for StrictValues {
             patient_name: "ANONYMOUS".into(),
             patient_id: "000000".into(),
             patient_sex: "O".into(),
+            birth_date: DateCut::Decade,
+            study_date: DateCut::Year,
         }
     }
+}
+
+/// How much of a date `strict` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DateCut {
+    Decade,
+    Year,
+    Removed,
 }
 
 /// `[typical]`: how `typical` treats what it cannot anonymize.

@@ -29,7 +29,7 @@ pub use document::PasswordBook;
 pub use keys::DeviceKey;
 use pixels::{Blanker, Layout, Region};
 
-use crate::config::{DocumentPassword, Profile, StrictValues};
+use crate::config::{DateCut, DocumentPassword, Profile, StrictValues};
 use crate::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
 
 /// A PS3.15 action (Table E.1-1's basic profile column, resolved).
@@ -371,13 +371,17 @@ impl Deidentify {
     }
 }
 
-/// `YYYY....` -> `YYYY0101`, or with the year cut to its decade.
-fn cut_date(value: &[u8], decade: bool) -> Rewrite {
+/// `YYYY....` -> `YYYY0101`, or with the year cut to its decade, or nothing.
+fn cut_date(value: &[u8], cut: DateCut) -> Rewrite {
     let text = String::from_utf8_lossy(value);
     let text = text.trim();
     match text.get(..4).and_then(|y| y.parse::<u32>().ok()) {
-        Some(year) if text.len() >= 8 => {
-            let year = if decade { year - year % 10 } else { year };
+        Some(year) if text.len() >= 8 && cut != DateCut::Removed => {
+            let year = if cut == DateCut::Decade {
+                year - year % 10
+            } else {
+                year
+            };
             Rewrite::Value(format!("{year:04}0101").into_bytes())
         }
         _ => Rewrite::Value(Vec::new()),
@@ -483,12 +487,12 @@ impl Transform for Deidentify {
                 }
             }
         }
-        if self.strict.is_some() {
+        if let Some(strict) = &self.strict {
             if STRICT_YEAR_DATES.contains(&tag) {
-                return cut_date(value, false);
+                return cut_date(value, strict.study_date);
             }
             if tag == tags::PATIENT_BIRTH_DATE {
-                return cut_date(value, true);
+                return cut_date(value, strict.birth_date);
             }
         }
         match self.action(tag) {
@@ -655,18 +659,22 @@ mod tests {
     #[test]
     fn dates_are_cut_to_year_and_decade() {
         assert_eq!(
-            cut_date(b"20170304", false),
+            cut_date(b"20170304", DateCut::Year),
             Rewrite::Value(b"20170101".to_vec())
         );
         assert_eq!(
-            cut_date(b"19930512", true),
+            cut_date(b"19930512", DateCut::Decade),
             Rewrite::Value(b"19900101".to_vec())
         );
         assert_eq!(
-            cut_date(b"20170304101112.5", false),
+            cut_date(b"20170304101112.5", DateCut::Year),
             Rewrite::Value(b"20170101".to_vec())
         );
-        assert_eq!(cut_date(b"bad", false), Rewrite::Value(Vec::new()));
+        assert_eq!(
+            cut_date(b"20170304", DateCut::Removed),
+            Rewrite::Value(Vec::new())
+        );
+        assert_eq!(cut_date(b"bad", DateCut::Year), Rewrite::Value(Vec::new()));
     }
 
     #[test]

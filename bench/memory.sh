@@ -10,6 +10,7 @@
 # 3x the largest size free under /tmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 sizes=("$@")
 [ $# -gt 0 ] || sizes=(100 1024)
 
@@ -20,18 +21,9 @@ agent=""
 orthanc=""
 trap 'kill $agent $orthanc 2>/dev/null || true; rm -rf "$work"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 dicom_port=$(free_port)
 http_port=$(free_port)
-cat > "$work/orthanc.json" <<JSON
-{"Name": "bench", "StorageDirectory": "$work/orthanc", "IndexDirectory": "$work/orthanc",
- "HttpPort": $http_port, "DicomServerEnabled": false, "RemoteAccessAllowed": false,
- "AuthenticationEnabled": false, "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
- "DicomWeb": {"Enable": true, "Root": "/dicom-web/"}}
-JSON
-Orthanc "$work/orthanc.json" >"$work/orthanc.log" 2>&1 &
-orthanc=$!
-until curl -sf "http://127.0.0.1:$http_port/system" >/dev/null; do sleep 0.1; done
+start_orthanc "$work/orthanc" "$http_port"
 
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 printf '| clip | receive s | receive MB/s | peak RSS after receive | upload s | upload MB/s | peak RSS after upload |\n'

@@ -7,6 +7,7 @@
 #     bench/upload-batch.sh [N] [BATCH ...]      (default: 200 images; batches 1 8 32)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 n=${1:-200}
 shift || true
 batches=("$@")
@@ -17,7 +18,6 @@ work=$(mktemp -d)
 agent=""
 orthanc=""
 trap 'kill $agent $orthanc 2>/dev/null || true; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 mkdir -p "$work/images"
 for i in $(seq 1 "$n"); do
@@ -30,13 +30,7 @@ for batch in "${batches[@]}"; do
   http_port=$(free_port)
   dicom_port=$(free_port)
   rm -rf "$work/orthanc" "$work/data"
-  cat > "$work/orthanc.json" <<JSON
-{"Name": "bench", "StorageDirectory": "$work/orthanc", "IndexDirectory": "$work/orthanc",
- "HttpPort": $http_port, "DicomServerEnabled": false, "RemoteAccessAllowed": false,
- "AuthenticationEnabled": false, "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
- "DicomWeb": {"Enable": true, "Root": "/dicom-web/"}}
-JSON
-  cat > "$work/uplink.toml" <<TOML
+    cat > "$work/uplink.toml" <<TOML
 [listener]
 port = $dicom_port
 bind = "127.0.0.1"
@@ -53,9 +47,7 @@ TOML
   agent=$!
   until grep -q "listening for DICOM" "$work/agent.log"; do sleep 0.05; done
   TCP_NODELAY=1 storescu -R -aec UPLINK 127.0.0.1 "$dicom_port" "$work"/images/*.dcm
-  Orthanc "$work/orthanc.json" >"$work/orthanc.log" 2>&1 &
-  orthanc=$!
-  until curl -sf "http://127.0.0.1:$http_port/system" >/dev/null; do sleep 0.05; done
+  start_orthanc "$work/orthanc" "$http_port"
   # Time from the first instance Orthanc holds to the last: the agent's retry wait
   # after the outage is not counted.
   count() { curl -s "http://127.0.0.1:$http_port/statistics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])'; }

@@ -870,6 +870,19 @@ profile = "identified"
     }
 
     #[test]
+    fn strict_values_are_checked() {
+        let config =
+            Config::parse("[strict]\npatient_name = \"NOBODY\"\nbirth_date = \"year\"\n").unwrap();
+        assert_eq!(config.strict.patient_name, "NOBODY");
+        assert_eq!(config.strict.birth_date, DateCut::Year);
+        assert_eq!(config.strict.study_date, DateCut::Year);
+        assert!(error_of("[strict]\npatient_sex = \"X\"\n").contains("M, F or O"));
+        assert!(error_of("[strict]\npatient_id = \"A\\\\B\"\n").contains("backslash"));
+        assert!(error_of("[strict]\nstudy_date = \"month\"\n").contains("line 2"));
+        assert!(error_of("[typical]\ndocument_password = \"1234\"\n").contains("line 2"));
+    }
+
+    #[test]
     fn ae_titles_are_trimmed_and_checked() {
         assert_eq!(AeTitle::new("  US1 ").unwrap().as_str(), "US1");
         assert!(AeTitle::new("ÄRZT").is_err());

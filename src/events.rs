@@ -203,28 +203,23 @@ impl Board {
                 error,
                 retry_in,
             } => {
-                c.last_error = Some(Stamped::now(format!("{destination}: {error}")));
-                let d = c.destinations.entry(destination).or_default();
-                d.last_error = Some(Stamped::now(error));
-                d.state = "offline".into();
-                d.next_attempt = Some(rfc3339_in(retry_in));
+                setback(&mut c, destination, error, "offline", Some(retry_in));
             }
             Event::Misconfigured { destination, error } => {
-                c.last_error = Some(Stamped::now(format!("{destination}: {error}")));
-                let d = c.destinations.entry(destination).or_default();
-                d.last_error = Some(Stamped::now(error));
-                d.state = "misconfigured".into();
+                setback(&mut c, destination, error, "misconfigured", None)
             }
             Event::AuthRefused {
                 destination,
                 error,
                 retry_in,
             } => {
-                c.last_error = Some(Stamped::now(format!("{destination}: {error}")));
-                let d = c.destinations.entry(destination).or_default();
-                d.last_error = Some(Stamped::now(error));
-                d.state = "authentication refused".into();
-                d.next_attempt = Some(rfc3339_in(retry_in));
+                setback(
+                    &mut c,
+                    destination,
+                    error,
+                    "authentication refused",
+                    Some(retry_in),
+                );
             }
         }
     }
@@ -249,6 +244,21 @@ impl Board {
 
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// A destination cannot take instances now: its state, error and next attempt.
+fn setback(
+    c: &mut Counters,
+    destination: String,
+    error: String,
+    state: &str,
+    retry_in: Option<Duration>,
+) {
+    c.last_error = Some(Stamped::now(format!("{destination}: {error}")));
+    let d = c.destinations.entry(destination).or_default();
+    d.last_error = Some(Stamped::now(error));
+    d.state = state.into();
+    d.next_attempt = retry_in.map(rfc3339_in);
 }
 
 fn rfc3339_in(delay: Duration) -> String {

@@ -184,26 +184,20 @@ fn snapshot(
         .iter()
         .zip(queue.stats())
         .map(|(d, (_, stats))| {
-            let c = counters
+            let mut activity = counters
                 .destinations
                 .get(d.name.as_str())
                 .cloned()
                 .unwrap_or_default();
+            if activity.state.is_empty() {
+                activity.state = "ready".into();
+            }
             DestinationInfo {
                 name: d.name.to_string(),
                 url: d.url.to_string(),
                 profile: d.profile.to_string(),
                 queue: stats,
-                delivered: c.delivered,
-                last_success: c.last_success,
-                last_error: c.last_error,
-                state: if c.state.is_empty() {
-                    "ready".into()
-                } else {
-                    c.state
-                },
-                next_attempt: c.next_attempt,
-                uploading: c.uploading,
+                activity,
             }
         })
         .collect();

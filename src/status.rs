@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Counters, Stamped, Uploading};
+use crate::events::{Counters, DestinationCounters};
 use crate::queue::DestinationStats;
 
 pub const STATUS_FILE: &str = "status.json";
@@ -43,13 +43,8 @@ pub struct DestinationInfo {
     pub profile: String,
     #[serde(flatten)]
     pub queue: DestinationStats,
-    pub delivered: u64,
-    pub last_success: Option<String>,
-    pub last_error: Option<Stamped>,
-    /// `ready`, `offline`, `authentication refused` or `misconfigured`.
-    pub state: String,
-    pub next_attempt: Option<String>,
-    pub uploading: Vec<Uploading>,
+    #[serde(flatten)]
+    pub activity: DestinationCounters,
 }
 
 impl Snapshot {
@@ -115,9 +110,9 @@ impl Snapshot {
         for d in &self.destinations {
             out += &format!(
                 "destination {} ({}, profile {}): {}",
-                d.name, d.url, d.profile, d.state
+                d.name, d.url, d.profile, d.activity.state
             );
-            if let Some(next) = &d.next_attempt {
+            if let Some(next) = &d.activity.next_attempt {
                 out += &format!(", next attempt {next}");
             }
             out += "\n";
@@ -131,10 +126,10 @@ impl Snapshot {
                         std::time::Duration::from_secs(s)
                     )
                     .to_string()),
-                d.delivered,
+                d.activity.delivered,
                 d.queue.quarantined,
             );
-            for u in &d.uploading {
+            for u in &d.activity.uploading {
                 out += &format!(
                     "  uploading ({} lane): {} instance(s), {} of {} since {}\n",
                     u.lane,
@@ -146,8 +141,9 @@ impl Snapshot {
             }
             out += &format!(
                 "  last success {}; last error {}\n",
-                d.last_success.as_deref().unwrap_or("never"),
-                d.last_error
+                d.activity.last_success.as_deref().unwrap_or("never"),
+                d.activity
+                    .last_error
                     .as_ref()
                     .map_or("none".into(), |e| format!("{} {}", e.at, e.message))
             );
@@ -197,18 +193,20 @@ mod tests {
                     oldest_pending_secs: Some(90),
                     quarantined: 1,
                 },
-                delivered: 5,
-                last_success: None,
-                last_error: None,
-                state: "offline".into(),
-                next_attempt: Some("2026-11-25T00:02:00Z".into()),
-                uploading: vec![Uploading {
-                    lane: "large".into(),
-                    instances: 1,
-                    bytes: 1 << 30,
-                    sent_bytes: 1 << 29,
-                    since: "2026-11-25T00:01:00Z".into(),
-                }],
+                activity: DestinationCounters {
+                    delivered: 5,
+                    last_success: None,
+                    last_error: None,
+                    state: "offline".into(),
+                    next_attempt: Some("2026-11-25T00:02:00Z".into()),
+                    uploading: vec![crate::events::Uploading {
+                        lane: "large".into(),
+                        instances: 1,
+                        bytes: 1 << 30,
+                        sent_bytes: 1 << 29,
+                        since: "2026-11-25T00:01:00Z".into(),
+                    }],
+                },
             }],
         }
     }

@@ -442,13 +442,7 @@ pub fn copy<R: Read, W: Write>(
                     }
                 }
                 if in_memory {
-                    let mut value = Vec::with_capacity(len as usize);
-                    decoder
-                        .read_to_vec(len, &mut value)
-                        .map_err(|e| format!("malformed data set: {e}"))?;
-                    if value.len() != len as usize {
-                        return Err(truncated(header.tag, len, value.len() as u64));
-                    }
+                    let value = read_value(decoder, len, header.tag)?;
                     if wanted_by_summary {
                         let text = String::from_utf8_lossy(&value)
                             .trim_end_matches(['\0', ' '])
@@ -489,17 +483,7 @@ pub fn copy<R: Read, W: Write>(
                             Plan::Remove | Plan::Inspect => {}
                         }
                     }
-                    let mut fanout = Fanout {
-                        sinks: &mut sinks,
-                        written: 0,
-                        scratch: Vec::new(),
-                    };
-                    decoder
-                        .read_to(len, &mut fanout)
-                        .map_err(|e| format!("malformed data set: {e}"))?;
-                    if fanout.written != u64::from(len) {
-                        return Err(truncated(header.tag, len, fanout.written));
-                    }
+                    copy_value(decoder, len, header.tag, &mut sinks)?;
                     if len % 2 == 1 {
                         // The encoder wrote an even length; pad as PS3.5 6.2 says.
                         let pad = padded(header.vr, &[0])[1..].to_vec();
@@ -520,13 +504,7 @@ pub fn copy<R: Read, W: Write>(
                         "pixel data fragment of {len} bytes is too large to rewrite"
                     ));
                 }
-                let mut value = Vec::with_capacity(len as usize);
-                decoder
-                    .read_to_vec(len, &mut value)
-                    .map_err(|e| format!("malformed data set: {e}"))?;
-                if value.len() != len as usize {
-                    return Err(truncated(Tag(0xFFFE, 0xE000), len, value.len() as u64));
-                }
+                let value = read_value(decoder, len, Tag(0xFFFE, 0xE000))?;
                 for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
                     if !sink.fragments {
                         sink.encoder.write_raw_bytes(&value).map_err(werr)?;
@@ -553,17 +531,7 @@ pub fn copy<R: Read, W: Write>(
                         Plan::Remove
                     };
                 }
-                let mut fanout = Fanout {
-                    sinks: &mut sinks,
-                    written: 0,
-                    scratch: Vec::new(),
-                };
-                decoder
-                    .read_to(len, &mut fanout)
-                    .map_err(|e| format!("malformed data set: {e}"))?;
-                if fanout.written != u64::from(len) {
-                    return Err(truncated(Tag(0xFFFE, 0xE000), len, fanout.written));
-                }
+                copy_value(decoder, len, Tag(0xFFFE, 0xE000), &mut sinks)?;
             }
             other => return Err(format!("malformed data set: unexpected token {other:?}")),
         }
@@ -583,6 +551,39 @@ pub fn copy<R: Read, W: Write>(
             .map_err(|e| format!("write failed: {e}"))?;
     }
     Ok(summary)
+}
+
+/// Streams a value of `len` bytes to every sink that keeps it, in chunks.
+fn copy_value<W: Write>(
+    decoder: &mut impl StatefulDecode,
+    len: u32,
+    tag: Tag,
+    sinks: &mut [Sink<'_, W>],
+) -> Result<(), String> {
+    let mut fanout = Fanout {
+        sinks,
+        written: 0,
+        scratch: Vec::new(),
+    };
+    decoder
+        .read_to(len, &mut fanout)
+        .map_err(|e| format!("malformed data set: {e}"))?;
+    if fanout.written != u64::from(len) {
+        return Err(truncated(tag, len, fanout.written));
+    }
+    Ok(())
+}
+
+/// Reads a value of `len` bytes whole.
+fn read_value(decoder: &mut impl StatefulDecode, len: u32, tag: Tag) -> Result<Vec<u8>, String> {
+    let mut value = Vec::with_capacity(len as usize);
+    decoder
+        .read_to_vec(len, &mut value)
+        .map_err(|e| format!("malformed data set: {e}"))?;
+    if value.len() != len as usize {
+        return Err(truncated(tag, len, value.len() as u64));
+    }
+    Ok(value)
 }
 
 fn truncated(tag: Tag, len: u32, got: u64) -> String {

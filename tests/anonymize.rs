@@ -94,11 +94,7 @@ fn typical_and_strict_leave_no_patient_data_and_keep_the_image() {
     send_as(&agent, "ZQXSITE", &files);
 
     for (profile, dir) in [("strict", &strict_dir), ("typical", &typical_dir)] {
-        let outputs = {
-            let dir = dir.clone();
-            wait_until(30, || dcm_files(&dir).len() == 4, || agent.log());
-            dcm_files(&dir)
-        };
+        let outputs = agent.wait_files(dir, 4);
         let objects: Vec<DefaultDicomObject> =
             outputs.iter().map(|p| open_file(p).unwrap()).collect();
         for (path, object) in outputs.iter().zip(&objects) {
@@ -312,11 +308,7 @@ fn typical_protects_pdf_reports_and_strict_discards_them() {
     let sent = storescu(agent.port, &["-R"], &[&report]);
     assert!(sent.status.success(), "{}", text(&sent));
 
-    let delivered = {
-        let dir = typical_dir.clone();
-        wait_until(20, || dcm_files(&dir).len() == 1, || agent.log());
-        dcm_files(&typical_dir).remove(0)
-    };
+    let delivered = agent.wait_files(&typical_dir, 1).remove(0);
     assert_no_marker("typical PDF instance", &std::fs::read(&delivered).unwrap());
     let object = open_file(&delivered).unwrap();
     let document = object
@@ -484,11 +476,7 @@ fn jpeg_baseline_frames_are_blanked_and_re_encoded() {
     );
     let sent = storescu(agent.port, &["-R", "-xy"], &[&jpeg]);
     assert!(sent.status.success(), "{}", text(&sent));
-    let delivered = {
-        let dir = out.path().to_path_buf();
-        wait_until(20, || dcm_files(&dir).len() == 1, || agent.log());
-        dcm_files(out.path()).remove(0)
-    };
+    let delivered = agent.wait_files(out.path(), 1).remove(0);
     assert_eq!(file_transfer_syntax(&delivered), JPEG_BASELINE);
     assert_no_marker("JPEG instance", &std::fs::read(&delivered).unwrap());
     let object = open_file(&delivered).unwrap();
@@ -532,11 +520,7 @@ fn structured_reports_keep_measurements_and_lose_what_identifies() {
     write_phi_sr(&sr, "1.2.826.0.1.3680043.10.70.9");
     let sent = storescu(agent.port, &["-R"], &[&sr]);
     assert!(sent.status.success(), "{}", text(&sent));
-    let delivered = {
-        let dir = out.path().to_path_buf();
-        wait_until(20, || dcm_files(&dir).len() == 1, || agent.log());
-        dcm_files(out.path()).remove(0)
-    };
+    let delivered = agent.wait_files(out.path(), 1).remove(0);
     assert_no_marker("SR", &std::fs::read(&delivered).unwrap());
     let dump = text(&dcmtk("dcmdump", &["-q", delivered.to_str().unwrap()]));
     assert!(dump.contains("[52.5]"), "the femur length is kept:\n{dump}");

@@ -83,13 +83,22 @@ def main(table_dir, wheel_dir):
             basic = action
         plain.append(((group, element), r["name"], basic, by_iod))
     plain.sort()
+    # Many attributes share the same IOD list: name each distinct list once.
+    lists = {}
+    for _, _, _, by_iod in plain:
+        key = tuple(by_iod)
+        if key and key not in lists:
+            lists[key] = f"IODS_{len(lists) + 1}"
+    for key, name in lists.items():
+        out.write(f"const {name}: &[(&str, Action)] = &[\n")
+        for i, a in key:
+            out.write(f"    ({json.dumps(i)}, Action::{ACTION[a]}),\n")
+        out.write("];\n\n")
     out.write(f"/// {len(plain)} rows with plain tags, sorted by tag (for binary search).\n")
     out.write("pub static RULES: &[Rule] = &[\n")
     for (g, e), name, basic, by_iod in plain:
         out.write(f"    // {' '.join(name.split())}\n    Rule {{\n        tag: (0x{g:04X}, 0x{e:04X}),\n")
-        out.write(f"        basic: Action::{ACTION[basic]},\n        by_iod: &[")
-        out.write(", ".join(f"({json.dumps(i)}, Action::{ACTION[a]})" for i, a in by_iod))
-        out.write("],\n    },\n")
+        out.write(f"        basic: Action::{ACTION[basic]},\n        by_iod: {lists.get(tuple(by_iod), '&[]')},\n    }},\n")
     out.write("];\n")
     out.write(f"\n/// Rows of the table, including the {len(rows) - len(plain)} with tag patterns.\n")
     out.write(f"#[cfg(test)]\npub const TABLE_ROWS: usize = {len(rows)};\n")

@@ -135,16 +135,27 @@ impl Agent {
 
     /// Waits until the outbox holds `n` files (and no temp files), or panics.
     pub fn wait_outbox(&self, n: usize) -> Vec<PathBuf> {
+        self.wait_files(&self.outbox(), n)
+    }
+
+    /// Waits until `dir` holds exactly `n` delivered files, or panics.
+    pub fn wait_files(&self, dir: &Path, n: usize) -> Vec<PathBuf> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let files = dcm_files(&self.outbox());
+            let files = dcm_files(dir);
             if files.len() >= n {
-                assert_eq!(files.len(), n, "more files than expected in the outbox");
+                assert_eq!(
+                    files.len(),
+                    n,
+                    "more files than expected in {}",
+                    dir.display()
+                );
                 return files;
             }
             assert!(
                 Instant::now() < deadline,
-                "outbox has {} of {n} files:\n{}",
+                "{} has {} of {n} files:\n{}",
+                dir.display(),
                 files.len(),
                 self.log()
             );

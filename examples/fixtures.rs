@@ -3,6 +3,8 @@
 //!     cargo run --example fixtures -- image OUT.dcm UID [explicit|implicit]
 //!     cargo run --example fixtures -- jpeg OUT.dcm UID
 //!     cargo run --example fixtures -- phi OUT.dcm PATIENT STUDY INSTANCE
+//!     cargo run --example fixtures -- phi-jpeg OUT.dcm PATIENT STUDY INSTANCE FRAMES
+//!     cargo run --example fixtures -- pdf OUT.pdf TEXT
 //!     cargo run --example fixtures -- clip OUT.dcm UID MIB
 
 #[path = "../tests/common/fixtures.rs"]
@@ -23,8 +25,9 @@ fn main() {
             common::write_us_image(out, arg(2), ts, 600, 800);
         }
         "jpeg" => common::write_jpeg_image(out, arg(2)),
-        // An image full of patient data markers: `phi OUT.dcm PATIENT STUDY INSTANCE`.
-        "phi" => {
+        // Images full of patient data markers: `phi OUT.dcm PATIENT STUDY INSTANCE`,
+        // `phi-jpeg OUT.dcm PATIENT STUDY INSTANCE FRAMES`.
+        "phi" | "phi-jpeg" => {
             let number = |i: usize| arg(i).parse().unwrap_or_else(|_| usage());
             let phi = common::Phi {
                 patient: arg(2),
@@ -33,8 +36,14 @@ fn main() {
                 rows: 600,
                 cols: 800,
             };
-            common::write_phi_image(out, &phi);
+            if arg(0) == "phi" {
+                common::write_phi_image(out, &phi);
+            } else {
+                common::write_phi_jpeg(out, &phi, number(5));
+            }
         }
+        // A one-page PDF: `pdf OUT.pdf TEXT` (pdf2dcm makes it an instance).
+        "pdf" => std::fs::write(out, common::minimal_pdf(arg(2))).unwrap_or_else(|e| panic!("{e}")),
         "clip" => {
             let mib: u64 = arg(3).parse().unwrap_or_else(|_| usage());
             common::write_clip(out, arg(2), mib << 20);

@@ -473,6 +473,7 @@ fn jpeg_baseline_frames_are_blanked_and_re_encoded() {
             rows: 64,
             cols: 96,
         },
+        1,
     );
     let sent = storescu(agent.port, &["-R", "-xy"], &[&jpeg]);
     assert!(sent.status.success(), "{}", text(&sent));

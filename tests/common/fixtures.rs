@@ -319,11 +319,30 @@ pub fn write_phi_jpeg(path: &Path, phi: &Phi, frames: u32) {
     let mut frame = Vec::new();
     let mut encoder = jpeg_encoder::Encoder::new(&mut frame, 90);
     encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_1);
-    encoder.encode(&phi_pixels(phi.rows, phi.cols), phi.cols, phi.rows, jpeg_encoder::ColorType::Rgb).unwrap();
-    obj.put(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("YBR_FULL_422")));
+    encoder
+        .encode(
+            &phi_pixels(phi.rows, phi.cols),
+            phi.cols,
+            phi.rows,
+            jpeg_encoder::ColorType::Rgb,
+        )
+        .unwrap();
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        PrimitiveValue::from("YBR_FULL_422"),
+    ));
     if frames > 1 {
-        obj.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(US_MULTIFRAME)));
-        obj.put(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, PrimitiveValue::from(frames.to_string())));
+        obj.put(DataElement::new(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(US_MULTIFRAME),
+        ));
+        obj.put(DataElement::new(
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            PrimitiveValue::from(frames.to_string()),
+        ));
     }
     obj.put(DataElement::new(
         tags::PIXEL_DATA,

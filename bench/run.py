@@ -19,7 +19,7 @@ to uplink strict; also the machine's own limit for the same bytes (loopback TCP 
 a file with fsync), uplink's idle RSS and start-up time. Output: a Markdown table,
 printed and written to bench/results.md (or --out).
 
-    bench/run.py [--rounds 5] [--clip-mib 1024] [--out FILE]
+    bench/run.py [--rounds 5] [--clip-mib 1024] [--out FILE] [--only CORPUS]
 
 Needs dcmtk and gcc (scripts/test.sh installs dcmtk); builds dicom-rs's storescp with
 `cargo install dicom-storescp` into target/bench-tools when it is missing.
@@ -283,6 +283,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clip-mib", type=int, default=1024)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    parser.add_argument("--only", help="run only the corpus parts whose name contains this (e.g. JPEG)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="uplink-bench-"))
@@ -294,6 +295,8 @@ def main():
         lines = ["| corpus | assoc. | receiver | instances/s | MB/s | peak RSS MiB | CPU s | written / received | MB/s ÷ uplink strict |",
                  "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
         for part, files in corpus.items():
+            if args.only and args.only not in part:
+                continue
             size = sum(f.stat().st_size for f in files)
             for parallel in ([1, 4] if len(files) > 1 else [1]):
                 results = {r: [] for r in receivers}
@@ -318,6 +321,11 @@ def main():
                     ratio = f"{statistics.median(col(1)) / ours:.2f}" if ours else ""
                     lines.append(f"| {part} | {parallel} | {name} | {fmt(col(0), 1)} | {fmt(col(1))} | {fmt(col(2), 1)} | "
                                  f"{fmt(col(3), 2)} | {fmt(col(4), 2)} | {ratio} |")
+        if args.only:
+            report = "\n".join(lines)
+            print(report)
+            Path(args.out).write_text(report + "\n")
+            return
         clip = corpus[f"{args.clip_mib} MiB clip"][0]
         limit = loopback_limit(clip, args.rounds)
         lines.append("")

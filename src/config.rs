@@ -399,13 +399,20 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Loads the configuration from `path`, or from [`DEFAULT_CONFIG_PATH`] if it exists,
-    /// or falls back to the built-in defaults.
+    /// Loads the configuration from `path`; without one, from the credential systemd
+    /// hands the service (`LoadCredential=uplink.toml:...`), else from
+    /// [`DEFAULT_CONFIG_PATH`] if it exists, else the built-in defaults.
     pub fn load(path: Option<&Path>) -> Result<(Config, Source), ConfigError> {
-        let path = match path {
-            Some(path) => path.to_path_buf(),
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => PathBuf::from(DEFAULT_CONFIG_PATH),
-            None => return Ok((Config::default().validated()?, Source::BuiltIn)),
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| PathBuf::from(dir).join("uplink.toml"))
+            .filter(|p| p.exists());
+        let path = match (path, credential) {
+            (Some(path), _) => path.to_path_buf(),
+            (None, Some(credential)) => credential,
+            (None, None) if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                PathBuf::from(DEFAULT_CONFIG_PATH)
+            }
+            (None, None) => return Ok((Config::default().validated()?, Source::BuiltIn)),
         };
         let text = std::fs::read_to_string(&path).map_err(|e| {
             ConfigError(format!(

@@ -13,6 +13,7 @@ mod quarantine;
 mod queue;
 mod receive;
 mod serve;
+mod service;
 mod status;
 mod stream;
 mod upload;

@@ -13,7 +13,7 @@ use crate::events::{Board, now_rfc3339};
 use crate::queue::Queue;
 use crate::receive::{Listener, association::Shared};
 use crate::status::{DestinationInfo, ListenerInfo, Snapshot};
-use crate::upload;
+use crate::{service, upload};
 
 /// How often the status file is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -93,6 +93,10 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
 
     let signals = Signals::new([Signal::Term, Signal::Int])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
+    service::ready(&format!(
+        "listening on {address} as {}",
+        config.listener.ae_title
+    ));
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let started = now_rfc3339();
     let snapshot = |running: bool| snapshot(&config, &queue, &board, &started, running);
@@ -133,6 +137,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
                         if let Err(e) = current.write(&data_dir) {
                             log::warn!("cannot write status file: {e}");
                         }
+                        service::status(&current.summary());
                         last = Some(current);
                     }
                     smol::future::or(
@@ -147,12 +152,56 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
                 }
             }
         };
+        let watchdog = {
+            let (stop, queue) = (stop_rx.clone(), queue.clone());
+            async move {
+                let Some(interval) = service::watchdog_interval() else {
+                    return;
+                };
+                while !stop.is_closed() {
+                    // Alive means: this executor runs, and the queue answers in time.
+                    let queue = queue.clone();
+                    let answered = smol::future::or(
+                        async {
+                            smol::unblock(move || queue.stats()).await;
+                            true
+                        },
+                        async {
+                            smol::Timer::after(interval).await;
+                            false
+                        },
+                    )
+                    .await;
+                    if answered {
+                        service::alive();
+                    } else {
+                        log::error!(
+                            "the queue did not answer within {}s: not telling the watchdog all is well",
+                            interval.as_secs()
+                        );
+                    }
+                    smol::future::or(
+                        async {
+                            smol::Timer::after(interval).await;
+                        },
+                        async {
+                            let _ = stop.recv().await;
+                        },
+                    )
+                    .await;
+                }
+            }
+        };
         let stop = stop_rx.clone();
         smol::future::zip(
-            listener.run(async move {
-                let _ = stop.recv().await;
-            }),
-            status_task,
+            smol::future::zip(
+                listener.run(async move {
+                    let _ = stop.recv().await;
+                    service::stopping();
+                }),
+                status_task,
+            ),
+            watchdog,
         )
         .await;
         for worker in workers {

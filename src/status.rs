@@ -79,6 +79,21 @@ impl Snapshot {
         self.running && unsafe { libc::kill(self.pid as libc::pid_t, 0) } == 0
     }
 
+    /// One line for `systemctl status`: received, pending, each destination's state.
+    pub fn summary(&self) -> String {
+        let destinations: Vec<String> = self
+            .destinations
+            .iter()
+            .map(|d| format!("{} {}", d.name, d.activity.state))
+            .collect();
+        format!(
+            "received {}, pending {}; {}",
+            self.counters.instances_received,
+            self.queue_depth(),
+            destinations.join(", ")
+        )
+    }
+
     /// The human-readable report.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -234,6 +249,10 @@ mod tests {
         assert!(
             text.contains("uploading (large lane): 1 instance(s), 512.0 MiB of 1.0 GiB"),
             "{text}"
+        );
+        assert_eq!(
+            snapshot().summary(),
+            "received 0, pending 3; outbox offline"
         );
         let mut stopped = snapshot();
         stopped.running = false;

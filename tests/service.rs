@@ -1,0 +1,105 @@
+//! The agent as a systemd service: the unit's validity and hardening, and the
+//! notify protocol (readiness, watchdog, stopping) spoken to a real socket.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::free_port;
+
+#[test]
+fn the_unit_is_valid_and_hardened() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/uplink.service"
+    ))
+    .unwrap()
+    .replace("/usr/bin/uplink", env!("CARGO_BIN_EXE_uplink"));
+    let path = dir.path().join("uplink.service");
+    std::fs::write(&path, unit).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "systemd-analyze verify: {said}");
+    // --threshold takes the 0-100 scale: 20 is an exposure of 2.0 ("OK").
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    assert!(security.status.success(), "exposure above 2.0:\n{report}");
+    eprintln!("{}", report.lines().last().unwrap_or_default());
+}
+
+#[test]
+fn readiness_watchdog_and_stopping_reach_systemd() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // The configuration arrives as a systemd credential.
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    let port = free_port();
+    std::fs::write(
+        credentials.join("uplink.toml"),
+        format!(
+            "[listener]\nport = {port}\nbind = \"127.0.0.1\"\n[storage]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    // systemd names the watched process: a shell that execs the agent keeps its pid.
+    let agent = Command::new("sh")
+        .args([
+            "-c",
+            "WATCHDOG_PID=$$ exec \"$0\" serve",
+            env!("CARGO_BIN_EXE_uplink"),
+        ])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .env("JOURNAL_STREAM", "8:1234")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(messages.iter().any(|m: &String| m.contains("READY=1"))
+        && messages.iter().any(|m| m.contains("WATCHDOG=1")))
+    {
+        assert!(Instant::now() < deadline, "got {messages:?}");
+        let n = socket.recv(&mut buf).unwrap();
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let ready = messages.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(
+        ready.contains(&format!("STATUS=listening on 127.0.0.1:{port}")),
+        "{ready}"
+    );
+    // It listens where the credential said, as soon as it said it was ready.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    loop {
+        let n = socket.recv(&mut buf).unwrap();
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+    let out = agent.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // Under journald: priority prefixes, no timestamps of our own.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
+    assert!(log.contains("<6>uplink"), "{log}");
+}

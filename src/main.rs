@@ -8,6 +8,7 @@
 mod anonymize;
 mod config;
 mod events;
+mod leds;
 mod logging;
 mod quarantine;
 mod queue;
@@ -48,6 +49,9 @@ enum Command {
         /// Configuration file [default: /etc/uplink/uplink.toml if present, else built-in defaults]
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Show the LED panel on the terminal
+        #[arg(long)]
+        led_sim: bool,
     },
     /// Validate a configuration and print the effective settings.
     CheckConfig {
@@ -89,7 +93,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
-        Command::Serve { config }
+        Command::Serve { config, .. }
         | Command::CheckConfig { config }
         | Command::Status { config, .. }
         | Command::RetryQuarantine { config, .. }
@@ -103,9 +107,11 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { .. } => {
+        Command::Serve { led_sim, .. } => {
             logging::init(config.log.level.0);
-            match serve::run(config, source) {
+            let lights: Option<Box<dyn leds::Lights>> =
+                led_sim.then(|| Box::new(leds::Terminal::new()) as _);
+            match serve::run(config, source, lights) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");

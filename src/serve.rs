@@ -10,6 +10,7 @@ use smol::stream::StreamExt;
 use crate::anonymize::{Anonymizer, DeviceKey, PasswordBook};
 use crate::config::{Config, Source};
 use crate::events::{Board, now_rfc3339};
+use crate::leds::{self, LEDS, Lights};
 use crate::queue::Queue;
 use crate::receive::{Listener, association::Shared};
 use crate::status::{DestinationInfo, ListenerInfo, Snapshot};
@@ -17,9 +18,11 @@ use crate::{service, upload};
 
 /// How often the status file is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// The LED panel's clock: 8 ticks a second.
+const LED_TICK: Duration = Duration::from_millis(125);
 
 /// Runs the agent. Errors are start-up failures, worded for the person starting it.
-pub fn run(config: Config, source: Source) -> Result<(), String> {
+pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> Result<(), String> {
     let data_dir = config.storage.data_dir.clone();
     log::info!(
         "uplink {} starting; configuration: {source}",
@@ -99,6 +102,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     ));
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let started = now_rfc3339();
+    let provisioned = source != Source::BuiltIn;
     let snapshot = |running: bool| snapshot(&config, &queue, &board, &started, running);
 
     smol::block_on(async {
@@ -192,6 +196,35 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
                 }
             }
         };
+        let panel_task = {
+            let stop = stop_rx.clone();
+            async move {
+                let Some(mut lights) = lights else { return };
+                let mut received = 0;
+                let mut tick = 0u64;
+                while !stop.is_closed() {
+                    let current = snapshot(true);
+                    let panel = leds::panel(&current, received, provisioned);
+                    received = current.counters.instances_received;
+                    for (led, pattern) in LEDS.iter().zip(panel.0) {
+                        if let Err(e) = lights.set(*led, leds::lit(pattern, tick)) {
+                            log::warn!("LED panel failed, turning it off: {e}");
+                            return;
+                        }
+                    }
+                    tick += 1;
+                    smol::future::or(
+                        async {
+                            smol::Timer::after(LED_TICK).await;
+                        },
+                        async {
+                            let _ = stop.recv().await;
+                        },
+                    )
+                    .await;
+                }
+            }
+        };
         let stop = stop_rx.clone();
         smol::future::zip(
             smol::future::zip(
@@ -201,7 +234,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
                 }),
                 status_task,
             ),
-            watchdog,
+            smol::future::zip(watchdog, panel_task),
         )
         .await;
         for worker in workers {

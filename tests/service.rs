@@ -103,3 +103,56 @@ fn readiness_watchdog_and_stopping_reach_systemd() {
     assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
     assert!(log.contains("<6>uplink"), "{log}");
 }
+
+#[test]
+fn the_simulated_panel_shows_heartbeat_and_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("uplink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listener]\nport = {port}\nbind = \"127.0.0.1\"\n[storage]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("panel.txt");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["serve", "--led-sim", "--config"])
+        .arg(&config)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let image = dir.path().join("image.dcm");
+    common::write_us_image(
+        &image,
+        "1.2.826.0.1.3680043.10.95.1",
+        common::EXPLICIT_LE,
+        8,
+        8,
+    );
+    assert!(common::storescu(port, &["-R"], &[&image]).status.success());
+    std::thread::sleep(Duration::from_millis(2500));
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    agent.wait().unwrap();
+    let panel = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        panel.contains("power ●") && panel.contains("power ○"),
+        "heartbeat blinks:\n{panel}"
+    );
+    assert!(
+        panel.contains("activity ●"),
+        "the instance flashed the activity LED:\n{panel}"
+    );
+    assert!(
+        panel.contains("cloud ●"),
+        "the outbox is reachable:\n{panel}"
+    );
+}

@@ -1,0 +1,244 @@
+//! The LED panel: the box's state for people who cannot log in.
+//!
+//! The panel is derived from the same snapshot `uplink status` reports, so the two
+//! never disagree. A state machine turns the snapshot into a pattern per LED, and
+//! a ticker turns patterns into on/off, driving whatever [`Lights`] there are: a
+//! simulated panel on the terminal (`uplink serve --led-sim`) or a recorder in tests.
+//!
+//! | LED | pattern | meaning |
+//! |---|---|---|
+//! | power | slow blink | alive (a stuck LED means the agent hangs) |
+//! | cloud | on / blink / fast blink / off | destinations reachable / uploading / uploading a backlog of 100 or more / a destination offline |
+//! | activity | flash | an instance was received |
+//! | attention | on / fast blink / off | a person is needed (credentials refused, destination misconfigured, instances in quarantine, storage full) / not provisioned (no config file) / all well |
+
+use std::io;
+
+use crate::status::Snapshot;
+
+/// The four LEDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Led {
+    Power,
+    Cloud,
+    Activity,
+    Attention,
+}
+
+pub const LEDS: [Led; 4] = [Led::Power, Led::Cloud, Led::Activity, Led::Attention];
+
+/// What an LED does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    Off,
+    On,
+    /// 1 s on, 1 s off.
+    SlowBlink,
+    /// 250 ms on, 250 ms off.
+    Blink,
+    /// 125 ms on, 125 ms off.
+    FastBlink,
+    /// On for one tick.
+    Flash,
+}
+
+/// Backlog from which the cloud LED blinks fast.
+const BACKLOG: u64 = 100;
+
+/// The pattern of each LED, in [`LEDS`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panel(pub [Pattern; 4]);
+
+/// What the panel shows for a snapshot; `received_before` is the received count at
+/// the previous tick (a change flashes the activity LED); `provisioned` is false
+/// when the agent runs on built-in defaults.
+pub fn panel(snapshot: &Snapshot, received_before: u64, provisioned: bool) -> Panel {
+    let destinations = &snapshot.destinations;
+    let uploading = destinations
+        .iter()
+        .any(|d| !d.activity.uploading.is_empty());
+    let all_ready = destinations.iter().all(|d| d.activity.state == "ready");
+    let cloud = if !all_ready {
+        Pattern::Off
+    } else if uploading && snapshot.queue_depth() >= BACKLOG {
+        Pattern::FastBlink
+    } else if uploading {
+        Pattern::Blink
+    } else {
+        Pattern::On
+    };
+    let activity = if snapshot.counters.instances_received > received_before {
+        Pattern::Flash
+    } else {
+        Pattern::Off
+    };
+    let needs_a_person = destinations.iter().any(|d| {
+        d.queue.quarantined > 0
+            || d.activity.state == "authentication refused"
+            || d.activity.state == "misconfigured"
+    }) || snapshot
+        .counters
+        .last_error
+        .as_ref()
+        .is_some_and(|e| e.message.contains("A700H"));
+    let attention = if needs_a_person {
+        Pattern::On
+    } else if !provisioned {
+        Pattern::FastBlink
+    } else {
+        Pattern::Off
+    };
+    Panel([Pattern::SlowBlink, cloud, activity, attention])
+}
+
+/// Whether an LED with `pattern` is lit at tick `tick` (8 ticks a second).
+pub fn lit(pattern: Pattern, tick: u64) -> bool {
+    match pattern {
+        Pattern::Off => false,
+        Pattern::On | Pattern::Flash => true,
+        Pattern::SlowBlink => tick % 16 < 8,
+        Pattern::Blink => tick % 4 < 2,
+        Pattern::FastBlink => tick % 2 == 0,
+    }
+}
+
+/// Something that lights LEDs.
+pub trait Lights: Send {
+    fn set(&mut self, led: Led, on: bool) -> io::Result<()>;
+}
+
+/// The simulated panel: one terminal line whenever an LED changes.
+pub struct Terminal {
+    state: [bool; 4],
+}
+
+impl Terminal {
+    pub fn new() -> Terminal {
+        Terminal { state: [false; 4] }
+    }
+}
+
+impl Lights for Terminal {
+    fn set(&mut self, led: Led, on: bool) -> io::Result<()> {
+        let i = LEDS.iter().position(|l| *l == led).expect("known LED");
+        if self.state[i] != on {
+            self.state[i] = on;
+            let dot = |on: bool| if on { '●' } else { '○' };
+            let [p, c, a, t] = self.state;
+            println!(
+                "LEDs  power {}  cloud {}  activity {}  attention {}",
+                dot(p),
+                dot(c),
+                dot(a),
+                dot(t)
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Counters, DestinationCounters, Stamped, Uploading};
+    use crate::queue::DestinationStats;
+    use crate::status::{DestinationInfo, ListenerInfo};
+
+    fn snapshot(state: &str, pending: u64, uploading: bool, quarantined: u64) -> Snapshot {
+        Snapshot {
+            version: "0".into(),
+            pid: 1,
+            started: String::new(),
+            updated: String::new(),
+            running: true,
+            listener: ListenerInfo {
+                port: 11112,
+                ae_title: "UPLINK".into(),
+            },
+            counters: Counters {
+                instances_received: 5,
+                ..Counters::default()
+            },
+            destinations: vec![DestinationInfo {
+                name: "cloud".into(),
+                url: "https://x".into(),
+                profile: "strict".into(),
+                queue: DestinationStats {
+                    pending,
+                    pending_bytes: 0,
+                    oldest_pending_secs: None,
+                    quarantined,
+                },
+                activity: DestinationCounters {
+                    state: state.into(),
+                    uploading: if uploading {
+                        vec![Uploading {
+                            lane: "small".into(),
+                            instances: 1,
+                            bytes: 1,
+                            sent_bytes: 0,
+                            since: String::new(),
+                        }]
+                    } else {
+                        vec![]
+                    },
+                    ..DestinationCounters::default()
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn every_state_shows_as_the_legend_says() {
+        use Pattern::*;
+        // Idle and reachable: power alive, cloud on, nothing else.
+        assert_eq!(
+            panel(&snapshot("ready", 0, false, 0), 5, true),
+            Panel([SlowBlink, On, Off, Off])
+        );
+        // An instance arrived since the last tick.
+        assert_eq!(panel(&snapshot("ready", 0, false, 0), 4, true).0[2], Flash);
+        // Uploading, and uploading a backlog.
+        assert_eq!(panel(&snapshot("ready", 3, true, 0), 5, true).0[1], Blink);
+        assert_eq!(
+            panel(&snapshot("ready", 150, true, 0), 5, true).0[1],
+            FastBlink
+        );
+        // Offline.
+        assert_eq!(panel(&snapshot("offline", 3, false, 0), 5, true).0[1], Off);
+        // A person is needed.
+        assert_eq!(
+            panel(&snapshot("authentication refused", 3, false, 0), 5, true).0[3],
+            On
+        );
+        assert_eq!(
+            panel(&snapshot("misconfigured", 0, false, 0), 5, true).0[3],
+            On
+        );
+        assert_eq!(panel(&snapshot("ready", 0, false, 1), 5, true).0[3], On);
+        let mut full = snapshot("ready", 0, false, 0);
+        full.counters.last_error = Some(Stamped {
+            at: String::new(),
+            message: "C-STORE refused (A700H): storage full".into(),
+        });
+        assert_eq!(panel(&full, 5, true).0[3], On);
+        // Not provisioned.
+        assert_eq!(
+            panel(&snapshot("ready", 0, false, 0), 5, false).0[3],
+            FastBlink
+        );
+    }
+
+    #[test]
+    fn patterns_blink_at_their_rates() {
+        let count = |p| (0..16).filter(|t| lit(p, *t)).count();
+        assert_eq!(count(Pattern::Off), 0);
+        assert_eq!(count(Pattern::On), 16);
+        assert_eq!(count(Pattern::SlowBlink), 8);
+        assert_eq!(count(Pattern::Blink), 8);
+        assert_eq!(count(Pattern::FastBlink), 8);
+        assert!(lit(Pattern::SlowBlink, 0) && !lit(Pattern::SlowBlink, 8));
+        assert!(lit(Pattern::Blink, 1) && !lit(Pattern::Blink, 2));
+        assert!(lit(Pattern::FastBlink, 0) && !lit(Pattern::FastBlink, 1));
+    }
+}

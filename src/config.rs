@@ -29,6 +29,8 @@ pub struct Config {
     pub strict: StrictValues,
     /// The `typical` profile's settings.
     pub typical: TypicalSettings,
+    /// The LED panel.
+    pub leds: Leds,
     /// Log output.
     pub log: Log,
 }
@@ -324,6 +326,46 @@ pub enum DocumentPassword {
     PerStudy,
     /// The patient's birth date, YYYYMMDD: easy to pass on, easy to guess.
     BirthDate,
+}
+
+/// `[leds]`: the LED panel on the GPIO header.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Leds {
+    /// `auto` (rppal where /dev/gpiomem exists, else the GPIO character device),
+    /// `rppal`, `gpiocdev` or `none`.
+    pub backend: LedBackend,
+    /// The GPIO character device, for `gpiocdev`.
+    pub chip: PathBuf,
+    /// GPIO line numbers (BCM numbering on a Raspberry Pi).
+    pub power: u8,
+    pub cloud: u8,
+    pub activity: u8,
+    pub attention: u8,
+}
+
+impl Default for Leds {
+    fn default() -> Self {
+        // Header pins 11, 13, 15 and 16, each next to a ground pin on a Raspberry Pi.
+        Leds {
+            backend: LedBackend::Auto,
+            chip: PathBuf::from("/dev/gpiochip0"),
+            power: 17,
+            cloud: 27,
+            activity: 22,
+            attention: 23,
+        }
+    }
+}
+
+/// Which GPIO driver lights the LEDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedBackend {
+    Auto,
+    Rppal,
+    Gpiocdev,
+    None,
 }
 
 /// `[log]`: what the agent says.

@@ -2,8 +2,10 @@
 //!
 //! The panel is derived from the same snapshot `uplink status` reports, so the two
 //! never disagree. A state machine turns the snapshot into a pattern per LED, and
-//! a ticker turns patterns into on/off, driving whatever [`Lights`] there are: a
-//! simulated panel on the terminal (`uplink serve --led-sim`) or a recorder in tests.
+//! a ticker turns patterns into on/off, driving whatever [`Lights`] there are: GPIO
+//! pins through rppal (Raspberry Pi OS, whose kernel has `/dev/gpiomem`) or the
+//! Linux GPIO character device (mainline and Debian kernels, which do not), or a
+//! simulated panel on the terminal (`uplink serve --led-sim`).
 //!
 //! | LED | pattern | meaning |
 //! |---|---|---|
@@ -14,6 +16,7 @@
 
 use std::io;
 
+use crate::config::{LedBackend, Leds};
 use crate::status::Snapshot;
 
 /// The four LEDs.
@@ -137,6 +140,110 @@ impl Lights for Terminal {
     }
 }
 
+/// The lights for the configuration: the simulated panel if asked for, else GPIO.
+/// Without usable GPIO (a PC, a missing device), says so once and returns none:
+/// the agent runs on, its state in `status` and the log.
+pub fn open(config: &Leds, simulated: bool) -> Option<Box<dyn Lights>> {
+    if simulated {
+        return Some(Box::new(Terminal::new()));
+    }
+    let pins = [
+        config.power,
+        config.cloud,
+        config.activity,
+        config.attention,
+    ];
+    let result = match config.backend {
+        LedBackend::None => return None,
+        LedBackend::Rppal => Rppal::open(pins).map(|l| Box::new(l) as Box<dyn Lights>),
+        LedBackend::Gpiocdev => {
+            Cdev::open(&config.chip, pins).map(|l| Box::new(l) as Box<dyn Lights>)
+        }
+        LedBackend::Auto => Rppal::open(pins)
+            .map(|l| Box::new(l) as Box<dyn Lights>)
+            .or_else(|rppal| {
+                Cdev::open(&config.chip, pins)
+                    .map(|l| Box::new(l) as Box<dyn Lights>)
+                    .map_err(|cdev| format!("{rppal}; {cdev}"))
+            }),
+    };
+    match result {
+        Ok(lights) => Some(lights),
+        Err(e) => {
+            log::warn!(
+                "no LED panel: {e}; state is in `uplink status` and this log ([leds] backend = \"none\" silences this)"
+            );
+            None
+        }
+    }
+}
+
+/// GPIO through rppal's memory-mapped access (Raspberry Pi OS).
+struct Rppal([rppal::gpio::OutputPin; 4]);
+
+impl Rppal {
+    fn open(pins: [u8; 4]) -> Result<Rppal, String> {
+        let gpio = rppal::gpio::Gpio::new().map_err(|e| format!("rppal: {e}"))?;
+        let mut out = Vec::with_capacity(4);
+        for pin in pins {
+            out.push(
+                gpio.get(pin)
+                    .map_err(|e| format!("rppal: GPIO {pin}: {e}"))?
+                    .into_output_low(),
+            );
+        }
+        Ok(Rppal(
+            out.try_into().unwrap_or_else(|_| unreachable!("four pins")),
+        ))
+    }
+}
+
+impl Lights for Rppal {
+    fn set(&mut self, led: Led, on: bool) -> io::Result<()> {
+        let pin = &mut self.0[LEDS.iter().position(|l| *l == led).expect("known LED")];
+        if on {
+            pin.set_high()
+        } else {
+            pin.set_low()
+        }
+        Ok(())
+    }
+}
+
+/// GPIO through the Linux character device (`/dev/gpiochipN`).
+struct Cdev {
+    request: gpiocdev::Request,
+    lines: [u32; 4],
+}
+
+impl Cdev {
+    fn open(chip: &std::path::Path, pins: [u8; 4]) -> Result<Cdev, String> {
+        let lines = pins.map(u32::from);
+        let request = gpiocdev::Request::builder()
+            .on_chip(chip)
+            .with_consumer("uplink")
+            .with_lines(&lines)
+            .as_output(gpiocdev::line::Value::Inactive)
+            .request()
+            .map_err(|e| format!("{}: {e}", chip.display()))?;
+        Ok(Cdev { request, lines })
+    }
+}
+
+impl Lights for Cdev {
+    fn set(&mut self, led: Led, on: bool) -> io::Result<()> {
+        let line = self.lines[LEDS.iter().position(|l| *l == led).expect("known LED")];
+        let value = if on {
+            gpiocdev::line::Value::Active
+        } else {
+            gpiocdev::line::Value::Inactive
+        };
+        self.request
+            .set_value(line, value)
+            .map_err(io::Error::other)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +334,34 @@ mod tests {
             panel(&snapshot("ready", 0, false, 0), 5, false).0[3],
             FastBlink
         );
+    }
+
+    #[test]
+    fn without_gpio_the_panel_is_absent_not_fatal() {
+        let config = Leds {
+            chip: "/dev/no-such-gpiochip".into(),
+            ..Leds::default()
+        };
+        // This machine is no Raspberry Pi and has no such chip.
+        assert!(open(&config, false).is_none());
+        assert!(
+            open(
+                &Leds {
+                    backend: LedBackend::None,
+                    ..config.clone()
+                },
+                false
+            )
+            .is_none()
+        );
+        assert!(
+            open(&config, true).is_some(),
+            "the simulated panel always works"
+        );
+        let error = Cdev::open(&config.chip, [17, 27, 22, 23])
+            .err()
+            .expect("no such chip");
+        assert!(error.contains("/dev/no-such-gpiochip"), "{error}");
     }
 
     #[test]

@@ -109,8 +109,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { led_sim, .. } => {
             logging::init(config.log.level.0);
-            let lights: Option<Box<dyn leds::Lights>> =
-                led_sim.then(|| Box::new(leds::Terminal::new()) as _);
+            let lights = leds::open(&config.leds, led_sim);
             match serve::run(config, source, lights) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -34,8 +34,8 @@ const EXIT_NOT_RUNNING: u8 = 3;
 
 #[derive(Parser)]
 #[command(
-    version,
-    about = "DICOM uplink agent: receive ultrasound exams, queue them durably, deliver them"
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("UPLINK_TARGET"), ")"),
+    about = "DICOM uplink agent: receive ultrasound exams, anonymize them, queue them durably, upload them"
 )]
 struct Cli {
     #[command(subcommand)]

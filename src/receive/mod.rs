@@ -120,8 +120,19 @@ impl Listener {
             active.fetch_add(1, Ordering::SeqCst);
             let (shared, active, open) = (self.shared.clone(), active.clone(), open.clone());
             tasks.push(smol::spawn(smol::unblock(move || {
-                association::serve(stream, peer, &shared);
-                open.lock().expect("open lock").remove(&key);
+                // A bug met by one peer's input ends that association, not the agent:
+                // its partial spool files remove themselves as the stack unwinds.
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    association::serve(stream, peer, &shared)
+                }));
+                if served.is_err() {
+                    log::error!(
+                        "association from {peer} ended by an internal error; the agent goes on"
+                    );
+                }
+                if let Ok(mut open) = open.lock() {
+                    open.remove(&key);
+                }
                 active.fetch_sub(1, Ordering::SeqCst);
             })));
         }

@@ -29,11 +29,17 @@ pub struct Agent {
     pub port: u16,
     pub config: PathBuf,
     child: Option<Child>,
+    /// Size of the tmpfs the data dir is mounted on, if any.
+    small_disk: Option<u32>,
 }
 
 impl Agent {
     /// Starts an agent with `extra` TOML appended to a config that sets port and data dir.
     pub fn start(extra: &str) -> Agent {
+        Agent::start_with(extra, true)
+    }
+
+    fn start_with(extra: &str, spawn: bool) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("uplink.toml");
@@ -47,7 +53,21 @@ impl Agent {
             port,
             config,
             child: None,
+            small_disk: None,
         };
+        if spawn {
+            agent.spawn();
+        }
+        agent
+    }
+
+    /// Starts an agent whose data dir is a tmpfs of `mib` MiB in a mount namespace of
+    /// its own (`unshare`, no root needed): a small SD card that fills up. Files in
+    /// the data dir are not visible from the test; the log and peers are.
+    pub fn start_on_small_disk(extra: &str, mib: u32) -> Agent {
+        let mut agent = Agent::start_with(extra, false);
+        std::fs::create_dir_all(agent.data_dir()).unwrap();
+        agent.small_disk = Some(mib);
         agent.spawn();
         agent
     }
@@ -71,9 +91,22 @@ impl Agent {
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_uplink"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
+        let mut command = match self.small_disk {
+            None => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_uplink"));
+                c.args(["serve", "--config"]).arg(&self.config);
+                c
+            }
+            Some(mib) => {
+                let mut c = Command::new("unshare");
+                c.args(["-rm", "sh", "-c", &format!("mount -t tmpfs -o size={mib}m tmpfs \"$1\" && exec \"$0\" serve --config \"$2\"")])
+                    .arg(env!("CARGO_BIN_EXE_uplink"))
+                    .arg(self.data_dir())
+                    .arg(&self.config);
+                c
+            }
+        };
+        let child = command
             .env("UPLINK_LOG", "debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

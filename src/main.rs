@@ -15,6 +15,7 @@ mod queue;
 mod receive;
 mod serve;
 mod service;
+mod shutdown;
 mod status;
 mod stream;
 mod upload;

@@ -13,6 +13,7 @@ use crate::events::{Board, now_rfc3339};
 use crate::leds::{self, LEDS, Lights};
 use crate::queue::Queue;
 use crate::receive::{Listener, association::Shared};
+use crate::shutdown::pause;
 use crate::status::{DestinationInfo, ListenerInfo, Snapshot};
 use crate::{service, upload};
 
@@ -144,15 +145,7 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
                         service::status(&current.summary());
                         last = Some(current);
                     }
-                    smol::future::or(
-                        async {
-                            smol::Timer::after(STATUS_INTERVAL).await;
-                        },
-                        async {
-                            let _ = stop.recv().await;
-                        },
-                    )
-                    .await;
+                    pause(&stop, STATUS_INTERVAL).await;
                 }
             }
         };
@@ -184,15 +177,7 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
                             interval.as_secs()
                         );
                     }
-                    smol::future::or(
-                        async {
-                            smol::Timer::after(interval).await;
-                        },
-                        async {
-                            let _ = stop.recv().await;
-                        },
-                    )
-                    .await;
+                    pause(&stop, interval).await;
                 }
             }
         };
@@ -213,15 +198,7 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
                         }
                     }
                     tick += 1;
-                    smol::future::or(
-                        async {
-                            smol::Timer::after(LED_TICK).await;
-                        },
-                        async {
-                            let _ = stop.recv().await;
-                        },
-                    )
-                    .await;
+                    pause(&stop, LED_TICK).await;
                 }
             }
         };

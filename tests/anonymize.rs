@@ -17,6 +17,17 @@ fn dir_destination(name: &str, dir: &Path, profile: &str) -> String {
     )
 }
 
+/// An agent with a strict and a typical folder destination under `out`.
+fn strict_and_typical(out: &Path) -> (Agent, PathBuf, PathBuf) {
+    let (strict_dir, typical_dir) = (out.join("strict"), out.join("typical"));
+    let agent = Agent::start(&format!(
+        "{}{}",
+        dir_destination("research", &strict_dir, "strict"),
+        dir_destination("patient", &typical_dir, "typical")
+    ));
+    (agent, strict_dir, typical_dir)
+}
+
 fn phi_study(dir: &Path, patient: &str, study: u32, instances: u32) -> Vec<PathBuf> {
     (1..=instances)
         .map(|instance| {
@@ -82,12 +93,7 @@ fn referenced_uid(object: &DefaultDicomObject) -> String {
 #[test]
 fn typical_and_strict_leave_no_patient_data_and_keep_the_image() {
     let out = tempfile::tempdir().unwrap();
-    let (strict_dir, typical_dir) = (out.path().join("strict"), out.path().join("typical"));
-    let agent = Agent::start(&format!(
-        "{}{}",
-        dir_destination("research", &strict_dir, "strict"),
-        dir_destination("patient", &typical_dir, "typical")
-    ));
+    let (agent, strict_dir, typical_dir) = strict_and_typical(out.path());
     let input = tempfile::tempdir().unwrap();
     let mut files = phi_study(input.path(), "ANNA", 1, 3);
     files.extend(phi_study(input.path(), "BERT", 2, 1));
@@ -203,7 +209,12 @@ fn strict_keeps_patient_data_off_the_card_and_out_of_the_logs() {
     let files = phi_study(input.path(), "CARL", 3, 2);
     send_as(&agent, "US1", &files);
     wait_until(30, || dcm_files(out.path()).len() == 2, || agent.log());
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Let the status file catch up, so that it is scanned with the deliveries in it.
+    wait_until(
+        10,
+        || agent.status_json()["destinations"][0]["delivered"] == 2,
+        || agent.log(),
+    );
     // Every byte the agent wrote: spool, queue index, status, device key, log.
     let mut scanned = 0;
     let mut stack = vec![agent.data_dir()];
@@ -281,12 +292,7 @@ fn strict_studies_look_the_same_in_orthanc() {
 #[test]
 fn typical_protects_pdf_reports_and_strict_discards_them() {
     let out = tempfile::tempdir().unwrap();
-    let (strict_dir, typical_dir) = (out.path().join("strict"), out.path().join("typical"));
-    let agent = Agent::start(&format!(
-        "{}{}",
-        dir_destination("research", &strict_dir, "strict"),
-        dir_destination("patient", &typical_dir, "typical")
-    ));
+    let (agent, strict_dir, typical_dir) = strict_and_typical(out.path());
     let input = tempfile::tempdir().unwrap();
     let pdf = input.path().join("report.pdf");
     std::fs::write(&pdf, minimal_pdf("ZQX report for DOE JANE")).unwrap();

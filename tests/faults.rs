@@ -83,10 +83,16 @@ fn full_card(floor_mib: u32) {
     orthanc.resume();
     orthanc.wait_instances(acked, 120, || agent.log());
     for _ in 0..30 {
-        if orthanc.instance_uids().len() == 30 {
+        let stored = orthanc.instance_uids();
+        let missing: Vec<&Path> = refs
+            .iter()
+            .copied()
+            .filter(|f| !stored.contains(&file_sop_instance(f)))
+            .collect();
+        if missing.is_empty() {
             break;
         }
-        storescu(agent.port, &["-R", "-nh"], &refs);
+        storescu(agent.port, &["-R", "-nh"], &missing);
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
     let uids = orthanc.wait_instances(30, 120, || agent.log());

@@ -8,9 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use dicom_ul::pdu::{
-    AssociationRQ, PDataValue, PDataValueType, Pdu, PresentationContextProposed, UserVariableItem,
-};
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 
 fn connect(port: u16) -> TcpStream {
     let socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -27,18 +25,7 @@ fn pdu(p: &Pdu) -> Vec<u8> {
 }
 
 fn rq() -> Pdu {
-    Pdu::AssociationRQ(AssociationRQ {
-        protocol_version: 1,
-        calling_ae_title: "HOSTILE".into(),
-        called_ae_title: "UPLINK".into(),
-        application_context_name: "1.2.840.10008.3.1.1.1".into(),
-        presentation_contexts: vec![PresentationContextProposed {
-            id: 1,
-            abstract_syntax: US_IMAGE.into(),
-            transfer_syntaxes: vec![EXPLICIT_LE.into()],
-        }],
-        user_variables: vec![UserVariableItem::MaxLength(16384)],
-    })
+    association_rq("HOSTILE")
 }
 
 /// Reads one PDU's type and body.

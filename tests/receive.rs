@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use dicom_ul::pdu::{AssociationRQ, Pdu, PresentationContextProposed, UserVariableItem};
 
 fn fixtures(dir: &std::path::Path, n: usize, ts: &str, prefix: &str) -> Vec<PathBuf> {
     (1..=n)
@@ -95,10 +94,14 @@ fn a_study_in_explicit_and_implicit_vr_and_jpeg_lands_byte_for_byte() {
         || agent.spool_files().is_empty(),
         || format!("{:?}", agent.spool_files()),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // The status file follows within a second or so.
+    wait_until(
+        10,
+        || agent.status_json()["destinations"][0]["delivered"] == files.len(),
+        || format!("{}", agent.status_json()),
+    );
     let status = agent.status_json();
     assert_eq!(status["counters"]["instances_received"], files.len());
-    assert_eq!(status["destinations"][0]["delivered"], files.len());
     assert_eq!(status["destinations"][0]["pending"], 0);
 }
 
@@ -285,18 +288,7 @@ fn raw_association(port: u16) -> TcpStream {
     socket
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let rq = Pdu::AssociationRQ(AssociationRQ {
-        protocol_version: 1,
-        calling_ae_title: "RAW".into(),
-        called_ae_title: "UPLINK".into(),
-        application_context_name: "1.2.840.10008.3.1.1.1".into(),
-        presentation_contexts: vec![PresentationContextProposed {
-            id: 1,
-            abstract_syntax: US_IMAGE.into(),
-            transfer_syntaxes: vec![EXPLICIT_LE.into()],
-        }],
-        user_variables: vec![UserVariableItem::MaxLength(16384)],
-    });
+    let rq = association_rq("RAW");
     let mut bytes = Vec::new();
     dicom_ul::write_pdu(&mut bytes, &rq).unwrap();
     socket.write_all(&bytes).unwrap();

@@ -72,10 +72,13 @@ fn a_study_reaches_orthanc_identical_to_the_outbox_copy() {
         || agent.spool_files().is_empty(),
         || format!("{:?}", agent.spool_files()),
     );
-    std::thread::sleep(Duration::from_millis(1200));
-    let status = agent.status_json();
-    assert_eq!(status["destinations"][0]["delivered"], files.len());
-    assert_eq!(status["destinations"][0]["state"], "ready");
+    // The status file follows within a second or so.
+    wait_until(
+        10,
+        || agent.status_json()["destinations"][0]["delivered"] == files.len(),
+        || format!("{}", agent.status_json()),
+    );
+    assert_eq!(agent.status_json()["destinations"][0]["state"], "ready");
 }
 
 #[test]

@@ -277,6 +277,24 @@ impl Queue {
                 }
             }
         }
+        // Counted before the entries exist: a worker may take and complete an entry
+        // the moment it is inserted, and its decrement must find the increment.
+        let count = |up: bool| {
+            for (_, profile, size, _, hold) in &sealed {
+                for d in self.destinations.iter().filter(|d| d.profile == *profile) {
+                    let mut stats = d.stats.lock().expect("stats lock");
+                    let adjust =
+                        |n: &mut u64, by: u64| *n = if up { *n + by } else { n.saturating_sub(by) };
+                    if hold.is_some() {
+                        adjust(&mut stats.quarantined, 1);
+                    } else {
+                        adjust(&mut stats.pending, 1);
+                        adjust(&mut stats.pending_bytes, *size);
+                    }
+                }
+            }
+        };
+        count(true);
         let result = (|| -> Result<(), QueueError> {
             for (id, profile, size, uid, hold) in &sealed {
                 let record = Record {
@@ -304,6 +322,7 @@ impl Queue {
             Ok(())
         })();
         if let Err(e) = result {
+            count(false);
             for (id, profile, ..) in &sealed {
                 let _ = fs::remove_file(self.spool.path(*profile, *id));
                 let _ = self.items.remove(id.to_be_bytes());
@@ -311,13 +330,8 @@ impl Queue {
             return Err(e);
         }
         for (_, profile, size, _, hold) in &sealed {
-            for d in self.destinations.iter().filter(|d| d.profile == *profile) {
-                let mut stats = d.stats.lock().expect("stats lock");
-                if hold.is_some() {
-                    stats.quarantined += 1;
-                } else {
-                    stats.pending += 1;
-                    stats.pending_bytes += size;
+            if hold.is_none() {
+                for d in self.destinations.iter().filter(|d| d.profile == *profile) {
                     let _ = d.wake[Lane::of(*size) as usize].0.try_send(());
                 }
             }

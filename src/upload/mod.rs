@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Destination, DestinationUrl};
 use crate::events::{Board, Event};
 use crate::queue::{Entry, Lane, Queue};
+use crate::shutdown::{Stop, pause};
 use backoff::Backoff;
 
 /// Small instances sent together in one request, at most this many bytes.
@@ -123,7 +124,7 @@ struct Worker {
     queue: Arc<Queue>,
     board: Arc<Board>,
     health: Mutex<Health>,
-    stop: smol::channel::Receiver<()>,
+    stop: Stop,
 }
 
 /// Runs destination number `index` until `stop` closes. A request under way then
@@ -133,7 +134,7 @@ pub async fn run(
     destination: Destination,
     queue: Arc<Queue>,
     board: Arc<Board>,
-    stop: smol::channel::Receiver<()>,
+    stop: Stop,
 ) {
     let name = destination.name.to_string();
     let target = match Target::new(&destination) {
@@ -337,17 +338,4 @@ impl Worker {
             retry_in: wait,
         });
     }
-}
-
-/// Sleeps for `duration`, or less if `stop` closes.
-async fn pause(stop: &smol::channel::Receiver<()>, duration: Duration) {
-    smol::future::or(
-        async {
-            smol::Timer::after(duration).await;
-        },
-        async {
-            let _ = stop.recv().await;
-        },
-    )
-    .await;
 }

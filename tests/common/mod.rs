@@ -331,3 +331,20 @@ pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool, what: impl Fn() -> 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// An A-ASSOCIATE-RQ for US Image Storage in Explicit VR Little Endian, calling `UPLINK`.
+pub fn association_rq(calling: &str) -> dicom_ul::pdu::Pdu {
+    use dicom_ul::pdu::{AssociationRQ, PresentationContextProposed, UserVariableItem};
+    dicom_ul::pdu::Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: calling.into(),
+        called_ae_title: "UPLINK".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: US_IMAGE.into(),
+            transfer_syntaxes: vec![EXPLICIT_LE.into()],
+        }],
+        user_variables: vec![UserVariableItem::MaxLength(16384)],
+    })
+}

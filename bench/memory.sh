@@ -42,6 +42,7 @@ min_free_mib = 16
 [[destination]]
 name = "orthanc"
 url = "http://127.0.0.1:$http_port/dicom-web"
+insecure = true
 TOML
   # Uploads start once the clip is committed, so the two phases are timed apart.
   "$bin" serve --config "$work/uplink.toml" 2>"$work/agent-$mib.log" &

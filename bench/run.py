@@ -88,7 +88,7 @@ class Receiver:
             (self.dir / "uplink.toml").write_text(
                 f'[listener]\nport = {self.port}\nbind = "127.0.0.1"\nmax_associations = 8\n'
                 f'[storage]\ndata_dir = "{self.dir}/data"\nmin_free_mib = 64\n'
-                f'[[destination]]\nname = "cloud"\nurl = "http://127.0.0.1:{dead}/dicom-web"\nprofile = "{profile}"\n'
+                f'[[destination]]\nname = "cloud"\nurl = "http://127.0.0.1:{dead}/dicom-web"\nprofile = "{profile}"\ninsecure = true\n'
                 f'retry_max_secs = 3600\n'
             )
             args = [str(tools["uplink"]), "serve", "--config", str(self.dir / "uplink.toml")]
@@ -225,7 +225,7 @@ def upload_ours(work, tools, files):
         dicom_port = free_port()
         (agent_dir / "uplink.toml").write_text(
             f'[listener]\nport = {dicom_port}\nbind = "127.0.0.1"\n[storage]\ndata_dir = "{agent_dir}/data"\nmin_free_mib = 64\n'
-            f'[[destination]]\nname = "orthanc"\nurl = "http://127.0.0.1:{port}/dicom-web"\nbatch = 8\n'
+            f'[[destination]]\nname = "orthanc"\nurl = "http://127.0.0.1:{port}/dicom-web"\nbatch = 8\ninsecure = true\n'
         )
         # Receive with the destination held back (Orthanc paused), then time the drain.
         os.kill(proc.pid, 19)

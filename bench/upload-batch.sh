@@ -40,6 +40,7 @@ min_free_mib = 16
 [[destination]]
 name = "orthanc"
 url = "http://127.0.0.1:$http_port/dicom-web"
+insecure = true
 batch = $batch
 retry_max_secs = 1
 TOML

@@ -126,6 +126,10 @@ pub struct Destination {
     /// Longest wait between retries while the destination is unreachable (seconds).
     #[serde(default = "default_retry_max")]
     pub retry_max_secs: Bounded<1, 86_400>,
+    /// Allows a plain `http://` URL: patient data then travels unencrypted. For a
+    /// lab set-up only.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 fn default_connect_timeout() -> Bounded<1, 600> {
@@ -165,6 +169,7 @@ impl Destination {
             max_kib_per_sec: 0,
             batch: default_batch(),
             retry_max_secs: default_retry_max(),
+            insecure: false,
         }
     }
 
@@ -219,6 +224,13 @@ impl Destination {
                     ));
                 }
             },
+        }
+        if let DestinationUrl::Dicomweb(url) = &self.url {
+            if url.starts_with("http://") && !self.insecure {
+                return Err(format!(
+                    "[[destination]] \"{name}\": {url} would send patient data unencrypted: use https://, or add insecure = true for a lab set-up"
+                ));
+            }
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
             return Err(format!(
@@ -867,7 +879,7 @@ profile = "identified"
         std::fs::write(&secret, "s3cr3t-token\n").unwrap();
         let config = Config::parse(&format!(
             "[[destination]]\nname = \"cloud\"\nurl = \"https://pacs.example.com/dicom-web/\"\nauth = \"bearer\"\ntoken_file = \"{}\"\n\
-             [[destination]]\nname = \"archive\"\nurl = \"http://10.0.0.2:8042/dicom-web\"\nauth = \"basic\"\nusername = \"u\"\npassword = \"hunter2\"\n",
+             [[destination]]\nname = \"archive\"\nurl = \"http://10.0.0.2:8042/dicom-web\"\ninsecure = true\nauth = \"basic\"\nusername = \"u\"\npassword = \"hunter2\"\n",
             secret.display()
         ))
         .unwrap();
@@ -889,6 +901,22 @@ profile = "identified"
             "{shown}"
         );
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn plain_http_needs_insecure() {
+        let e = error_of("[[destination]]\nname = \"a\"\nurl = \"http://10.0.0.2/dw\"\n");
+        assert!(
+            e.contains("unencrypted") && e.contains("insecure = true"),
+            "{e}"
+        );
+        assert!(
+            Config::parse(
+                "[[destination]]\nname = \"a\"\nurl = \"http://10.0.0.2/dw\"\ninsecure = true\n"
+            )
+            .is_ok()
+        );
+        assert!(Config::parse("[[destination]]\nname = \"a\"\nurl = \"https://h/dw\"\n").is_ok());
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
     }
     for d in &config.destinations {
         log::info!("destination {}: {} (profile {})", d.name, d.url, d.profile);
+        if d.insecure {
+            log::warn!(
+                "destination {}: insecure = true, uploads are NOT encrypted; use this only in a lab",
+                d.name
+            );
+        }
     }
     let queue = Arc::new(queue);
     let board = Arc::new(Board::default());

@@ -268,7 +268,7 @@ fn instances_whose_pixels_cannot_be_cleaned_are_held_back() {
 fn strict_studies_look_the_same_in_orthanc() {
     let orthanc = Orthanc::start();
     let agent = Agent::start(&format!(
-        "\n[[destination]]\nname = \"cloud\"\nurl = \"{}\"\nprofile = \"strict\"\n",
+        "\n[[destination]]\nname = \"cloud\"\nurl = \"{}\"\nprofile = \"strict\"\ninsecure = true\n",
         orthanc.dicomweb_url()
     ));
     let input = tempfile::tempdir().unwrap();

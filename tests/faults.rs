@@ -24,7 +24,7 @@ fn full_card(floor_mib: u32) {
     orthanc.pause();
     let mut agent = Agent::start_on_small_disk(
         &format!(
-            "\n[[destination]]\nname = \"cloud\"\nurl = \"{}\"\nretry_max_secs = 1\n",
+            "\n[[destination]]\nname = \"cloud\"\nurl = \"{}\"\nretry_max_secs = 1\ninsecure = true\n",
             orthanc.dicomweb_url()
         ),
         24,

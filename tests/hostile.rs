@@ -246,3 +246,36 @@ fn thousands_of_tiny_associations_and_silent_peers_leave_the_agent_serving() {
     eprintln!("peak RSS after the flood: {peak} KiB");
     assert!(peak < 48 * 1024, "peak RSS {peak} KiB");
 }
+
+#[test]
+fn a_peer_trickling_its_request_is_cut_off() {
+    let agent = Agent::start("[listener]\nidle_timeout_secs = 2");
+    let mut socket = connect(agent.port);
+    let request = pdu(&rq());
+    let started = Instant::now();
+    // One byte every 300 ms: never silent long enough for a read timeout.
+    let mut cut = false;
+    for byte in &request {
+        if socket.write_all(&[*byte]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+    }
+    let mut rest = Vec::new();
+    let closed = cut || socket.read_to_end(&mut rest).is_ok();
+    assert!(
+        closed && started.elapsed() < Duration::from_secs(10),
+        "held for {:?}",
+        started.elapsed()
+    );
+    assert!(
+        agent.log().contains("not complete in time"),
+        "{}",
+        agent.log()
+    );
+    still_serves(&agent);
+}

@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dicom_ul::pdu::{AbortRQSource, AssociationRJ, Pdu};
 
@@ -41,6 +41,8 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     }
     let max_pdu = shared.listener.max_pdu_length.0 as u32;
     let mut pdus = PduStream::new(stream, max_pdu);
+    // ARTIM: the whole request within the idle timeout, however it trickles in.
+    pdus.set_deadline(timeout.map(|t| Instant::now() + t));
     let rq = match pdus.next() {
         Ok(Next::Control(Pdu::AssociationRQ(rq))) => rq,
         Ok(_) => {
@@ -81,6 +83,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     if pdus.send(&Pdu::AssociationAC(accepted.ac.clone())).is_err() {
         return;
     }
+    pdus.set_deadline(None);
     log::info!(
         "association from {calling} ({peer}) accepted: {} of {} presentation contexts",
         accepted.contexts.len(),
@@ -221,6 +224,7 @@ pub fn refuse(stream: TcpStream, rj: AssociationRJ) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
     let mut pdus = PduStream::new(stream, 16 * 1024);
+    pdus.set_deadline(Some(Instant::now() + Duration::from_secs(10)));
     if let Ok(Next::Control(Pdu::AssociationRQ(_))) = pdus.next() {
         let _ = pdus.send(&Pdu::AssociationRJ(rj));
     }

@@ -7,6 +7,7 @@
 //! (association request, release, abort) are small and go through dicom-ul's codec.
 
 use std::io::{self, BufReader, Read, Write};
+use std::time::Instant;
 
 use dicom_ul::pdu::{AbortRQServiceProviderReason, PDataValue, PDataValueType, Pdu};
 
@@ -34,13 +35,16 @@ pub enum Fault {
     BadContext(u8),
     /// The peer aborted the association.
     PeerAborted,
+    /// The association request did not arrive whole in time (ARTIM, PS3.8 9.1.5):
+    /// a peer trickling bytes to hold a slot.
+    TooSlow,
 }
 
 impl Fault {
     /// The A-ABORT reason that tells the peer what went wrong, if one is to be sent.
     pub fn abort_reason(&self) -> Option<AbortRQServiceProviderReason> {
         match self {
-            Fault::Io(_) | Fault::Closed | Fault::PeerAborted => None,
+            Fault::Io(_) | Fault::Closed | Fault::PeerAborted | Fault::TooSlow => None,
             Fault::TooLarge { .. } | Fault::Malformed(_) => {
                 Some(AbortRQServiceProviderReason::InvalidPduParameter)
             }
@@ -76,6 +80,7 @@ impl std::fmt::Display for Fault {
                 "P-DATA for presentation context {id}, which is not the one in use"
             ),
             Fault::PeerAborted => f.write_str("peer aborted the association"),
+            Fault::TooSlow => f.write_str("association request not complete in time"),
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct PduStream<S> {
     pdata_left: u32,
     /// Bytes of the current PDV payload not yet consumed.
     pdv_left: u32,
+    /// While set, PDU headers and control PDUs must arrive whole before it.
+    deadline: Option<Instant>,
 }
 
 impl<S: Read + Write> PduStream<S> {
@@ -114,7 +121,31 @@ impl<S: Read + Write> PduStream<S> {
             max_pdu,
             pdata_left: 0,
             pdv_left: 0,
+            deadline: None,
         }
+    }
+
+    /// Sets (or clears) the time by which headers and control PDUs must have arrived.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Reads until `buf` is full or the peer closes; returns the bytes read.
+    /// Checks the deadline between reads, since a trickle never trips a read timeout.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, Fault> {
+        let mut n = 0;
+        while n < buf.len() {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Fault::TooSlow);
+            }
+            match self.stream.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Fault::Io(e)),
+            }
+        }
+        Ok(n)
     }
 
     /// The underlying connection (for socket options and shutdown).
@@ -127,15 +158,11 @@ impl<S: Read + Write> PduStream<S> {
         debug_assert_eq!(self.pdv_left, 0, "previous PDV not consumed");
         if self.pdata_left == 0 {
             let mut header = [0u8; 6];
-            if let Err(e) = self.stream.read_exact(&mut header[..1]) {
-                return Err(match e.kind() {
-                    io::ErrorKind::UnexpectedEof => Fault::Closed,
-                    _ => Fault::Io(e),
-                });
+            match self.fill(&mut header)? {
+                0 => return Err(Fault::Closed),
+                6 => {}
+                _ => return Err(Fault::Malformed("connection closed inside a PDU".into())),
             }
-            self.stream
-                .read_exact(&mut header[1..])
-                .map_err(eof_is_malformed)?;
             let pdu_type = header[0];
             let length = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
             if pdu_type == PDU_TYPE_PDATA {
@@ -161,9 +188,9 @@ impl<S: Read + Write> PduStream<S> {
             ));
         }
         let mut item = [0u8; 6];
-        self.stream
-            .read_exact(&mut item)
-            .map_err(eof_is_malformed)?;
+        if self.fill(&mut item)? < 6 {
+            return Err(Fault::Malformed("connection closed inside a PDU".into()));
+        }
         let item_length = u32::from_be_bytes([item[0], item[1], item[2], item[3]]);
         if item_length < 2 || item_length > self.pdata_left - 4 {
             return Err(Fault::Malformed(format!(
@@ -206,13 +233,9 @@ impl<S: Read + Write> PduStream<S> {
                 max: CONTROL_PDU_LIMIT,
             });
         }
-        let mut bytes = Vec::with_capacity(6 + length as usize);
-        bytes.extend_from_slice(&header);
-        (&mut self.stream)
-            .take(u64::from(length))
-            .read_to_end(&mut bytes)
-            .map_err(Fault::Io)?;
-        if bytes.len() != 6 + length as usize {
+        let mut bytes = vec![0u8; 6 + length as usize];
+        bytes[..6].copy_from_slice(&header);
+        if self.fill(&mut bytes[6..])? != length as usize {
             return Err(Fault::Malformed("connection closed inside a PDU".into()));
         }
         match dicom_ul::pdu::read_pdu(&bytes[..], CONTROL_PDU_LIMIT, true) {
@@ -244,13 +267,6 @@ impl<S: Read + Write> PduStream<S> {
                 data: command,
             }],
         })
-    }
-}
-
-fn eof_is_malformed(e: io::Error) -> Fault {
-    match e.kind() {
-        io::ErrorKind::UnexpectedEof => Fault::Malformed("connection closed inside a PDU".into()),
-        _ => Fault::Io(e),
     }
 }
 

@@ -321,3 +321,31 @@ fn uploading_a_large_clip_keeps_memory_flat() {
     eprintln!("agent peak RSS after receiving and uploading a 256 MiB clip: {peak} KiB");
     assert!(peak < 48 * 1024, "peak RSS {peak} KiB");
 }
+
+#[test]
+fn a_flaky_line_503s_and_a_dropped_connection_end_with_everything_once() {
+    let orthanc = Orthanc::start();
+    let proxy = common::proxy::FaultyProxy::start(orthanc.http_port, 3, 200_000);
+    let url = format!("http://127.0.0.1:{}/dicom-web", proxy.port);
+    let agent = Agent::start(&destination("cloud", &url, "batch = 4"));
+    let input = tempfile::tempdir().unwrap();
+    let files = images(input.path(), 12, 27);
+    send(&agent, &["-R"], &files);
+    let uids = orthanc.wait_instances(12, 60, || format!("{:?}\n{}", proxy.events(), agent.log()));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(orthanc.instance_uids().len(), 12, "nothing twice: {uids:?}");
+    let events = proxy.events();
+    assert!(
+        events.iter().filter(|e| e.starts_with("503")).count() >= 3,
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e.contains("cut")), "{events:?}");
+    let log = agent.log();
+    assert!(log.contains("HTTP 503"), "the agent saw the 503s:\n{log}");
+    wait_until(10, || agent.spool_files().is_empty(), || agent.log());
+    wait_until(
+        10,
+        || agent.status_json()["destinations"][0]["state"] == "ready",
+        || agent.log(),
+    );
+}

@@ -5,6 +5,7 @@
 
 pub mod fixtures;
 pub mod orthanc;
+pub mod proxy;
 
 use std::fs;
 use std::net::TcpListener;

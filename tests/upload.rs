@@ -349,3 +349,58 @@ fn a_flaky_line_503s_and_a_dropped_connection_end_with_everything_once() {
         || agent.log(),
     );
 }
+
+#[test]
+fn secrets_never_reach_logs_status_or_the_card() {
+    let orthanc = Orthanc::start_with(Some(("clinic", "s3cret")));
+    let input = tempfile::tempdir().unwrap();
+    let token = input.path().join("token");
+    std::fs::write(&token, "tok-QX7-never-print-me\n").unwrap();
+    let agent = Agent::start(&destination(
+        "cloud",
+        &orthanc.dicomweb_url(),
+        &format!("auth = \"bearer\"\ntoken_file = \"{}\"", token.display()),
+    ));
+    send(&agent, &["-R"], &images(input.path(), 2, 28));
+    wait_until(
+        15,
+        || agent.status_json()["destinations"][0]["state"] == "authentication refused",
+        || agent.log(),
+    );
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["check-config", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["status", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    let mut places = vec![
+        ("log".to_owned(), agent.log().into_bytes()),
+        ("check-config".to_owned(), check.stdout),
+        ("status".to_owned(), status.stdout),
+    ];
+    let mut stack = vec![agent.data_dir()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                places.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    for (place, bytes) in &places {
+        assert!(
+            !bytes.windows(9).any(|w| w == b"QX7-never"),
+            "the token is in {place}"
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&places[1].1).contains("********"),
+        "check-config masks it"
+    );
+}

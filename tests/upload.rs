@@ -323,7 +323,7 @@ fn uploading_a_large_clip_keeps_memory_flat() {
 }
 
 #[test]
-fn a_flaky_line_503s_and_a_dropped_connection_end_with_everything_once() {
+fn a_flaky_line_429s_503s_and_a_dropped_connection_end_with_everything_once() {
     let orthanc = Orthanc::start();
     let proxy = common::proxy::FaultyProxy::start(orthanc.http_port, 3, 200_000);
     let url = format!("http://127.0.0.1:{}/dicom-web", proxy.port);
@@ -336,12 +336,16 @@ fn a_flaky_line_503s_and_a_dropped_connection_end_with_everything_once() {
     assert_eq!(orthanc.instance_uids().len(), 12, "nothing twice: {uids:?}");
     let events = proxy.events();
     assert!(
-        events.iter().filter(|e| e.starts_with("503")).count() >= 3,
+        events.iter().any(|e| e.starts_with("503")) && events.iter().any(|e| e.starts_with("429")),
         "{events:?}"
     );
     assert!(events.iter().any(|e| e.contains("cut")), "{events:?}");
     let log = agent.log();
-    assert!(log.contains("HTTP 503"), "the agent saw the 503s:\n{log}");
+    // Some refusals meet the cheap reachability probe, which does not log them.
+    assert!(
+        log.contains("HTTP 503") || log.contains("HTTP 429"),
+        "the agent saw the refusals:\n{log}"
+    );
     wait_until(10, || agent.spool_files().is_empty(), || agent.log());
     wait_until(
         10,

@@ -1,6 +1,6 @@
 //! A misbehaving network between the agent and Orthanc, where no real component can
-//! produce the fault on cue: it answers `503 Service Unavailable` (with Retry-After)
-//! to the first requests, then cuts one connection in the middle of its body, then
+//! produce the fault on cue: it answers `429 Too Many Requests` and `503 Service
+//! Unavailable` in turn (with Retry-After) to the first requests, then cuts one connection in the middle of its body, then
 //! forwards faithfully. It sits at the boundary (a TCP proxy); the agent and Orthanc
 //! are the real ones.
 
@@ -20,7 +20,7 @@ struct Plan {
 }
 
 impl FaultyProxy {
-    /// Refuses the first `refuse` requests with 503, then cuts the next connection
+    /// Refuses the first `refuse` requests with 429 or 503, then cuts the next connection
     /// after `cut_after` bytes of request, then forwards to `target_port`.
     pub fn start(target_port: u16, refuse: usize, cut_after: usize) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -57,22 +57,30 @@ fn serve(
         let mut plan = plan.lock().unwrap();
         if plan.refuse > 0 {
             plan.refuse -= 1;
-            true
+            Some(if plan.refuse % 2 == 0 {
+                "503 Service Unavailable"
+            } else {
+                "429 Too Many Requests"
+            })
         } else {
-            false
+            None
         }
     };
-    if refuse {
+    if let Some(status) = refuse {
         // Read the whole request, so the client sees the answer rather than a reset.
         let (head, body_len, already) = read_head(&mut client)?;
         io::copy(
             &mut (&mut client).take((body_len - already) as u64),
             &mut io::sink(),
         )?;
-        log.lock()
-            .unwrap()
-            .push(format!("503 for {}", head.lines().next().unwrap_or("")));
-        client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        log.lock().unwrap().push(format!(
+            "{status} for {}",
+            head.lines().next().unwrap_or("")
+        ));
+        let answer = format!(
+            "HTTP/1.1 {status}\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        client.write_all(answer.as_bytes())?;
         return Ok(());
     }
     let cut_after = plan.lock().unwrap().cut_after.take();

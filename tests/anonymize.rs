@@ -210,25 +210,13 @@ fn strict_keeps_patient_data_off_the_card_and_out_of_the_logs() {
     send_as(&agent, "US1", &files);
     wait_until(30, || dcm_files(out.path()).len() == 2, || agent.log());
     // Let the status file catch up, so that it is scanned with the deliveries in it.
-    wait_until(
-        10,
-        || agent.status_json()["destinations"][0]["delivered"] == 2,
-        || agent.log(),
-    );
+    agent.wait_destination(10, "delivered", 2);
     // Every byte the agent wrote: spool, queue index, status, device key, log.
-    let mut scanned = 0;
-    let mut stack = vec![agent.data_dir()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                assert_no_marker(&path.display().to_string(), &std::fs::read(&path).unwrap());
-                scanned += 1;
-            }
-        }
+    let written = agent.written_files();
+    for (path, bytes) in &written {
+        assert_no_marker(&path.display().to_string(), bytes);
     }
+    let scanned = written.len();
     assert!(scanned >= 3, "scanned {scanned} files");
     assert_no_marker("the agent's log", agent.log().as_bytes());
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
@@ -251,11 +239,7 @@ fn instances_whose_pixels_cannot_be_cleaned_are_held_back() {
     write_jpeg_image(&jpeg, "1.2.826.0.1.3680043.10.31.2");
     let out_scu = storescu(agent.port, &["-R", "-xy"], &[&plain, &jpeg]);
     assert!(out_scu.status.success(), "{}", text(&out_scu));
-    wait_until(
-        15,
-        || agent.status_json()["destinations"][0]["quarantined"] == 2,
-        || agent.log(),
-    );
+    agent.wait_destination(15, "quarantined", 2);
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(
         dcm_files(out.path()).is_empty(),

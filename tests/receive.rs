@@ -89,17 +89,9 @@ fn a_study_in_explicit_and_implicit_vr_and_jpeg_lands_byte_for_byte() {
     let jpeg_copy = agent.outbox().join("1.2.826.0.1.3680043.10.2.9.1.dcm");
     assert_eq!(file_transfer_syntax(&jpeg_copy), JPEG_BASELINE);
     // Delivered instances leave the spool.
-    wait_until(
-        10,
-        || agent.spool_files().is_empty(),
-        || format!("{:?}", agent.spool_files()),
-    );
+    agent.wait_spool_empty(10);
     // The status file follows within a second or so.
-    wait_until(
-        10,
-        || agent.status_json()["destinations"][0]["delivered"] == files.len(),
-        || format!("{}", agent.status_json()),
-    );
+    agent.wait_destination(10, "delivered", files.len());
     let status = agent.status_json();
     assert_eq!(status["counters"]["instances_received"], files.len());
     assert_eq!(status["destinations"][0]["pending"], 0);
@@ -383,11 +375,7 @@ fn a_client_killed_mid_instance_leaves_no_partial_data() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    wait_until(
-        20,
-        || agent.spool_files().is_empty(),
-        || format!("{:?}", agent.spool_files()),
-    );
+    agent.wait_spool_empty(20);
     std::thread::sleep(Duration::from_millis(300));
     assert!(dcm_files(&agent.outbox()).is_empty());
     let echo = dcmtk(

@@ -75,17 +75,9 @@ fn a_study_reaches_orthanc_identical_to_the_outbox_copy() {
             "{uid}: Orthanc's copy differs"
         );
     }
-    wait_until(
-        10,
-        || agent.spool_files().is_empty(),
-        || format!("{:?}", agent.spool_files()),
-    );
+    agent.wait_spool_empty(10);
     // The status file follows within a second or so.
-    wait_until(
-        10,
-        || agent.status_json()["destinations"][0]["delivered"] == files.len(),
-        || format!("{}", agent.status_json()),
-    );
+    agent.wait_destination(10, "delivered", files.len());
     assert_eq!(agent.status_json()["destinations"][0]["state"], "ready");
 }
 
@@ -126,12 +118,8 @@ fn an_outage_is_ridden_out_and_nothing_arrives_twice() {
     let uids_after = orthanc.instance_uids();
     assert_eq!(uids_after.len(), 20, "nothing twice");
     assert_eq!(uids.iter().collect::<BTreeSet<_>>().len(), 20);
-    wait_until(10, || agent.spool_files().is_empty(), || agent.log());
-    wait_until(
-        10,
-        || agent.status_json()["destinations"][0]["state"] == "ready",
-        || agent.log(),
-    );
+    agent.wait_spool_empty(10);
+    agent.wait_destination(10, "state", "ready");
 }
 
 #[test]
@@ -165,7 +153,7 @@ fn sigkill_during_upload_delivers_everything_exactly_once() {
     agent.kill9();
     agent.spawn();
     let uids = orthanc.wait_instances(files.len(), 90, || agent.log());
-    wait_until(20, || agent.spool_files().is_empty(), || agent.log());
+    agent.wait_spool_empty(20);
     let uids_after = orthanc.instance_uids();
     assert_eq!(uids_after.len(), files.len(), "exactly once: {uids:?}");
 }
@@ -187,11 +175,7 @@ fn wrong_credentials_are_reported_and_right_ones_work() {
         ),
     ));
     send(&wrong, &["-R"], &files);
-    wait_until(
-        15,
-        || wrong.status_json()["destinations"][0]["state"] == "authentication refused",
-        || wrong.log(),
-    );
+    wrong.wait_destination(15, "state", "authentication refused");
     assert!(wrong.log().contains("credentials refused"));
     assert!(
         !wrong.log().contains("wrong"),
@@ -221,11 +205,7 @@ fn https_is_trusted_only_with_the_configured_ca() {
 
     let untrusting = Agent::start(&destination("cloud", &url, ""));
     send(&untrusting, &["-R"], &files);
-    wait_until(
-        15,
-        || untrusting.status_json()["destinations"][0]["state"] == "offline",
-        || untrusting.log(),
-    );
+    untrusting.wait_destination(15, "state", "offline");
     let error = untrusting.status_json()["destinations"][0]["last_error"]["message"].to_string();
     assert!(
         error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"),
@@ -262,11 +242,7 @@ fn an_instance_the_server_refuses_is_quarantined_and_the_rest_arrive() {
 
     let uids = orthanc.wait_instances(4, 60, || agent.log());
     assert!(!uids.contains(&"1.2.826.0.1.3680043.10.25.99".to_owned()));
-    wait_until(
-        10,
-        || agent.status_json()["destinations"][0]["quarantined"] == 1,
-        || agent.log(),
-    );
+    agent.wait_destination(10, "quarantined", 1);
     let status = agent.status_json();
     assert_eq!(status["destinations"][0]["pending"], 0, "{status}");
     assert!(
@@ -316,7 +292,7 @@ fn uploading_a_large_clip_keeps_memory_flat() {
     write_clip(&clip, "1.2.826.0.1.3680043.10.26.1", 256 << 20);
     send(&agent, &["-R"], std::slice::from_ref(&clip));
     orthanc.wait_instances(1, 120, || agent.log());
-    wait_until(20, || agent.spool_files().is_empty(), || agent.log());
+    agent.wait_spool_empty(20);
     let peak = agent.peak_rss_kib();
     eprintln!("agent peak RSS after receiving and uploading a 256 MiB clip: {peak} KiB");
     assert!(peak < 48 * 1024, "peak RSS {peak} KiB");
@@ -346,12 +322,8 @@ fn a_flaky_line_429s_503s_and_a_dropped_connection_end_with_everything_once() {
         log.contains("HTTP 503") || log.contains("HTTP 429"),
         "the agent saw the refusals:\n{log}"
     );
-    wait_until(10, || agent.spool_files().is_empty(), || agent.log());
-    wait_until(
-        10,
-        || agent.status_json()["destinations"][0]["state"] == "ready",
-        || agent.log(),
-    );
+    agent.wait_spool_empty(10);
+    agent.wait_destination(10, "state", "ready");
 }
 
 #[test]
@@ -366,11 +338,7 @@ fn secrets_never_reach_logs_status_or_the_card() {
         &format!("auth = \"bearer\"\ntoken_file = \"{}\"", token.display()),
     ));
     send(&agent, &["-R"], &images(input.path(), 2, 28));
-    wait_until(
-        15,
-        || agent.status_json()["destinations"][0]["state"] == "authentication refused",
-        || agent.log(),
-    );
+    agent.wait_destination(15, "state", "authentication refused");
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
         .args(["check-config", "--config"])
         .arg(&agent.config)
@@ -386,17 +354,12 @@ fn secrets_never_reach_logs_status_or_the_card() {
         ("check-config".to_owned(), check.stdout),
         ("status".to_owned(), status.stdout),
     ];
-    let mut stack = vec![agent.data_dir()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                places.push((path.display().to_string(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
+    places.extend(
+        agent
+            .written_files()
+            .into_iter()
+            .map(|(path, bytes)| (path.display().to_string(), bytes)),
+    );
     for (place, bytes) in &places {
         assert!(
             !bytes.windows(9).any(|w| w == b"QX7-never"),

@@ -208,6 +208,50 @@ impl Agent {
         out
     }
 
+    /// Waits up to `secs` until the first destination's `field` in `status --json`
+    /// equals `value`.
+    pub fn wait_destination(&self, secs: u64, field: &str, value: impl Into<serde_json::Value>) {
+        let value = value.into();
+        wait_until(
+            secs,
+            || self.status_json()["destinations"][0][field] == value,
+            || {
+                format!(
+                    "{field} never became {value}: {}\n{}",
+                    self.status_json(),
+                    self.log()
+                )
+            },
+        );
+    }
+
+    /// Waits up to `secs` until the spool is empty: everything delivered.
+    pub fn wait_spool_empty(&self, secs: u64) {
+        wait_until(
+            secs,
+            || self.spool_files().is_empty(),
+            || format!("{:?}\n{}", self.spool_files(), self.log()),
+        );
+    }
+
+    /// Every file the agent wrote under its data dir, with its bytes.
+    pub fn written_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = Vec::new();
+        let mut stack = vec![self.data_dir()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let bytes = fs::read(&path).unwrap();
+                    files.push((path, bytes));
+                }
+            }
+        }
+        files
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_uplink"))
             .args(["status", "--json", "--config"])

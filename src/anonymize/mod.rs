@@ -12,6 +12,7 @@
 
 mod document;
 pub mod files;
+mod jpeg;
 mod keys;
 mod pixels;
 pub mod rules;
@@ -170,7 +171,7 @@ struct Deidentify {
     ultrasound: bool,
     big_endian: bool,
     encapsulated: bool,
-    /// JPEG baseline frames can be decoded, blanked and re-encoded.
+    /// JPEG baseline frames can be blanked (`jpeg.rs`).
     jpeg_baseline: bool,
     pixels: PixelFacts,
     blanker: Option<Blanker>,

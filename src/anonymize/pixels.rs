@@ -3,8 +3,8 @@
 //! Ultrasound screens carry the patient's name and the date in a banner burned into
 //! the pixels. The image proper lies in the Sequence of Ultrasound Regions; every
 //! pixel outside their union is set to black, frame by frame: native pixel data as
-//! the bytes stream past, JPEG baseline by decoding and re-encoding one frame at a
-//! time, so memory does not grow with the clip.
+//! the bytes stream past, JPEG baseline one frame at a time in the DCT domain
+//! (`jpeg.rs`), so memory does not grow with the clip.
 
 /// A region's bounds in pixels, inclusive (PS3.3 C.8.5.5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,9 +170,19 @@ impl Blanker {
 /// JPEG quality of re-encoded baseline frames: high, since the frame was lossy already.
 const JPEG_QUALITY: u8 = 95;
 
-/// Blanks one JPEG baseline frame: decode, blank outside `regions`, re-encode with
-/// the same chroma subsampling (4:2:2 for YBR_FULL_422, none for YBR_FULL).
+/// Blanks one JPEG baseline frame outside `regions`: in the DCT domain where the
+/// frame allows (see `jpeg.rs`), else by decoding and re-encoding it.
 pub fn blank_jpeg(frame: &[u8], regions: &[Region], photometric: &str) -> Result<Vec<u8>, String> {
+    match super::jpeg::blank(frame, regions, photometric.starts_with("YBR")) {
+        Ok(Some(blanked)) => Ok(blanked),
+        Ok(None) => reencode_jpeg(frame, regions, photometric),
+        Err(e) => Err(e),
+    }
+}
+
+/// Decodes, blanks and re-encodes a frame with the same chroma subsampling (4:2:2
+/// for YBR_FULL_422, none for YBR_FULL): for frames the DCT-domain path cannot take.
+fn reencode_jpeg(frame: &[u8], regions: &[Region], photometric: &str) -> Result<Vec<u8>, String> {
     let mut decoder = jpeg_decoder::Decoder::new(frame);
     decoder.set_max_decoding_buffer_size(256 * 1024 * 1024);
     let mut pixels = decoder

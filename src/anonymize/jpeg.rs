@@ -1,0 +1,959 @@
+//! Blanking JPEG baseline frames in the DCT domain, without decoding them.
+//!
+//! Decoding a frame to pixels and encoding it again costs a full frame of memory per
+//! association, most of a core, and a generation of JPEG loss on the very image the
+//! clinic reads. Blanking needs none of that: the Huffman-coded blocks are decoded to
+//! their quantized coefficients, blocks wholly inside the ultrasound regions are
+//! written back unchanged, blocks wholly outside become flat black, and only the few
+//! blocks straddling a region's edge go through an inverse and forward DCT. The
+//! result uses the frame's own quantization and Huffman tables, so the image inside
+//! the regions is bit-for-bit what the machine sent.
+//!
+//! Frames this does not handle (progressive, arithmetic coding, 12-bit, several
+//! scans, a Huffman table without a symbol the blanking needs) return `None`, and the
+//! caller falls back to decoding and re-encoding.
+
+use super::pixels::Region;
+
+/// Blanks everything outside `regions` in a baseline JPEG frame. `ybr` says the
+/// components are Y, Cb, Cr (black is 0, 128, 128), otherwise black is 0 in all.
+/// `Ok(None)`: the frame is valid as far as read but uses what is not handled here.
+pub fn blank(frame: &[u8], regions: &[Region], ybr: bool) -> Result<Option<Vec<u8>>, String> {
+    let header = match Header::parse(frame)? {
+        Some(header) => header,
+        None => return Ok(None),
+    };
+    let mut out = Vec::with_capacity(frame.len());
+    out.extend_from_slice(&frame[..header.scan_start]);
+    let mut reader = BitReader::new(&frame[header.scan_start..]);
+    let mut writer = BitWriter {
+        out: &mut out,
+        acc: 0,
+        bits: 0,
+    };
+    let layout = ScanLayout::new(&header, regions, ybr);
+    if !layout.transcode(&header, &mut reader, &mut writer)? {
+        return Ok(None);
+    }
+    writer.flush();
+    let rest = header.scan_start + reader.end()?;
+    let tail = &frame[rest..];
+    if tail.len() < 2 || tail[..2] != [0xFF, 0xD9] {
+        // Anything but EOI after the scan (a second scan, a DNL marker) is not ours.
+        return Ok(None);
+    }
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    Ok(Some(out))
+}
+
+/// The natural (row-major) position of each zig-zag index.
+const ZIGZAG: [usize; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+#[derive(Debug, Clone)]
+struct Component {
+    h: usize,
+    v: usize,
+    quant: [u16; 64],
+    dc_table: usize,
+    ac_table: usize,
+}
+
+/// What the markers before the scan say.
+struct Header {
+    width: usize,
+    height: usize,
+    components: Vec<Component>,
+    /// Huffman tables by class (0 DC, 1 AC) and id.
+    tables: [[Option<Huffman>; 4]; 2],
+    restart_interval: usize,
+    /// Where the entropy-coded data starts.
+    scan_start: usize,
+}
+
+impl Header {
+    fn parse(frame: &[u8]) -> Result<Option<Header>, String> {
+        if frame.len() < 4 || frame[..2] != [0xFF, 0xD8] {
+            return Err("JPEG frame does not start with SOI".into());
+        }
+        let mut quant: [Option<[u16; 64]>; 4] = [None; 4];
+        let mut tables: [[Option<Huffman>; 4]; 2] = Default::default();
+        let mut frame_info: Option<FrameInfo> = None;
+        let mut restart_interval = 0;
+        let mut pos = 2;
+        loop {
+            while frame.get(pos) == Some(&0xFF) && frame.get(pos + 1) == Some(&0xFF) {
+                pos += 1;
+            }
+            let (Some(&0xFF), Some(&marker)) = (frame.get(pos), frame.get(pos + 1)) else {
+                return Err("JPEG frame ends before its scan".into());
+            };
+            let len = match frame.get(pos + 2..pos + 4) {
+                Some(b) => usize::from(u16::from_be_bytes([b[0], b[1]])),
+                None => return Err("JPEG frame ends inside a marker".into()),
+            };
+            let body = frame
+                .get(pos + 4..pos + 2 + len)
+                .filter(|_| len >= 2)
+                .ok_or("JPEG marker segment runs past the frame")?;
+            pos += 2 + len;
+            match marker {
+                0xDB => parse_dqt(body, &mut quant)?,
+                0xC4 => parse_dht(body, &mut tables)?,
+                0xC0 | 0xC1 => frame_info = Some(parse_sof(body)?),
+                0xDD => {
+                    let b = body.get(..2).ok_or("JPEG DRI segment too short")?;
+                    restart_interval = usize::from(u16::from_be_bytes([b[0], b[1]]));
+                }
+                0xDA => {
+                    let Some((width, height, comps)) = frame_info else {
+                        return Err("JPEG scan before its frame header".into());
+                    };
+                    let Some(components) = scan_components(body, &comps, &quant, &tables)? else {
+                        return Ok(None);
+                    };
+                    return Ok(Some(Header {
+                        width,
+                        height,
+                        components,
+                        tables,
+                        restart_interval,
+                        scan_start: pos,
+                    }));
+                }
+                // Progressive, lossless, hierarchical or arithmetic-coded frames.
+                0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn parse_dqt(mut body: &[u8], quant: &mut [Option<[u16; 64]>; 4]) -> Result<(), String> {
+    while let Some(&pq_tq) = body.first() {
+        let (precision, id) = (pq_tq >> 4, usize::from(pq_tq & 15));
+        let size = if precision == 0 { 64 } else { 128 };
+        let values = body.get(1..1 + size).ok_or("JPEG DQT segment too short")?;
+        let slot = quant
+            .get_mut(id)
+            .ok_or("JPEG quantization table id above 3")?;
+        let mut table = [0u16; 64];
+        for (k, q) in table.iter_mut().enumerate() {
+            *q = if precision == 0 {
+                u16::from(values[k])
+            } else {
+                u16::from_be_bytes([values[2 * k], values[2 * k + 1]])
+            };
+        }
+        if table.contains(&0) {
+            return Err("JPEG quantization table holds a zero".into());
+        }
+        *slot = Some(table);
+        body = &body[1 + size..];
+    }
+    Ok(())
+}
+
+fn parse_dht(mut body: &[u8], tables: &mut [[Option<Huffman>; 4]; 2]) -> Result<(), String> {
+    while let Some(&tc_th) = body.first() {
+        let (class, id) = (usize::from(tc_th >> 4), usize::from(tc_th & 15));
+        let counts = body.get(1..17).ok_or("JPEG DHT segment too short")?;
+        let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
+        let symbols = body
+            .get(17..17 + total)
+            .ok_or("JPEG DHT segment too short")?;
+        let slot = tables
+            .get_mut(class)
+            .and_then(|t| t.get_mut(id))
+            .ok_or("JPEG Huffman table class or id out of range")?;
+        *slot = Some(Huffman::new(counts, symbols)?);
+        body = &body[17 + total..];
+    }
+    Ok(())
+}
+
+type FrameInfo = (usize, usize, Vec<(usize, usize, usize)>);
+
+/// Width, height and, per component, (id, h << 4 | v, quantization table).
+fn parse_sof(body: &[u8]) -> Result<FrameInfo, String> {
+    let b = body.get(..6).ok_or("JPEG SOF segment too short")?;
+    if b[0] != 8 {
+        return Err(format!("JPEG baseline frame with {}-bit samples", b[0]));
+    }
+    let height = usize::from(u16::from_be_bytes([b[1], b[2]]));
+    let width = usize::from(u16::from_be_bytes([b[3], b[4]]));
+    let count = usize::from(b[5]);
+    let specs = body
+        .get(6..6 + 3 * count)
+        .ok_or("JPEG SOF segment too short")?;
+    if width == 0 || height == 0 || count == 0 {
+        return Err("JPEG frame without pixels".into());
+    }
+    let comps = specs
+        .chunks(3)
+        .map(|c| (usize::from(c[0]), usize::from(c[1]), usize::from(c[2])))
+        .collect();
+    Ok((width, height, comps))
+}
+
+/// The scan's components with their tables, in frame order; `None` when the scan is
+/// not one interleaved baseline scan over every component.
+fn scan_components(
+    body: &[u8],
+    comps: &[(usize, usize, usize)],
+    quant: &[Option<[u16; 64]>; 4],
+    tables: &[[Option<Huffman>; 4]; 2],
+) -> Result<Option<Vec<Component>>, String> {
+    let count = usize::from(*body.first().ok_or("JPEG SOS segment too short")?);
+    let specs = body
+        .get(1..1 + 2 * count)
+        .ok_or("JPEG SOS segment too short")?;
+    let spectral = body
+        .get(1 + 2 * count..4 + 2 * count)
+        .ok_or("JPEG SOS segment too short")?;
+    if count != comps.len() || spectral != [0, 63, 0] || count > 4 {
+        return Ok(None);
+    }
+    let mut components = Vec::with_capacity(count);
+    for (spec, &(id, sampling, tq)) in specs.chunks(2).zip(comps) {
+        if usize::from(spec[0]) != id {
+            return Ok(None);
+        }
+        let (h, v) = (sampling >> 4, sampling & 15);
+        if !(1..=4).contains(&h) || !(1..=4).contains(&v) {
+            return Err("JPEG sampling factor out of range".into());
+        }
+        let quant = quant
+            .get(tq)
+            .copied()
+            .flatten()
+            .ok_or("JPEG component names a missing quantization table")?;
+        let (dc_table, ac_table) = (usize::from(spec[1] >> 4), usize::from(spec[1] & 15));
+        if tables[0].get(dc_table).is_none_or(Option::is_none)
+            || tables[1].get(ac_table).is_none_or(Option::is_none)
+        {
+            return Err("JPEG scan names a missing Huffman table".into());
+        }
+        components.push(Component {
+            h,
+            v,
+            quant,
+            dc_table,
+            ac_table,
+        });
+    }
+    if components.iter().map(|c| c.h * c.v).sum::<usize>() > 10 {
+        return Err("JPEG MCU of more than 10 blocks".into());
+    }
+    Ok(Some(components))
+}
+
+/// One Huffman table, for decoding (JPEG F.2.2.3) and encoding (C.2) alike.
+#[derive(Debug, Clone)]
+struct Huffman {
+    /// Per code length 1..=16: the largest code (or -1), and where its symbols start.
+    max_code: [i32; 17],
+    min_code: [i32; 17],
+    first_index: [usize; 17],
+    symbols: Vec<u8>,
+    /// Per symbol: its code and length (0: not in the table).
+    code: [u16; 256],
+    length: [u8; 256],
+    /// Codes of up to `LOOKAHEAD` bits, decoded by one lookup: (symbol, length).
+    fast: Vec<(u8, u8)>,
+}
+
+const LOOKAHEAD: u32 = 9;
+
+impl Huffman {
+    fn new(counts: &[u8], symbols: &[u8]) -> Result<Huffman, String> {
+        let mut table = Huffman {
+            max_code: [-1; 17],
+            min_code: [0; 17],
+            first_index: [0; 17],
+            symbols: symbols.to_vec(),
+            code: [0; 256],
+            length: [0; 256],
+            fast: vec![(0, 0); 1 << LOOKAHEAD],
+        };
+        let mut code = 0i32;
+        let mut index = 0usize;
+        for len in 1..=16 {
+            let n = usize::from(counts[len - 1]);
+            table.first_index[len] = index;
+            table.min_code[len] = code;
+            for &symbol in &symbols[index..index + n] {
+                table.code[usize::from(symbol)] = code as u16;
+                table.length[usize::from(symbol)] = len as u8;
+                code += 1;
+            }
+            if n > 0 {
+                table.max_code[len] = code - 1;
+            }
+            index += n;
+            if code > 1 << len {
+                return Err("JPEG Huffman table over-subscribed".into());
+            }
+            code <<= 1;
+        }
+        for (&symbol, &len) in table.symbols.iter().zip(&table.length_of_symbols()) {
+            if u32::from(len) <= LOOKAHEAD {
+                let shift = LOOKAHEAD - u32::from(len);
+                let first = usize::from(table.code[usize::from(symbol)]) << shift;
+                for slot in &mut table.fast[first..first + (1 << shift)] {
+                    *slot = (symbol, len);
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    fn length_of_symbols(&self) -> Vec<u8> {
+        self.symbols
+            .iter()
+            .map(|&s| self.length[usize::from(s)])
+            .collect()
+    }
+
+    fn decode(&self, reader: &mut BitReader) -> Result<u8, String> {
+        let bits = reader.peek(16)?;
+        let (symbol, len) = self.fast[(bits >> (16 - LOOKAHEAD)) as usize];
+        if len > 0 {
+            reader.consume(u32::from(len));
+            return Ok(symbol);
+        }
+        for len in LOOKAHEAD as usize + 1..=16 {
+            let code = (bits >> (16 - len)) as i32;
+            if code <= self.max_code[len] {
+                let index = self.first_index[len] + (code - self.min_code[len]) as usize;
+                reader.consume(len as u32);
+                return Ok(self.symbols[index]);
+            }
+        }
+        Err("JPEG entropy data holds a code not in its Huffman table".into())
+    }
+
+    /// Writes `symbol`; `false` when the table has no code for it.
+    fn encode(&self, writer: &mut BitWriter, symbol: u8) -> bool {
+        let len = self.length[usize::from(symbol)];
+        if len == 0 {
+            return false;
+        }
+        writer.put(u32::from(self.code[usize::from(symbol)]), u32::from(len));
+        true
+    }
+}
+
+/// Reads entropy-coded bits, removing stuffed zero bytes; stops at a marker.
+struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    acc: u64,
+    bits: u32,
+    /// A marker was met: further bits read as zeros (F.2.2.5), and `pos` stays on it.
+    at_marker: bool,
+    /// Zero bits handed out past the end of the data, to tell a truncated frame.
+    padding: u32,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(data: &'a [u8]) -> BitReader<'a> {
+        BitReader {
+            data,
+            pos: 0,
+            acc: 0,
+            bits: 0,
+            at_marker: false,
+            padding: 0,
+        }
+    }
+
+    fn fill(&mut self) -> Result<(), String> {
+        while self.bits <= 56 {
+            let byte = self.next_byte()?;
+            self.acc |= u64::from(byte) << (56 - self.bits);
+            self.bits += 8;
+        }
+        Ok(())
+    }
+
+    /// The next `count` (at most 32) bits, without consuming them.
+    fn peek(&mut self, count: u32) -> Result<u32, String> {
+        if self.bits < count {
+            self.fill()?;
+        }
+        Ok((self.acc >> (64 - count)) as u32)
+    }
+
+    fn consume(&mut self, count: u32) {
+        self.acc <<= count;
+        self.bits -= count;
+    }
+
+    fn next_byte(&mut self) -> Result<u8, String> {
+        if self.at_marker {
+            return Ok(0);
+        }
+        let Some(&byte) = self.data.get(self.pos) else {
+            // Read ahead may pass the end; decoding that far is what fails.
+            self.padding += 8;
+            if self.padding > 64 {
+                return Err("JPEG entropy data ends without EOI".into());
+            }
+            return Ok(0);
+        };
+        if byte == 0xFF {
+            match self.data.get(self.pos + 1) {
+                Some(0x00) => self.pos += 2,
+                Some(_) => {
+                    self.at_marker = true;
+                    return Ok(0);
+                }
+                None => return Err("JPEG entropy data ends without EOI".into()),
+            }
+        } else {
+            self.pos += 1;
+        }
+        Ok(byte)
+    }
+
+    fn receive(&mut self, count: u8) -> Result<i32, String> {
+        if count == 0 {
+            return Ok(0);
+        }
+        let value = self.peek(u32::from(count))? as i32;
+        self.consume(u32::from(count));
+        Ok(extend(value, count))
+    }
+
+    /// Skips to the restart marker that must come next (padding bits are dropped).
+    fn restart(&mut self) -> Result<(), String> {
+        let at = self.end()?;
+        match self.data.get(at..at + 2) {
+            Some(&[0xFF, m]) if (0xD0..=0xD7).contains(&m) => {
+                self.pos = at + 2;
+                self.acc = 0;
+                self.bits = 0;
+                self.at_marker = false;
+                Ok(())
+            }
+            _ => Err("JPEG entropy data lacks an expected restart marker".into()),
+        }
+    }
+
+    /// Where the entropy-coded segment ends: at the marker after the last block's
+    /// padding bits (read ahead or not).
+    fn end(&self) -> Result<usize, String> {
+        let mut at = self.pos;
+        if !self.at_marker {
+            // At most the padding byte is left unread before the marker.
+            let limit = at + 2;
+            while at <= limit {
+                match self.data.get(at..at + 2) {
+                    Some(&[0xFF, 0x00]) => at += 2,
+                    Some(&[0xFF, _]) => break,
+                    Some(_) => at += 1,
+                    None => return Err("JPEG entropy data ends without EOI".into()),
+                }
+            }
+        }
+        while self.data.get(at + 1) == Some(&0xFF) {
+            at += 1; // fill bytes before the marker
+        }
+        match self.data.get(at..at + 2) {
+            Some(&[0xFF, m]) if m != 0 => Ok(at),
+            _ => Err("JPEG entropy data runs on past its last block".into()),
+        }
+    }
+}
+
+/// JPEG's sign extension of a `count`-bit magnitude (F.2.2.1).
+fn extend(value: i32, count: u8) -> i32 {
+    if count == 0 {
+        0
+    } else if value < 1 << (count - 1) {
+        value - (1 << count) + 1
+    } else {
+        value
+    }
+}
+
+/// Writes entropy-coded bits with byte stuffing.
+struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
+    acc: u64,
+    bits: u32,
+}
+
+impl BitWriter<'_> {
+    /// Appends the low `count` (at most 16) bits of `value`.
+    fn put(&mut self, value: u32, count: u32) {
+        self.acc = (self.acc << count) | u64::from(value & ((1 << count) - 1));
+        self.bits += count;
+        while self.bits >= 8 {
+            self.bits -= 8;
+            let byte = (self.acc >> self.bits) as u8;
+            self.out.push(byte);
+            if byte == 0xFF {
+                self.out.push(0);
+            }
+        }
+    }
+
+    /// Pads the last byte with ones (F.1.2.3).
+    fn flush(&mut self) {
+        if self.bits > 0 {
+            let pad = 8 - self.bits;
+            self.put((1 << pad) - 1, pad);
+        }
+        self.acc = 0;
+    }
+
+    fn marker(&mut self, marker: u8) {
+        self.flush();
+        self.out.extend_from_slice(&[0xFF, marker]);
+    }
+}
+
+/// The size category of a coefficient and its bits (F.1.2.1).
+fn category(value: i32) -> (u8, u32) {
+    let magnitude = value.unsigned_abs();
+    let size = 32 - magnitude.leading_zeros();
+    let bits = if value < 0 {
+        (value - 1) as u32 & ((1 << size) - 1)
+    } else {
+        value as u32
+    };
+    (size as u8, bits)
+}
+
+/// What happens to one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    Black,
+    Partial,
+}
+
+/// The geometry of the scan and the regions, in each component's sample grid.
+struct ScanLayout<'a> {
+    regions: &'a [Region],
+    width: usize,
+    height: usize,
+    h_max: usize,
+    v_max: usize,
+    /// Per component: the level black takes, before the level shift.
+    black: Vec<f32>,
+}
+
+impl<'a> ScanLayout<'a> {
+    fn new(header: &Header, regions: &'a [Region], ybr: bool) -> ScanLayout<'a> {
+        let black = (0..header.components.len())
+            .map(|i| if ybr && i > 0 { 128.0 } else { 0.0 })
+            .collect();
+        ScanLayout {
+            regions,
+            width: header.width,
+            height: header.height,
+            h_max: header.components.iter().map(|c| c.h).max().unwrap_or(1),
+            v_max: header.components.iter().map(|c| c.v).max().unwrap_or(1),
+            black,
+        }
+    }
+
+    /// The pixels a component's sample covers, as (x0, y0, x1, y1), half-open.
+    fn sample_pixels(
+        &self,
+        comp: &Component,
+        sx: usize,
+        sy: usize,
+    ) -> (usize, usize, usize, usize) {
+        let (fx, fy) = (self.h_max / comp.h, self.v_max / comp.v);
+        (sx * fx, sy * fy, (sx + 1) * fx, (sy + 1) * fy)
+    }
+
+    fn kept(&self, x: usize, y: usize) -> bool {
+        self.regions.iter().any(|r| {
+            (r.x0 as usize..=r.x1 as usize).contains(&x)
+                && (r.y0 as usize..=r.y1 as usize).contains(&y)
+        })
+    }
+
+    fn fate(&self, comp: &Component, bx: usize, by: usize) -> Fate {
+        let (x0, y0, _, _) = self.sample_pixels(comp, bx * 8, by * 8);
+        let (_, _, x1, y1) = self.sample_pixels(comp, bx * 8 + 7, by * 8 + 7);
+        let (x1, y1) = (x1.min(self.width), y1.min(self.height));
+        if x0 >= x1 || y0 >= y1 {
+            return Fate::Black; // all padding: nobody sees it, so nothing may hide there
+        }
+        let inside = |r: &Region| {
+            r.x0 as usize <= x0
+                && x1 <= r.x1 as usize + 1
+                && r.y0 as usize <= y0
+                && y1 <= r.y1 as usize + 1
+        };
+        let touches = |r: &Region| {
+            (r.x0 as usize) < x1
+                && x0 <= r.x1 as usize
+                && (r.y0 as usize) < y1
+                && y0 <= r.y1 as usize
+        };
+        if self.regions.iter().any(inside) {
+            Fate::Keep
+        } else if self.regions.iter().any(touches) {
+            Fate::Partial
+        } else {
+            Fate::Black
+        }
+    }
+
+    /// Decodes every block and writes it back, blanked where it must be. `false`:
+    /// a Huffman table lacks a symbol the output needs.
+    fn transcode(
+        &self,
+        header: &Header,
+        reader: &mut BitReader,
+        writer: &mut BitWriter,
+    ) -> Result<bool, String> {
+        let comps = &header.components;
+        let mcus_x = self.width.div_ceil(8 * self.h_max);
+        let mcus_y = self.height.div_ceil(8 * self.v_max);
+        let total = mcus_x * mcus_y;
+        let mut pred_in = vec![0i32; comps.len()];
+        let mut pred_out = vec![0i32; comps.len()];
+        let mut restarts = 0u8;
+        let mut block = [0i32; 64];
+        for mcu in 0..total {
+            if header.restart_interval > 0 && mcu > 0 && mcu % header.restart_interval == 0 {
+                reader.restart()?;
+                writer.marker(0xD0 + restarts);
+                restarts = (restarts + 1) % 8;
+                pred_in.fill(0);
+                pred_out.fill(0);
+            }
+            let (mx, my) = (mcu % mcus_x, mcu / mcus_x);
+            for (c, comp) in comps.iter().enumerate() {
+                let dc = header.tables[0][comp.dc_table].as_ref().expect("checked");
+                let ac = header.tables[1][comp.ac_table].as_ref().expect("checked");
+                for v in 0..comp.v {
+                    for h in 0..comp.h {
+                        decode_block(reader, dc, ac, &mut pred_in[c], &mut block)?;
+                        let (bx, by) = (mx * comp.h + h, my * comp.v + v);
+                        match self.fate(comp, bx, by) {
+                            Fate::Keep => {}
+                            Fate::Black => {
+                                block = [0; 64];
+                                block[0] = quantize((self.black[c] - 128.0) * 8.0, comp.quant[0]);
+                            }
+                            Fate::Partial => self.blank_partial(comp, c, bx, by, &mut block),
+                        }
+                        if !encode_block(writer, dc, ac, &mut pred_out[c], &block) {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Blanks the samples of one block that cover a pixel outside the regions: to
+    /// pixels and back, with the block's own quantization.
+    fn blank_partial(
+        &self,
+        comp: &Component,
+        c: usize,
+        bx: usize,
+        by: usize,
+        block: &mut [i32; 64],
+    ) {
+        let mut samples = [0f32; 64];
+        for (k, &z) in ZIGZAG.iter().enumerate() {
+            samples[z] = (block[k] * i32::from(comp.quant[k])) as f32;
+        }
+        let mut pixels = idct(&samples);
+        for row in 0..8 {
+            for col in 0..8 {
+                let (x0, y0, x1, y1) = self.sample_pixels(comp, bx * 8 + col, by * 8 + row);
+                let hidden = (y0..y1.min(self.height))
+                    .any(|y| (x0..x1.min(self.width)).any(|x| !self.kept(x, y)));
+                if hidden {
+                    pixels[row * 8 + col] = self.black[c] - 128.0;
+                }
+            }
+        }
+        let coefficients = fdct(&pixels);
+        for (k, &z) in ZIGZAG.iter().enumerate() {
+            block[k] = quantize(coefficients[z], comp.quant[k]);
+        }
+    }
+}
+
+fn quantize(value: f32, q: u16) -> i32 {
+    // Baseline coefficients fit in 11 bits; clamping keeps rounding from leaving them.
+    ((value / f32::from(q)).round() as i32).clamp(-1023, 1023)
+}
+
+/// Decodes one block's coefficients, in zig-zag order.
+fn decode_block(
+    reader: &mut BitReader,
+    dc: &Huffman,
+    ac: &Huffman,
+    pred: &mut i32,
+    block: &mut [i32; 64],
+) -> Result<(), String> {
+    *block = [0; 64];
+    let size = dc.decode(reader)?;
+    if size > 11 {
+        return Err("JPEG DC difference out of range".into());
+    }
+    *pred += reader.receive(size)?;
+    block[0] = *pred;
+    let mut k = 1;
+    while k < 64 {
+        let rs = ac.decode(reader)?;
+        let (run, size) = (usize::from(rs >> 4), rs & 15);
+        if size == 0 {
+            if run == 15 {
+                k += 16;
+                continue;
+            }
+            break;
+        }
+        k += run;
+        if k > 63 {
+            return Err("JPEG AC coefficients run past the block".into());
+        }
+        block[k] = reader.receive(size)?;
+        k += 1;
+    }
+    Ok(())
+}
+
+/// Encodes one block; `false` when a table lacks a symbol.
+fn encode_block(
+    writer: &mut BitWriter,
+    dc: &Huffman,
+    ac: &Huffman,
+    pred: &mut i32,
+    block: &[i32; 64],
+) -> bool {
+    let (size, bits) = category(block[0] - *pred);
+    *pred = block[0];
+    if !dc.encode(writer, size) {
+        return false;
+    }
+    writer.put(bits, u32::from(size));
+    let mut run = 0u8;
+    for &value in &block[1..] {
+        if value == 0 {
+            run += 1;
+            continue;
+        }
+        while run > 15 {
+            if !ac.encode(writer, 0xF0) {
+                return false;
+            }
+            run -= 16;
+        }
+        let (size, bits) = category(value);
+        if !ac.encode(writer, (run << 4) | size) {
+            return false;
+        }
+        writer.put(bits, u32::from(size));
+        run = 0;
+    }
+    run == 0 || ac.encode(writer, 0x00)
+}
+
+/// cos((2x + 1) u pi / 16) scaled by C(u) / 2, for x, u in 0..8.
+static BASIS: std::sync::LazyLock<[[f32; 8]; 8]> = std::sync::LazyLock::new(|| {
+    let mut table = [[0f32; 8]; 8];
+    for (x, row) in table.iter_mut().enumerate() {
+        for (u, cell) in row.iter_mut().enumerate() {
+            let c = if u == 0 {
+                std::f32::consts::FRAC_1_SQRT_2
+            } else {
+                1.0
+            };
+            *cell = c / 2.0 * (((2 * x + 1) * u) as f32 * std::f32::consts::PI / 16.0).cos();
+        }
+    }
+    table
+});
+
+/// The 8x8 inverse DCT (A.3.3), giving level-shifted samples: rows, then columns.
+fn idct(coefficients: &[f32; 64]) -> [f32; 64] {
+    let b = &*BASIS;
+    let mut rows = [0f32; 64];
+    for v in 0..8 {
+        for x in 0..8 {
+            rows[v * 8 + x] = (0..8).map(|u| b[x][u] * coefficients[v * 8 + u]).sum();
+        }
+    }
+    let mut out = [0f32; 64];
+    for y in 0..8 {
+        for x in 0..8 {
+            out[y * 8 + x] = (0..8).map(|v| b[y][v] * rows[v * 8 + x]).sum();
+        }
+    }
+    out
+}
+
+/// The 8x8 forward DCT (A.3.3) of level-shifted samples: rows, then columns.
+fn fdct(samples: &[f32; 64]) -> [f32; 64] {
+    let b = &*BASIS;
+    let mut rows = [0f32; 64];
+    for y in 0..8 {
+        for u in 0..8 {
+            rows[y * 8 + u] = (0..8).map(|x| b[x][u] * samples[y * 8 + x]).sum();
+        }
+    }
+    let mut out = [0f32; 64];
+    for v in 0..8 {
+        for u in 0..8 {
+            out[v * 8 + u] = (0..8).map(|y| b[y][v] * rows[y * 8 + u]).sum();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A test card: a gradient with texture, so every block has AC energy.
+    fn picture(w: u16, h: u16) -> Vec<u8> {
+        let mut rgb = Vec::new();
+        for y in 0..u32::from(h) {
+            for x in 0..u32::from(w) {
+                rgb.extend_from_slice(&[
+                    (x * 255 / u32::from(w)) as u8,
+                    ((x ^ y) & 0xFF) as u8,
+                    (y * 255 / u32::from(h)) as u8,
+                ]);
+            }
+        }
+        rgb
+    }
+
+    fn encode(
+        w: u16,
+        h: u16,
+        sampling: jpeg_encoder::SamplingFactor,
+        restart: Option<u16>,
+    ) -> Vec<u8> {
+        let mut frame = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut frame, 90);
+        encoder.set_sampling_factor(sampling);
+        if let Some(interval) = restart {
+            encoder.set_restart_interval(interval);
+        }
+        encoder
+            .encode(&picture(w, h), w, h, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        frame
+    }
+
+    fn decode(frame: &[u8]) -> Vec<u8> {
+        jpeg_decoder::Decoder::new(frame).decode().unwrap()
+    }
+
+    fn check(sampling: jpeg_encoder::SamplingFactor, restart: Option<u16>) {
+        let (w, h) = (200u16, 120u16);
+        let frame = encode(w, h, sampling, restart);
+        let region = Region {
+            x0: 37,
+            y0: 21,
+            x1: 150,
+            y1: 99,
+        };
+        let blanked = blank(&frame, &[region], true).unwrap().expect("handled");
+        let (before, after) = (decode(&frame), decode(&blanked));
+        for y in 0..usize::from(h) {
+            for x in 0..usize::from(w) {
+                let at = (y * usize::from(w) + x) * 3;
+                let (px, was) = (&after[at..at + 3], &before[at..at + 3]);
+                let outside = !(37..=150).contains(&x) || !(21..=99).contains(&y);
+                // Well inside, the pixels are exactly what the machine sent: the
+                // blocks are unchanged. (Chroma upsampling reaches one block over.)
+                let deep = (37 + 24..=150 - 24).contains(&x) && (21 + 24..=99 - 24).contains(&y);
+                // Next to a region, blocks are re-quantized and ring a little.
+                let near = (37 - 16..=150 + 16).contains(&x) && (21 - 16..=99 + 16).contains(&y);
+                let limit = if near { 40 } else { 4 };
+                if outside {
+                    assert!(
+                        px.iter().all(|&v| v <= limit),
+                        "({x},{y}) not black: {px:?}"
+                    );
+                } else if deep {
+                    assert_eq!(px, was, "({x},{y}) changed");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blanks_outside_the_region_and_keeps_the_inside_exact() {
+        check(jpeg_encoder::SamplingFactor::F_1_1, None);
+        check(jpeg_encoder::SamplingFactor::F_2_1, None);
+        check(jpeg_encoder::SamplingFactor::F_2_2, None);
+    }
+
+    #[test]
+    fn restart_intervals_are_kept() {
+        check(jpeg_encoder::SamplingFactor::F_2_1, Some(3));
+        let frame = encode(64, 64, jpeg_encoder::SamplingFactor::F_1_1, Some(2));
+        let region = Region {
+            x0: 0,
+            y0: 0,
+            x1: 63,
+            y1: 63,
+        };
+        // Everything kept: the output is the input, markers and all.
+        assert_eq!(blank(&frame, &[region], true).unwrap().unwrap(), frame);
+    }
+
+    #[test]
+    fn category_and_extend_are_inverse() {
+        for value in -2047..=2047 {
+            let (size, bits) = category(value);
+            assert_eq!(extend(bits as i32, size), value);
+        }
+    }
+
+    #[test]
+    fn dct_round_trips() {
+        let mut samples = [0f32; 64];
+        for (i, s) in samples.iter_mut().enumerate() {
+            *s = (i as f32 * 7.0) % 255.0 - 128.0;
+        }
+        let back = idct(&fdct(&samples));
+        for (a, b) in samples.iter().zip(back) {
+            assert!((a - b).abs() < 0.01);
+        }
+    }
+
+    #[test]
+    fn broken_and_unhandled_frames() {
+        let region = Region {
+            x0: 0,
+            y0: 0,
+            x1: 9,
+            y1: 9,
+        };
+        assert!(blank(b"not a jpeg", &[region], true).is_err());
+        let frame = encode(64, 64, jpeg_encoder::SamplingFactor::F_1_1, None);
+        assert!(blank(&frame[..frame.len() / 2], &[region], true).is_err());
+        let mut progressive = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut progressive, 90);
+        encoder.set_progressive(true);
+        encoder
+            .encode(&picture(64, 64), 64, 64, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        assert_eq!(blank(&progressive, &[region], true).unwrap(), None);
+    }
+}

@@ -33,6 +33,42 @@ pub struct Config {
     pub leds: Leds,
     /// Log output.
     pub log: Log,
+    /// The box's own network; applied by `uplink provision`, ignored by the agent.
+    pub network: Network,
+    /// Whether a destination was configured (else the box is not provisioned).
+    #[serde(skip)]
+    pub provisioned: bool,
+}
+
+/// `[network]`: static address and time servers for the box; DHCP where empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// Address with prefix length, e.g. "192.168.1.50/24".
+    pub address: Option<ipnet::IpNet>,
+    pub gateway: Option<IpAddr>,
+    pub dns: Vec<IpAddr>,
+    /// NTP servers (host names or addresses).
+    pub ntp: Vec<String>,
+}
+
+impl Network {
+    fn check(&self) -> Result<(), String> {
+        if self.address.is_none() && (self.gateway.is_some() || !self.dns.is_empty()) {
+            return Err(
+                "[network] gateway and dns need a static address: set address = \"192.168.1.50/24\" too, or remove them to use DHCP".into(),
+            );
+        }
+        for server in &self.ntp {
+            let plain = |c: char| c.is_ascii_alphanumeric() || ".-:".contains(c);
+            if server.is_empty() || !server.chars().all(plain) {
+                return Err(format!(
+                    "[network] ntp server \"{server}\" is not a host name or address"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[listener]`: the DICOM storage SCP.
@@ -496,6 +532,8 @@ impl Config {
                 )));
             }
         }
+        self.network.check().map_err(ConfigError)?;
+        self.provisioned = !self.destinations.is_empty();
         if self.destinations.is_empty() {
             let outbox = self.storage.data_dir.join("outbox");
             self.destinations.push(Destination::outbox(outbox));

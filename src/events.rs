@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::clock::Clock;
+
 /// Something worth reporting.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -53,6 +55,12 @@ pub enum Event {
     Unavailable {
         destination: String,
         error: String,
+        retry_in: Duration,
+    },
+    /// HTTPS to a destination waits for the clock to be set (TLS cannot check
+    /// certificates against 1970).
+    WaitingForClock {
+        destination: String,
         retry_in: Duration,
     },
     /// A destination cannot work as configured (unreadable CA file, ...).
@@ -204,6 +212,19 @@ impl Board {
                 retry_in,
             } => {
                 setback(&mut c, destination, error, "offline", Some(retry_in));
+            }
+            Event::WaitingForClock {
+                destination,
+                retry_in,
+            } => {
+                let error = format!("clock {}", Clock::Wrong.describe());
+                setback(
+                    &mut c,
+                    destination,
+                    error,
+                    "waiting for the clock",
+                    Some(retry_in),
+                );
             }
             Event::Misconfigured { destination, error } => {
                 setback(&mut c, destination, error, "misconfigured", None)

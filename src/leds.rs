@@ -12,7 +12,7 @@
 //! | power | slow blink | alive (a stuck LED means the agent hangs) |
 //! | cloud | on / blink / fast blink / off | destinations reachable / uploading / uploading a backlog of 100 or more / a destination offline |
 //! | activity | flash | an instance was received |
-//! | attention | on / fast blink / off | a person is needed (credentials refused, destination misconfigured, instances in quarantine, storage full) / not provisioned (no config file) / all well |
+//! | attention | on / fast blink / off | a person is needed (credentials refused, destination misconfigured, instances in quarantine, storage full, the SD card's uplink.toml refused, clock wrong) / not provisioned (no destination configured) / all well |
 
 use std::io;
 
@@ -83,7 +83,9 @@ pub fn panel(snapshot: &Snapshot, received_before: u64, provisioned: bool) -> Pa
         .counters
         .last_error
         .as_ref()
-        .is_some_and(|e| e.message.contains("A700H"));
+        .is_some_and(|e| e.message.contains("A700H"))
+        || snapshot.clock.is_wrong()
+        || snapshot.provisioning.is_some();
     let attention = if needs_a_person {
         Pattern::On
     } else if !provisioned {
@@ -247,6 +249,7 @@ impl Lights for Cdev {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
     use crate::events::{Counters, DestinationCounters, Stamped, Uploading};
     use crate::queue::DestinationStats;
     use crate::status::{DestinationInfo, ListenerInfo};
@@ -292,6 +295,8 @@ mod tests {
                     ..DestinationCounters::default()
                 },
             }],
+            clock: Clock::Synchronized,
+            provisioning: None,
         }
     }
 
@@ -329,6 +334,14 @@ mod tests {
             message: "C-STORE refused (A700H): storage full".into(),
         });
         assert_eq!(panel(&full, 5, true).0[3], On);
+        let mut stale = snapshot("ready", 0, false, 0);
+        stale.clock = Clock::Wrong;
+        assert_eq!(panel(&stale, 5, true).0[3], On);
+        stale.clock = Clock::Unsynchronized;
+        assert_eq!(panel(&stale, 5, true).0[3], Off);
+        let mut refused = snapshot("ready", 0, false, 0);
+        refused.provisioning = Some("the configuration on the SD card was refused".into());
+        assert_eq!(panel(&refused, 5, true).0[3], On);
         // Not provisioned.
         assert_eq!(
             panel(&snapshot("ready", 0, false, 0), 5, false).0[3],

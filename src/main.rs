@@ -6,10 +6,12 @@
 //! the side.
 
 mod anonymize;
+mod clock;
 mod config;
 mod events;
 mod leds;
 mod logging;
+mod provision;
 mod quarantine;
 mod queue;
 mod receive;
@@ -89,11 +91,30 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         destination: Option<String>,
     },
+    /// On the box, at boot (as root): validate uplink.toml on the SD card's boot
+    /// partition, install it, apply its network settings, remove its secrets from the
+    /// card; or write why not to uplink-error.txt beside it.
+    Provision {
+        /// The boot partition
+        #[arg(long, value_name = "DIR", default_value = "/boot/firmware")]
+        boot: PathBuf,
+        /// Where the configuration is installed
+        #[arg(long, value_name = "FILE", default_value = config::DEFAULT_CONFIG_PATH)]
+        install: PathBuf,
+        /// The agent's data dir (it shows a refusal from there)
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/uplink")]
+        state: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
+        Command::Provision {
+            boot,
+            install,
+            state,
+        } => return provision(boot, install, state),
         Command::Serve { config, .. }
         | Command::CheckConfig { config }
         | Command::Status { config, .. }
@@ -108,6 +129,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Provision { .. } => unreachable!("provisioning needs no configuration"),
         Command::Serve { led_sim, .. } => {
             logging::init(config.log.level.0);
             let lights = leds::open(&config.leds, led_sim);
@@ -179,6 +201,49 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn provision(
+    boot: &std::path::Path,
+    install: &std::path::Path,
+    state: &std::path::Path,
+) -> ExitCode {
+    let paths = provision::Paths {
+        boot: boot.to_path_buf(),
+        install: install.to_path_buf(),
+        state: state.to_path_buf(),
+        ..provision::Paths::on_the_box()
+    };
+    match provision::run(&paths) {
+        Ok(provision::Outcome::NothingToDo) => {
+            println!(
+                "no {} in {}: nothing to do",
+                provision::BOOT_CONFIG,
+                boot.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(provision::Outcome::Installed) => {
+            println!(
+                "{} installed as {}",
+                provision::BOOT_CONFIG,
+                install.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(provision::Outcome::Refused(reason)) => {
+            eprintln!(
+                "uplink: {} refused (see {}): {reason}",
+                provision::BOOT_CONFIG,
+                boot.join(provision::BOOT_ERROR).display()
+            );
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("uplink: cannot provision from {}: {e}", boot.display());
+            ExitCode::FAILURE
         }
     }
 }

@@ -8,6 +8,7 @@ use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 
 use crate::anonymize::{Anonymizer, DeviceKey, PasswordBook};
+use crate::clock::Clock;
 use crate::config::{Config, Source};
 use crate::events::{Board, now_rfc3339};
 use crate::leds::{self, LEDS, Lights};
@@ -109,8 +110,16 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
     ));
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let started = now_rfc3339();
-    let provisioned = source != Source::BuiltIn;
-    let snapshot = |running: bool| snapshot(&config, &queue, &board, &started, running);
+    let provisioned = config.provisioned;
+    let provisioning = crate::provision::refused_reason(&config.storage.data_dir);
+    if let Some(reason) = &provisioning {
+        log::error!("{reason}");
+    }
+    let snapshot = |running: bool| {
+        let mut snapshot = snapshot(&config, &queue, &board, &started, running);
+        snapshot.provisioning = provisioning.clone();
+        snapshot
+    };
 
     smol::block_on(async {
         let signal_task = smol::spawn(async move {
@@ -278,5 +287,7 @@ fn snapshot(
         },
         counters,
         destinations,
+        clock: Clock::now(),
+        provisioning: None,
     }
 }

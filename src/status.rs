@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::events::{Counters, DestinationCounters};
 use crate::queue::DestinationStats;
 
@@ -28,6 +29,12 @@ pub struct Snapshot {
     pub listener: ListenerInfo,
     pub counters: Counters,
     pub destinations: Vec<DestinationInfo>,
+    /// Whether the wall clock can be trusted (TLS needs it).
+    #[serde(default)]
+    pub clock: Clock,
+    /// Why the configuration on the SD card was refused, if it was.
+    #[serde(default)]
+    pub provisioning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +123,10 @@ impl Snapshot {
             c.associations_refused,
         );
         out += &format!("queue:     {} pending in all\n", self.queue_depth());
+        out += &format!("clock:     {}\n", self.clock.describe());
+        if let Some(reason) = &self.provisioning {
+            out += &format!("ATTENTION: {reason}\n");
+        }
         out += &format!(
             "last error: {}\n",
             c.last_error
@@ -223,6 +234,8 @@ mod tests {
                     }],
                 },
             }],
+            clock: Clock::Unsynchronized,
+            provisioning: None,
         }
     }
 

@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
 use crate::config::{Destination, DestinationUrl};
 use crate::events::{Board, Event};
 use crate::queue::{Entry, Lane, Queue};
@@ -29,6 +30,8 @@ use backoff::Backoff;
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 /// How long a destination that refused our credentials waits before trying again.
 const AUTH_RETRY: Duration = Duration::from_secs(600);
+/// How often HTTPS looks again whether the clock has been set.
+const CLOCK_RETRY: Duration = Duration::from_secs(30);
 /// First wait after a failure.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 
@@ -96,6 +99,11 @@ impl Target {
             }
             Target::Stow(client) => client.store(batch, sent),
         }
+    }
+
+    /// Whether requests go over TLS, which needs a sane clock.
+    fn uses_tls(&self) -> bool {
+        matches!(self, Target::Stow(client) if client.uses_tls())
     }
 
     fn probe(&self) -> Result<(), String> {
@@ -215,6 +223,14 @@ async fn lane(worker: Arc<Worker>, lane: Lane) {
 impl Worker {
     /// Sends one batch and records the outcome (runs on a blocking thread).
     fn send(&self, lane: Lane, batch: Vec<Entry>) {
+        if self.target.uses_tls() && Clock::now().is_wrong() {
+            self.health.lock().expect("health lock").not_before = Instant::now() + CLOCK_RETRY;
+            self.board.record(Event::WaitingForClock {
+                destination: self.name.clone(),
+                retry_in: CLOCK_RETRY,
+            });
+            return;
+        }
         if self.health.lock().expect("health lock").unreachable {
             if let Err(error) = self.target.probe() {
                 self.unavailable(error, None);

@@ -99,6 +99,10 @@ impl Client {
         })
     }
 
+    pub fn uses_tls(&self) -> bool {
+        self.base.starts_with("https:")
+    }
+
     /// A cheap check that the server answers at all (any HTTP status will do), made
     /// before sending instances to a destination that was unreachable.
     pub fn probe(&self) -> Result<(), String> {

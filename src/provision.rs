@@ -1,0 +1,475 @@
+//! Provisioning from the SD card's boot partition.
+//!
+//! Nobody logs into the box: a clinic writes the SD card image, opens the FAT boot
+//! partition on any laptop and edits `uplink.toml` there. At every boot, before the
+//! agent starts, `uplink provision` (run as root by `uplink-provision.service`)
+//! validates that file. A valid file is installed as the agent's configuration, its
+//! network and time server settings are applied, and its secrets are replaced on the
+//! card by `"(installed)"`, so a card lent to someone no longer carries the token.
+//! An invalid file changes nothing installed: the reason goes to `uplink-error.txt`
+//! beside it, where the clinic can read it, and to the data dir, from where the agent
+//! shows it in `status` and on the attention LED.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, Network};
+
+/// The file the clinic edits, on the boot partition.
+pub const BOOT_CONFIG: &str = "uplink.toml";
+/// Why the last edit was not taken, on the boot partition.
+pub const BOOT_ERROR: &str = "uplink-error.txt";
+/// The same, in the data dir, for the agent.
+pub const STATE_ERROR: &str = "provision-error.txt";
+/// What a secret reads on the card once installed.
+pub const INSTALLED: &str = "(installed)";
+/// The keys whose values are secrets.
+const SECRETS: [&str; 2] = ["password", "token"];
+
+/// Where provisioning reads and writes.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The boot partition, holding `uplink.toml`.
+    pub boot: PathBuf,
+    /// The installed configuration (the agent's credential source).
+    pub install: PathBuf,
+    /// The agent's data dir, for `provision-error.txt`.
+    pub state: PathBuf,
+    /// systemd-networkd's folder, for the box's address.
+    pub network: PathBuf,
+    /// systemd-timesyncd's drop-in folder, for the time servers.
+    pub timesyncd: PathBuf,
+}
+
+impl Paths {
+    pub fn on_the_box() -> Paths {
+        Paths {
+            boot: "/boot/firmware".into(),
+            install: crate::config::DEFAULT_CONFIG_PATH.into(),
+            state: "/var/lib/uplink".into(),
+            network: "/etc/systemd/network".into(),
+            timesyncd: "/etc/systemd/timesyncd.conf.d".into(),
+        }
+    }
+}
+
+/// What provisioning did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No `uplink.toml` on the boot partition.
+    NothingToDo,
+    /// The file was installed (and its secrets removed from the card).
+    Installed,
+    /// The file was refused; the installed configuration is unchanged.
+    Refused(String),
+}
+
+/// Validates and installs the boot partition's configuration. `Err` is for what
+/// the clinic cannot fix by editing the file (an unwritable system folder).
+pub fn run(paths: &Paths) -> io::Result<Outcome> {
+    let source = paths.boot.join(BOOT_CONFIG);
+    let edited = match fs::read_to_string(&source) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::NothingToDo),
+        Err(e) => return Err(e),
+    };
+    let installed = fs::read_to_string(&paths.install).ok();
+    match prepare(&edited, installed.as_deref()) {
+        Ok(prepared) => {
+            write_atomically(&paths.install, prepared.install.as_bytes(), 0o600)?;
+            apply_network(&prepared.config.network, paths)?;
+            if prepared.card != edited {
+                write_atomically(&source, prepared.card.as_bytes(), 0o644)?;
+            }
+            remove_if_there(&paths.boot.join(BOOT_ERROR))?;
+            remove_if_there(&paths.state.join(STATE_ERROR))?;
+            Ok(Outcome::Installed)
+        }
+        Err(reason) => {
+            let reason = redact(&reason, &edited);
+            let message = format!(
+                "uplink could not use {BOOT_CONFIG} on this card:\r\n\r\n{}\r\n\r\n\
+                 The box keeps working with its previous settings. Correct the file and \
+                 restart the box.\r\n",
+                reason.replace('\n', "\r\n")
+            );
+            write_atomically(&paths.boot.join(BOOT_ERROR), message.as_bytes(), 0o644)?;
+            fs::create_dir_all(&paths.state)?;
+            write_atomically(&paths.state.join(STATE_ERROR), reason.as_bytes(), 0o644)?;
+            Ok(Outcome::Refused(reason))
+        }
+    }
+}
+
+/// Removes the secrets written in `edited` from an error message about it (a TOML
+/// error quotes the offending line), since the message reaches status and logs.
+fn redact(message: &str, edited: &str) -> String {
+    let mut message = message.to_owned();
+    for line in edited.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if !SECRETS.contains(&key.trim()) {
+            continue;
+        }
+        let value = value.trim();
+        let secret = value
+            .strip_prefix('"')
+            .and_then(|v| v.split('"').next())
+            .unwrap_or(value);
+        if secret.len() >= 3 && secret != INSTALLED {
+            message = message.replace(secret, "***");
+        }
+    }
+    message
+}
+
+/// The reason the card's configuration was refused, if it was (read by the agent).
+pub fn refused_reason(data_dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(data_dir.join(STATE_ERROR)).ok()?;
+    // One line for status and the log: the error's lines without the caret art.
+    let said: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.chars().all(|c| "|^ ".contains(c)))
+        .collect();
+    Some(format!(
+        "the configuration on the SD card was refused: {}",
+        said.join(" ")
+    ))
+}
+
+/// A validated edit: what to install, and what the card keeps.
+struct Prepared {
+    config: Config,
+    install: String,
+    card: String,
+}
+
+fn prepare(edited: &str, installed: Option<&str>) -> Result<Prepared, String> {
+    let mut document: toml_edit::DocumentMut = edited
+        .parse()
+        .map_err(|e: toml_edit::TomlError| e.to_string())?;
+    let previous: Option<toml_edit::DocumentMut> = installed.and_then(|t| t.parse().ok());
+    // The card's "(installed)" stands for the secret installed before.
+    let mut card = document.clone();
+    if let Some(destinations) = document
+        .get_mut("destination")
+        .and_then(|d| d.as_array_of_tables_mut())
+    {
+        for table in destinations.iter_mut() {
+            let name = table
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            for key in SECRETS {
+                if table.get(key).and_then(|v| v.as_str()) == Some(INSTALLED) {
+                    let secret = previous
+                        .as_ref()
+                        .and_then(|p| installed_secret(p, &name, key))
+                        .ok_or_else(|| {
+                            format!(
+                                "[[destination]] name = \"{name}\": {key} = \"{INSTALLED}\", \
+                                 but this box has no {key} installed for \"{name}\": write the {key} again"
+                            )
+                        })?;
+                    table[key] = toml_edit::value(secret);
+                }
+            }
+        }
+    }
+    let install = document.to_string();
+    let config = Config::parse(&install).map_err(|e| e.to_string())?;
+    if let Some(destinations) = card
+        .get_mut("destination")
+        .and_then(|d| d.as_array_of_tables_mut())
+    {
+        for table in destinations.iter_mut() {
+            for key in SECRETS {
+                if table.get(key).and_then(|v| v.as_str()).is_some() {
+                    let decor = table
+                        .get(key)
+                        .and_then(|v| v.as_value())
+                        .map(|v| v.decor().clone());
+                    let mut value = toml_edit::Value::from(INSTALLED);
+                    if let Some(decor) = decor {
+                        *value.decor_mut() = decor;
+                    }
+                    table[key] = toml_edit::Item::Value(value);
+                }
+            }
+        }
+    }
+    Ok(Prepared {
+        config,
+        install,
+        card: card.to_string(),
+    })
+}
+
+fn installed_secret(document: &toml_edit::DocumentMut, name: &str, key: &str) -> Option<String> {
+    document
+        .get("destination")?
+        .as_array_of_tables()?
+        .iter()
+        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))?
+        .get(key)?
+        .as_str()
+        .filter(|s| *s != INSTALLED)
+        .map(str::to_owned)
+}
+
+/// Writes the box's address (systemd-networkd) and time servers (timesyncd); with
+/// neither set, removes ours, so DHCP and Debian's defaults apply.
+fn apply_network(network: &Network, paths: &Paths) -> io::Result<()> {
+    let link = paths.network.join("10-uplink.network");
+    let mut text = String::from(
+        "# Written by `uplink provision` from uplink.toml on the boot partition.\n\
+         [Match]\nName=en* eth*\n\n[Network]\n",
+    );
+    match &network.address {
+        Some(address) => {
+            text += &format!("Address={address}\n");
+            if let Some(gateway) = network.gateway {
+                text += &format!("Gateway={gateway}\n");
+            }
+            for dns in &network.dns {
+                text += &format!("DNS={dns}\n");
+            }
+        }
+        None => text += "DHCP=yes\n",
+    }
+    fs::create_dir_all(&paths.network)?;
+    write_atomically(&link, text.as_bytes(), 0o644)?;
+    let time = paths.timesyncd.join("uplink.conf");
+    if network.ntp.is_empty() {
+        remove_if_there(&time)
+    } else {
+        fs::create_dir_all(&paths.timesyncd)?;
+        let text = format!(
+            "# Written by `uplink provision` from uplink.toml on the boot partition.\n\
+             [Time]\nNTP={}\n",
+            network.ntp.join(" ")
+        );
+        write_atomically(&time, text.as_bytes(), 0o644)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.new",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    crate::queue::spool::sync_dir(dir)
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(root: &Path) -> Paths {
+        let paths = Paths {
+            boot: root.join("boot"),
+            install: root.join("etc/uplink/uplink.toml"),
+            state: root.join("var/lib/uplink"),
+            network: root.join("etc/systemd/network"),
+            timesyncd: root.join("etc/systemd/timesyncd.conf.d"),
+        };
+        fs::create_dir_all(&paths.boot).unwrap();
+        paths
+    }
+
+    const VALID: &str = r#"# The clinic's settings.
+[listener]
+ae_title = "CLINIC_UPLINK"   # what the ultrasound machine calls us
+
+[[destination]]
+name = "cloud"
+url = "https://cloud.example/dicom-web"
+auth = "bearer"
+token = "s3cret-token"   # from the cloud's settings page
+
+[network]
+address = "192.168.1.50/24"
+gateway = "192.168.1.1"
+dns = ["192.168.1.1"]
+ntp = ["ntp.example.org"]
+"#;
+
+    #[test]
+    fn a_valid_file_is_installed_and_its_secret_leaves_the_card() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths(root.path());
+        fs::write(paths.boot.join(BOOT_CONFIG), VALID).unwrap();
+        fs::write(paths.boot.join(BOOT_ERROR), "old error").unwrap();
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+
+        let installed = fs::read_to_string(&paths.install).unwrap();
+        let config = Config::parse(&installed).unwrap();
+        assert_eq!(config.listener.ae_title.as_str(), "CLINIC_UPLINK");
+        assert!(installed.contains("s3cret-token"));
+        let card = fs::read_to_string(paths.boot.join(BOOT_CONFIG)).unwrap();
+        assert!(!card.contains("s3cret-token"), "{card}");
+        assert!(
+            card.contains("token = \"(installed)\"   # from the cloud's settings page"),
+            "{card}"
+        );
+        assert!(card.contains("# what the ultrasound machine calls us"));
+        assert!(!paths.boot.join(BOOT_ERROR).exists());
+
+        let network = fs::read_to_string(paths.network.join("10-uplink.network")).unwrap();
+        assert!(network.contains("Address=192.168.1.50/24\nGateway=192.168.1.1\nDNS=192.168.1.1"));
+        let time = fs::read_to_string(paths.timesyncd.join("uplink.conf")).unwrap();
+        assert!(time.contains("NTP=ntp.example.org"));
+
+        // Next boot: the card says "(installed)", and the installed token stays.
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        assert!(
+            fs::read_to_string(&paths.install)
+                .unwrap()
+                .contains("s3cret-token")
+        );
+    }
+
+    #[test]
+    fn a_new_secret_on_the_card_replaces_the_installed_one() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths(root.path());
+        fs::write(paths.boot.join(BOOT_CONFIG), VALID).unwrap();
+        run(&paths).unwrap();
+        fs::write(
+            paths.boot.join(BOOT_CONFIG),
+            VALID.replace("s3cret-token", "new-token"),
+        )
+        .unwrap();
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        let installed = fs::read_to_string(&paths.install).unwrap();
+        assert!(installed.contains("new-token") && !installed.contains("s3cret-token"));
+    }
+
+    #[test]
+    fn an_invalid_file_changes_nothing_and_says_why_on_the_card() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths(root.path());
+        fs::write(paths.boot.join(BOOT_CONFIG), VALID).unwrap();
+        run(&paths).unwrap();
+        let before = fs::read_to_string(&paths.install).unwrap();
+
+        let typo = VALID.replace("ae_title", "ae_titel");
+        fs::write(paths.boot.join(BOOT_CONFIG), &typo).unwrap();
+        let Outcome::Refused(reason) = run(&paths).unwrap() else {
+            panic!("a typo was accepted");
+        };
+        assert!(reason.contains("ae_titel"), "{reason}");
+        assert_eq!(fs::read_to_string(&paths.install).unwrap(), before);
+        let shown = fs::read_to_string(paths.boot.join(BOOT_ERROR)).unwrap();
+        assert!(
+            shown.contains("ae_titel") && shown.contains("previous settings"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let reason = refused_reason(&paths.state).unwrap();
+        assert!(reason.contains("ae_titel"), "{reason}");
+        // The card keeps the clinic's text as written, to be corrected.
+        assert_eq!(
+            fs::read_to_string(paths.boot.join(BOOT_CONFIG)).unwrap(),
+            typo
+        );
+
+        fs::write(paths.boot.join(BOOT_CONFIG), VALID).unwrap();
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        assert!(refused_reason(&paths.state).is_none());
+        assert!(!paths.boot.join(BOOT_ERROR).exists());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_the_error_message() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths(root.path());
+        let broken = VALID.replace("token = \"s3cret-token\"", "token = \"s3cret-token\" x");
+        fs::write(paths.boot.join(BOOT_CONFIG), broken).unwrap();
+        let Outcome::Refused(reason) = run(&paths).unwrap() else {
+            panic!("a broken line was accepted");
+        };
+        assert!(reason.contains("***"), "{reason}");
+        for file in [paths.boot.join(BOOT_ERROR), paths.state.join(STATE_ERROR)] {
+            assert!(!fs::read_to_string(file).unwrap().contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn installed_without_an_installed_secret_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths(root.path());
+        fs::write(
+            paths.boot.join(BOOT_CONFIG),
+            VALID.replace("s3cret-token", INSTALLED),
+        )
+        .unwrap();
+        let Outcome::Refused(reason) = run(&paths).unwrap() else {
+            panic!("accepted a token it does not have");
+        };
+        assert!(reason.contains("write the token again"), "{reason}");
+        assert!(!paths.install.exists());
+    }
+
+    #[test]
+    fn dhcp_and_default_time_servers_without_a_network_section() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths(root.path());
+        fs::write(paths.boot.join(BOOT_CONFIG), VALID).unwrap();
+        run(&paths).unwrap();
+        let plain = &VALID[..VALID.find("[network]").unwrap()];
+        fs::write(paths.boot.join(BOOT_CONFIG), plain).unwrap();
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        let network = fs::read_to_string(paths.network.join("10-uplink.network")).unwrap();
+        assert!(network.contains("DHCP=yes"));
+        assert!(!paths.timesyncd.join("uplink.conf").exists());
+    }
+
+    #[test]
+    fn no_file_on_the_card_is_nothing_to_do() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(run(&paths(root.path())).unwrap(), Outcome::NothingToDo);
+    }
+
+    #[test]
+    fn network_settings_are_checked() {
+        let gateway_alone = "[network]\ngateway = \"10.0.0.1\"\n";
+        assert!(
+            Config::parse(gateway_alone)
+                .unwrap_err()
+                .to_string()
+                .contains("static address")
+        );
+        let bad_ntp = "[network]\nntp = [\"pool.ntp.org\\nDNS=6.6.6.6\"]\n";
+        assert!(
+            Config::parse(bad_ntp)
+                .unwrap_err()
+                .to_string()
+                .contains("not a host name")
+        );
+    }
+}

@@ -21,3 +21,7 @@ fi
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+
+# The Raspberry Pi builds: cross-compiled, unit tests and an end-to-end smoke test
+# under qemu-user, a .deb per target.
+scripts/arm.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian (the real DICOM peers: dcmtk, Orthanc
 # with its DICOMweb plugin, stunnel for HTTPS) and runs it:
-# formatting, lints, unit tests and the end-to-end tests against dcmtk.
+# formatting, lints, unit tests and the end-to-end tests against dcmtk; then the
+# Raspberry Pi builds (scripts/arm.sh) and the SD card image with its boot test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,9 @@ cargo test --locked
 # The Raspberry Pi builds: cross-compiled, unit tests and an end-to-end smoke test
 # under qemu-user, a .deb per target.
 scripts/arm.sh
+
+# The SD card image: built from Debian packages with the aarch64 .deb, then booted
+# under qemu-system-aarch64 with a clinic's uplink.toml on its boot partition until
+# the provisioned agent answers a C-ECHO and the token is gone from the card.
+board/build-image.sh
+board/smoke-boot.sh

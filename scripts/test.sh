@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(dcmtk orthanc orthanc-dicomweb stunnel4 openssl curl qpdf dicom3tools systemd util-linux)
+packages=(dcmtk orthanc orthanc-dicomweb stunnel4 openssl curl qpdf dicom3tools systemd util-linux iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -6,6 +6,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -399,4 +400,108 @@ fn sigterm_stops_cleanly_with_exit_0() {
     assert_eq!(agent.terminate(), Some(0), "{}", agent.log());
     assert!(agent.log().contains("stopped cleanly"));
     assert_eq!(agent.status_json()["running"], false);
+}
+
+/// A second host on this machine: a network namespace joined by a veth pair, so that
+/// a peer really comes from another address. Removed when dropped.
+struct SecondHost {
+    name: String,
+    pub host_address: String,
+    pub peer_address: String,
+}
+
+impl SecondHost {
+    fn new() -> SecondHost {
+        let id = std::process::id() % 200 + 20;
+        let name = format!("uplinktest{}", std::process::id());
+        let (host_address, peer_address) = (format!("10.213.{id}.1"), format!("10.213.{id}.2"));
+        let run = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (iproute2)");
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out));
+        };
+        let second = SecondHost {
+            name: name.clone(),
+            host_address: host_address.clone(),
+            peer_address: peer_address.clone(),
+        };
+        let (host_if, peer_if) = (format!("vu{id}h"), format!("vu{id}p"));
+        run(&["netns", "add", &name]);
+        run(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+        ]);
+        run(&["link", "set", &peer_if, "netns", &name]);
+        run(&[
+            "addr",
+            "add",
+            &format!("{host_address}/30"),
+            "dev",
+            &host_if,
+        ]);
+        run(&["link", "set", &host_if, "up"]);
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", name.as_str(), "ip"];
+            all.extend_from_slice(args);
+            run(&all);
+        };
+        in_ns(&[
+            "addr",
+            "add",
+            &format!("{peer_address}/30"),
+            "dev",
+            &peer_if,
+        ]);
+        in_ns(&["link", "set", &peer_if, "up"]);
+        in_ns(&["link", "set", "lo", "up"]);
+        second
+    }
+
+    /// echoscu run from the second host.
+    fn echoscu(&self, address: &str, port: u16) -> std::process::Output {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &self.name, "echoscu", "-aec", "UPLINK", address,
+            ])
+            .arg(port.to_string())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for SecondHost {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the veth pair, and so both ends.
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn a_peer_from_another_address_is_refused_while_an_allowed_one_is_served() {
+    let second = SecondHost::new();
+    let agent = Agent::start(&format!(
+        "[listener]\nbind = \"0.0.0.0\"\nallowed_addresses = [\"127.0.0.1/32\", \"{}/32\"]",
+        second.host_address
+    ));
+    // From the namespace, the agent sees 10.213.x.2: not on the list.
+    let refused = second.echoscu(&second.host_address, agent.port);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("Rejected Permanent"),
+        "{}",
+        text(&refused)
+    );
+    // From this host, over loopback: on the list.
+    let served = dcmtk(
+        "echoscu",
+        &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()],
+    );
+    assert!(served.status.success(), "{}", text(&served));
+    assert!(
+        agent.log().contains(&second.peer_address),
+        "the refusal names the address"
+    );
 }

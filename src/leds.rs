@@ -113,14 +113,9 @@ pub trait Lights: Send {
 }
 
 /// The simulated panel: one terminal line whenever an LED changes.
+#[derive(Default)]
 pub struct Terminal {
     state: [bool; 4],
-}
-
-impl Terminal {
-    pub fn new() -> Terminal {
-        Terminal { state: [false; 4] }
-    }
 }
 
 impl Lights for Terminal {
@@ -147,7 +142,7 @@ impl Lights for Terminal {
 /// the agent runs on, its state in `status` and the log.
 pub fn open(config: &Leds, simulated: bool) -> Option<Box<dyn Lights>> {
     if simulated {
-        return Some(Box::new(Terminal::new()));
+        return Some(Box::new(Terminal::default()));
     }
     let pins = [
         config.power,

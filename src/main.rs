@@ -1,26 +1,6 @@
-//! uplink: the agent on a small box in an ultrasound clinic.
-//!
-//! The data flows receive → (anonymize) → queue → upload: the ultrasound machine
-//! sends exams over DICOM, the box stores them durably in its spool and delivers
-//! them to each configured destination. Configuration, events and status sit at
-//! the side.
+//! `uplink`, the command: parses the command line and hands over to the library.
 
-mod anonymize;
-mod clock;
-mod config;
-mod events;
-mod leds;
-mod logging;
-mod provision;
-mod quarantine;
-mod queue;
-mod receive;
-mod serve;
-mod service;
-mod shutdown;
-mod status;
-mod stream;
-mod upload;
+use uplink::{anonymize, config, leds, logging, provision, quarantine, serve, status};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -43,7 +43,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let mut pdus = PduStream::new(stream, max_pdu);
     // ARTIM: the whole request within the idle timeout, however it trickles in.
     pdus.set_deadline(timeout.map(|t| Instant::now() + t));
-    let rq = match pdus.next() {
+    let rq = match pdus.next_pdu() {
         Ok(Next::Control(Pdu::AssociationRQ(rq))) => rq,
         Ok(_) => {
             log::warn!("{peer}: first PDU is not an association request; aborting");
@@ -111,7 +111,7 @@ fn converse<S: Read + Write>(
     shared: &Shared,
 ) -> Result<(), Fault> {
     loop {
-        let pdv = match pdus.next()? {
+        let pdv = match pdus.next_pdu()? {
             Next::Pdv(pdv) => pdv,
             Next::Control(Pdu::ReleaseRQ) => {
                 let _ = pdus.send(&Pdu::ReleaseRP);
@@ -199,7 +199,7 @@ fn read_command<S: Read + Write>(
         if last {
             return Ok(bytes);
         }
-        match pdus.next()? {
+        match pdus.next_pdu()? {
             Next::Pdv(pdv) if pdv.is_command && pdv.context_id == context_id => last = pdv.is_last,
             Next::Pdv(pdv) => return Err(Fault::BadContext(pdv.context_id)),
             Next::Control(Pdu::AbortRQ { .. }) => return Err(Fault::PeerAborted),
@@ -225,7 +225,7 @@ pub fn refuse(stream: TcpStream, rj: AssociationRJ) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
     let mut pdus = PduStream::new(stream, 16 * 1024);
     pdus.set_deadline(Some(Instant::now() + Duration::from_secs(10)));
-    if let Ok(Next::Control(Pdu::AssociationRQ(_))) = pdus.next() {
+    if let Ok(Next::Control(Pdu::AssociationRQ(_))) = pdus.next_pdu() {
         let _ = pdus.send(&Pdu::AssociationRJ(rj));
     }
     let _ = pdus.get_ref().shutdown(Shutdown::Both);

@@ -154,7 +154,7 @@ impl<S: Read + Write> PduStream<S> {
     }
 
     /// Reads the next PDV header or control PDU. The previous PDV must be consumed.
-    pub fn next(&mut self) -> Result<Next, Fault> {
+    pub fn next_pdu(&mut self) -> Result<Next, Fault> {
         debug_assert_eq!(self.pdv_left, 0, "previous PDV not consumed");
         if self.pdata_left == 0 {
             let mut header = [0u8; 6];
@@ -348,7 +348,7 @@ impl<S: Read + Write> Read for DataSetReader<'_, S> {
             if self.last_seen || buf.is_empty() {
                 return Ok(0);
             }
-            match self.pdus.next() {
+            match self.pdus.next_pdu() {
                 Ok(Next::Pdv(pdv)) if !pdv.is_command && pdv.context_id == self.context_id => {
                     self.last_seen = pdv.is_last;
                 }
@@ -431,7 +431,7 @@ mod tests {
         reader.read_to_string(&mut data).unwrap();
         assert_eq!(data, "abcdefg");
         assert_eq!(reader.payload_bytes(), 7);
-        match pdus.next().unwrap() {
+        match pdus.next_pdu().unwrap() {
             Next::Pdv(h) => assert!(h.is_command && h.is_last && h.context_id == 1),
             other => panic!("{other:?}"),
         }
@@ -441,7 +441,7 @@ mod tests {
     fn oversized_pdata_is_refused_before_reading_its_body() {
         let mut bytes = vec![PDU_TYPE_PDATA, 0];
         bytes.extend_from_slice(&u32::MAX.to_be_bytes());
-        match stream(bytes).next() {
+        match stream(bytes).next_pdu() {
             Err(Fault::TooLarge { length, max }) => assert_eq!((length, max), (u32::MAX, 4096)),
             other => panic!("{other:?}"),
         }
@@ -451,7 +451,7 @@ mod tests {
     fn pdv_longer_than_its_pdu_is_malformed() {
         let mut bytes = pdata(&[(1, 0b10, b"abcd")]);
         bytes[9] = 0xFF; // item length low byte
-        assert!(matches!(stream(bytes).next(), Err(Fault::Malformed(_))));
+        assert!(matches!(stream(bytes).next_pdu(), Err(Fault::Malformed(_))));
     }
 
     #[test]
@@ -492,7 +492,7 @@ mod tests {
     #[test]
     fn release_request_is_decoded() {
         let mut pdus = stream(vec![0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
-        assert!(matches!(pdus.next(), Ok(Next::Control(Pdu::ReleaseRQ))));
-        assert!(matches!(pdus.next(), Err(Fault::Closed)));
+        assert!(matches!(pdus.next_pdu(), Ok(Next::Control(Pdu::ReleaseRQ))));
+        assert!(matches!(pdus.next_pdu(), Err(Fault::Closed)));
     }
 }

@@ -94,6 +94,14 @@ pub struct Listener {
     /// What to do with storage SOP classes this build does not know (private raw data):
     /// `accept` queues them like any other, `reject` refuses their presentation contexts.
     pub unknown_sop_classes: UnknownSopClasses,
+    /// DICOM over TLS (PS3.15 B.1): our certificate chain (PEM). With it and
+    /// `tls_key`, the listener speaks TLS only.
+    pub tls_certificate: Option<PathBuf>,
+    /// The private key of `tls_certificate` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the ultrasound machines' client certificates;
+    /// when set, a peer without such a certificate is refused.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// `[storage]`: the data directory on the SD card.
@@ -436,6 +444,9 @@ impl Default for Listener {
             max_pdu_length: Bounded(65_536),
             idle_timeout_secs: Bounded(60),
             unknown_sop_classes: UnknownSopClasses::Accept,
+            tls_certificate: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -533,6 +544,19 @@ impl Config {
             }
         }
         self.network.check().map_err(ConfigError)?;
+        let l = &self.listener;
+        if l.tls_certificate.is_some() != l.tls_key.is_some() {
+            return Err(ConfigError(
+                "[listener] tls_certificate and tls_key go together: set both for DICOM over TLS, or neither".into(),
+            ));
+        }
+        if l.tls_client_ca.is_some() && l.tls_certificate.is_none() {
+            return Err(ConfigError(
+                "[listener] tls_client_ca needs tls_certificate and tls_key: client certificates are checked only over TLS".into(),
+            ));
+        }
+        // The files are read now, so that a wrong path is a configuration error.
+        crate::receive::tls::server_config(l).map_err(ConfigError)?;
         self.provisioned = !self.destinations.is_empty();
         if self.destinations.is_empty() {
             let outbox = self.storage.data_dir.join("outbox");

@@ -505,3 +505,164 @@ fn a_peer_from_another_address_is_refused_while_an_allowed_one_is_served() {
         "the refusal names the address"
     );
 }
+
+/// A test CA with a server certificate for 127.0.0.1 and a client certificate, by
+/// openssl: (dir, paths by name: ca, server, server_key, client, client_key).
+fn pki() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=clinic test CA",
+    ]);
+    fs::write(
+        dir.path().join("server.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("client.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    for who in ["server", "client"] {
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
+            "-subj",
+            &format!("/CN=uplink test {who}"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{who}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.cnf"),
+        ]);
+    }
+    dir
+}
+
+#[test]
+fn dicom_over_tls_lets_in_only_machines_with_the_clinics_certificate() {
+    let pki = pki();
+    let at = |name: &str| pki.path().join(name).display().to_string();
+    let agent = Agent::start(&format!(
+        "[listener]\ntls_certificate = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\n",
+        at("server.pem"),
+        at("server.key"),
+        at("ca.pem")
+    ));
+    let port = agent.port.to_string();
+    let (client_key, client, ca) = (at("client.key"), at("client.pem"), at("ca.pem"));
+    let tls = [
+        "+tls",
+        client_key.as_str(),
+        client.as_str(),
+        "+cf",
+        ca.as_str(),
+    ];
+    // With the clinic's client certificate, verifying ours: echo and store work.
+    let mut args = tls.to_vec();
+    args.extend(["-aec", "UPLINK", "127.0.0.1", port.as_str()]);
+    let echo = dcmtk("echoscu", &args);
+    assert!(echo.status.success(), "{}\n{}", text(&echo), agent.log());
+    let input = tempfile::tempdir().unwrap();
+    let file = input.path().join("tls.dcm");
+    write_us_image(&file, "1.2.826.0.1.3680043.10.88.1", EXPLICIT_LE, 16, 16);
+    let mut args = tls.to_vec();
+    args.extend([
+        "-aec",
+        "UPLINK",
+        "127.0.0.1",
+        port.as_str(),
+        file.to_str().unwrap(),
+    ]);
+    let store = dcmtk("storescu", &args);
+    assert!(store.status.success(), "{}\n{}", text(&store), agent.log());
+    agent.wait_outbox(1);
+
+    // TLS without a client certificate: the handshake fails.
+    let anonymous = dcmtk(
+        "echoscu",
+        &["+tla", "+cf", &ca, "-aec", "UPLINK", "127.0.0.1", &port],
+    );
+    assert!(!anonymous.status.success(), "{}", text(&anonymous));
+    // Plain DICOM to the TLS port: no association.
+    let plain = dcmtk(
+        "echoscu",
+        &["-to", "5", "-aec", "UPLINK", "127.0.0.1", &port],
+    );
+    assert!(!plain.status.success(), "{}", text(&plain));
+    // The agent went on serving.
+    let mut args = tls.to_vec();
+    args.extend(["-aec", "UPLINK", "127.0.0.1", port.as_str()]);
+    assert!(dcmtk("echoscu", &args).status.success());
+}
+
+#[test]
+fn tls_settings_are_checked_before_the_agent_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("uplink.toml");
+    for (toml, says) in [
+        (
+            "[listener]\ntls_certificate = \"/etc/hostname\"\n",
+            "go together",
+        ),
+        (
+            "[listener]\ntls_certificate = \"/no/such.pem\"\ntls_key = \"/no/such.key\"\n",
+            "/no/such.pem",
+        ),
+        (
+            "[listener]\ntls_client_ca = \"/etc/hostname\"\n",
+            "needs tls_certificate",
+        ),
+    ] {
+        fs::write(&config, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_uplink"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{toml}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{}",
+            text(&out)
+        );
+    }
+}

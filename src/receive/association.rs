@@ -6,16 +6,18 @@
 //! harm instances already queued, which the queue owns.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dicom_ul::pdu::{AbortRQSource, AssociationRJ, Pdu};
+use rustls::ServerConfig;
 
 use super::dimse::{self, Command, Status};
 use super::negotiation::{self, Accepted, Policy};
 use super::pdu::{DataSetReader, Fault, Next, PduStream};
 use super::store;
+use super::tls::{self, Wire};
 use crate::anonymize::Anonymizer;
 use crate::config::Listener;
 use crate::events::{Board, Event};
@@ -24,12 +26,14 @@ use crate::queue::Queue;
 /// What every association shares.
 pub struct Shared {
     pub listener: Listener,
+    /// The listener's TLS configuration, when it speaks DICOM over TLS.
+    pub tls: Option<Arc<ServerConfig>>,
     pub queue: Arc<Queue>,
     pub board: Arc<Board>,
     pub anonymizer: Anonymizer,
 }
 
-/// Serves one connection to its end.
+/// Serves one connection to its end, over TLS where the listener has it.
 pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let timeout = Some(Duration::from_secs(shared.listener.idle_timeout_secs.0));
     if stream
@@ -39,6 +43,16 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     {
         return;
     }
+    match &shared.tls {
+        Some(config) => match tls::accept(config, stream) {
+            Ok(stream) => serve_on(stream, peer, shared, timeout),
+            Err(e) => log::warn!("{peer}: TLS: {e}"),
+        },
+        None => serve_on(stream, peer, shared, timeout),
+    }
+}
+
+fn serve_on<W: Wire>(stream: W, peer: SocketAddr, shared: &Shared, timeout: Option<Duration>) {
     let max_pdu = shared.listener.max_pdu_length.0 as u32;
     let mut pdus = PduStream::new(stream, max_pdu);
     // ARTIM: the whole request within the idle timeout, however it trickles in.
@@ -209,24 +223,35 @@ fn read_command<S: Read + Write>(
 }
 
 /// Sends an A-ABORT if the fault calls for one, then closes the connection.
-fn abort(pdus: &mut PduStream<TcpStream>, fault: &Fault) {
+fn abort<W: Wire>(pdus: &mut PduStream<W>, fault: &Fault) {
     if let Some(reason) = fault.abort_reason() {
         let _ = pdus.send(&Pdu::AbortRQ {
             source: AbortRQSource::ServiceProvider(reason),
         });
     }
-    let _ = pdus.get_ref().shutdown(Shutdown::Both);
+    pdus.get_mut().close();
 }
 
 /// Refuses a connection before negotiation (over the cap, address not allowed):
 /// reads its request so the peer gets a proper A-ASSOCIATE-RJ, then closes.
-pub fn refuse(stream: TcpStream, rj: AssociationRJ) {
+pub fn refuse(stream: TcpStream, rj: AssociationRJ, tls: Option<&Arc<ServerConfig>>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    match tls {
+        Some(config) => {
+            if let Ok(stream) = tls::accept(config, stream) {
+                refuse_on(stream, rj);
+            }
+        }
+        None => refuse_on(stream, rj),
+    }
+}
+
+fn refuse_on<W: Wire>(stream: W, rj: AssociationRJ) {
     let mut pdus = PduStream::new(stream, 16 * 1024);
     pdus.set_deadline(Some(Instant::now() + Duration::from_secs(10)));
     if let Ok(Next::Control(Pdu::AssociationRQ(_))) = pdus.next_pdu() {
         let _ = pdus.send(&Pdu::AssociationRJ(rj));
     }
-    let _ = pdus.get_ref().shutdown(Shutdown::Both);
+    pdus.get_mut().close();
 }

@@ -12,6 +12,7 @@ pub mod negotiation;
 pub mod pdu;
 pub mod sop_classes;
 pub mod store;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io;
@@ -108,8 +109,9 @@ impl Listener {
                 self.shared
                     .board
                     .record(crate::events::Event::AssociationRefused { reason });
+                let tls = self.shared.tls.clone();
                 tasks.push(smol::spawn(smol::unblock(move || {
-                    association::refuse(stream, rj)
+                    association::refuse(stream, rj, tls.as_ref())
                 })));
                 continue;
             }

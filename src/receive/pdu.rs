@@ -149,8 +149,8 @@ impl<S: Read + Write> PduStream<S> {
     }
 
     /// The underlying connection (for socket options and shutdown).
-    pub fn get_ref(&self) -> &S {
-        self.stream.get_ref()
+    pub fn get_mut(&mut self) -> &mut S {
+        self.stream.get_mut()
     }
 
     /// Reads the next PDV header or control PDU. The previous PDV must be consumed.

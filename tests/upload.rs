@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use common::orthanc::Orthanc;
@@ -370,4 +371,55 @@ fn secrets_never_reach_logs_status_or_the_card() {
         String::from_utf8_lossy(&places[1].1).contains("********"),
         "check-config masks it"
     );
+}
+
+#[test]
+fn a_long_outage_shows_its_backlog_and_a_slow_line_drains_it() {
+    let mut orthanc = Orthanc::start();
+    // The clinic's uplink: 512 KiB/s towards the cloud.
+    let rate = 512 * 1024;
+    let proxy = common::proxy::FaultyProxy::slow(orthanc.http_port, rate);
+    let url = format!("http://127.0.0.1:{}/dicom-web", proxy.port);
+    orthanc.pause();
+    let agent = Agent::start(&destination("cloud", &url, ""));
+    let input = tempfile::tempdir().unwrap();
+    let files = images(input.path(), 120, 28);
+    // The cloud is away: every exam is still taken at once.
+    for chunk in files.chunks(20) {
+        send(&agent, &["-R"], chunk);
+    }
+    agent.wait_destination(20, "state", "offline");
+    agent.wait_destination(20, "pending", 120);
+    let status = agent.status_json();
+    assert!(
+        status["destinations"][0]["pending_bytes"].as_u64() > Some(120 * 14_000),
+        "{status}"
+    );
+    let said = Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["status", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    assert!(
+        text(&said).contains("pending 120"),
+        "the backlog is visible: {}",
+        text(&said)
+    );
+
+    // It comes back behind a slow line: everything drains, at the line's pace.
+    let started = std::time::Instant::now();
+    orthanc.resume();
+    orthanc.wait_instances(120, 120, || agent.log());
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    let floor = Duration::from_secs_f64(bytes as f64 / rate as f64 * 0.8);
+    assert!(
+        started.elapsed() >= floor,
+        "drained in {:?}, faster than the line allows ({floor:?})",
+        started.elapsed()
+    );
+    agent.wait_spool_empty(20);
+    agent.wait_destination(20, "pending", 0);
 }

@@ -1,7 +1,7 @@
 //! A misbehaving network between the agent and Orthanc, where no real component can
 //! produce the fault on cue: it answers `429 Too Many Requests` and `503 Service
 //! Unavailable` in turn (with Retry-After) to the first requests, then cuts one connection in the middle of its body, then
-//! forwards faithfully. It sits at the boundary (a TCP proxy); the agent and Orthanc
+//! forwards faithfully; or, as a slow line, forwards at a fixed rate. It sits at the boundary (a TCP proxy); the agent and Orthanc
 //! are the real ones.
 
 use std::io::{self, Read, Write};
@@ -17,18 +17,40 @@ pub struct FaultyProxy {
 struct Plan {
     refuse: usize,
     cut_after: Option<usize>,
+    /// Bytes per second the line carries upstream, if it is slow.
+    rate: Option<u64>,
 }
 
 impl FaultyProxy {
     /// Refuses the first `refuse` requests with 429 or 503, then cuts the next connection
     /// after `cut_after` bytes of request, then forwards to `target_port`.
     pub fn start(target_port: u16, refuse: usize, cut_after: usize) -> FaultyProxy {
+        FaultyProxy::with_plan(
+            target_port,
+            Plan {
+                refuse,
+                cut_after: Some(cut_after),
+                rate: None,
+            },
+        )
+    }
+
+    /// A slow line: forwards everything, upstream at `bytes_per_sec`.
+    pub fn slow(target_port: u16, bytes_per_sec: u64) -> FaultyProxy {
+        FaultyProxy::with_plan(
+            target_port,
+            Plan {
+                refuse: 0,
+                cut_after: None,
+                rate: Some(bytes_per_sec),
+            },
+        )
+    }
+
+    fn with_plan(target_port: u16, plan: Plan) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let plan = Arc::new(Mutex::new(Plan {
-            refuse,
-            cut_after: Some(cut_after),
-        }));
+        let plan = Arc::new(Mutex::new(plan));
         let log = Arc::new(Mutex::new(Vec::new()));
         let events = log.clone();
         thread::spawn(move || {
@@ -83,7 +105,10 @@ fn serve(
         client.write_all(answer.as_bytes())?;
         return Ok(());
     }
-    let cut_after = plan.lock().unwrap().cut_after.take();
+    let (cut_after, rate) = {
+        let mut plan = plan.lock().unwrap();
+        (plan.cut_after.take(), plan.rate)
+    };
     let server = TcpStream::connect(("127.0.0.1", target_port))?;
     let (mut client_read, mut server_write) = (client.try_clone()?, server.try_clone()?);
     let upstream = thread::spawn(move || -> io::Result<()> {
@@ -99,7 +124,12 @@ fn serve(
                 Ok(())
             }
             None => {
-                io::copy(&mut client_read, &mut server_write)?;
+                match rate {
+                    Some(rate) => slow_copy(&mut client_read, &mut server_write, rate)?,
+                    None => {
+                        io::copy(&mut client_read, &mut server_write)?;
+                    }
+                }
                 server_write.shutdown(Shutdown::Write)
             }
         }
@@ -112,6 +142,19 @@ fn serve(
     let _ = client_write.shutdown(Shutdown::Both);
     let _ = upstream.join();
     Ok(())
+}
+
+/// Copies at `rate` bytes per second, a 4 KiB packet at a time.
+fn slow_copy(from: &mut TcpStream, to: &mut TcpStream, rate: u64) -> io::Result<()> {
+    let mut packet = [0u8; 4096];
+    loop {
+        let n = from.read(&mut packet)?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&packet[..n])?;
+        thread::sleep(std::time::Duration::from_secs_f64(n as f64 / rate as f64));
+    }
 }
 
 /// Reads the request head; returns it, the Content-Length, and the body bytes read with it.

@@ -12,19 +12,12 @@
 # kernel and initrd beside it for board/smoke-boot.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/apt.sh
 out=$(realpath -m "${1:-target/image}")
 started=$(date +%s)
 
 packages=(mmdebstrap qemu-user-static binfmt-support genimage dosfstools mtools e2fsprogs)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "installing image-build dependencies: ${missing[*]}"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+need_packages "image-build dependencies" "${packages[@]}"
 # Foreign binaries in the rootfs run through qemu-user via binfmt_misc.
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
   mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc

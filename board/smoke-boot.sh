@@ -11,6 +11,7 @@
 #     board/smoke-boot.sh [IMAGE_DIR]     (default: target/image, from build-image.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/apt.sh
 dir=$(realpath "${1:-target/image}")
 timeout_secs=${SMOKE_TIMEOUT:-600}
 
@@ -25,7 +26,7 @@ if ! command -v qemu-system-aarch64 >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     -t bookworm-backports qemu-system-arm
 fi
-command -v echoscu >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q dcmtk
+need_packages "smoke-test dependencies" dcmtk mtools
 
 work=$(mktemp -d)
 qemu=""

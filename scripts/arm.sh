@@ -11,23 +11,14 @@
 #     scripts/arm.sh [TRIPLE ...]     (default: both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/apt.sh
 
 targets=("$@")
 ((${#targets[@]})) || targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 
 packages=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
           qemu-user-static dcmtk)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  echo "installing cross-build dependencies: ${missing[*]}"
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+need_packages "cross-build dependencies" "${packages[@]}"
 rustup target add "${targets[@]}"
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
 

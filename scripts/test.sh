@@ -5,19 +5,10 @@
 # Raspberry Pi builds (scripts/arm.sh) and the SD card image with its boot test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/apt.sh
 
 packages=(dcmtk orthanc orthanc-dicomweb stunnel4 openssl curl qpdf dicom3tools systemd util-linux iproute2)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  echo "installing test dependencies: ${missing[*]}"
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+need_packages "test dependencies" "${packages[@]}"
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

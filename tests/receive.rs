@@ -506,81 +506,11 @@ fn a_peer_from_another_address_is_refused_while_an_allowed_one_is_served() {
     );
 }
 
-/// A test CA with a server certificate for 127.0.0.1 and a client certificate, by
-/// openssl: (dir, paths by name: ca, server, server_key, client, client_key).
-fn pki() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=clinic test CA",
-    ]);
-    fs::write(
-        dir.path().join("server.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    fs::write(
-        dir.path().join("client.cnf"),
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    for who in ["server", "client"] {
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{who}.key"),
-            "-out",
-            &format!("{who}.csr"),
-            "-subj",
-            &format!("/CN=uplink test {who}"),
-        ]);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{who}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &format!("{who}.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{who}.cnf"),
-        ]);
-    }
-    dir
-}
-
 #[test]
 fn dicom_over_tls_lets_in_only_machines_with_the_clinics_certificate() {
-    let pki = pki();
-    let at = |name: &str| pki.path().join(name).display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::create(dir.path());
+    let at = |name: &str| pki.file(name);
     let agent = Agent::start(&format!(
         "[listener]\ntls_certificate = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\n",
         at("server.pem"),

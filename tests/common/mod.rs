@@ -5,6 +5,7 @@
 
 pub mod fixtures;
 pub mod orthanc;
+pub mod pki;
 pub mod proxy;
 
 use std::fs;

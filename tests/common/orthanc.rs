@@ -1,7 +1,7 @@
 //! A real DICOMweb server for the tests: Orthanc with its DICOMweb plugin (Debian
 //! packages `orthanc` and `orthanc-dicomweb`), on loopback, with its own storage.
 //! HTTPS comes from stunnel in front of it (Debian's Orthanc build crashes on its
-//! own SSL option), with a test CA made by openssl.
+//! own SSL option), with the test CA of `pki.rs`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -95,67 +95,7 @@ impl Orthanc {
     pub fn with_tls(&mut self) -> (String, PathBuf) {
         let dir = self.dir.path().join("tls");
         fs::create_dir_all(&dir).unwrap();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .expect("cannot run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=uplink test CA",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        fs::write(
-            dir.join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]);
+        super::pki::Pki::create(&dir);
         let port = free_port();
         let conf = dir.join("stunnel.conf");
         fs::write(

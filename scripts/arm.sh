@@ -80,7 +80,7 @@ TOML
 for triple in "${targets[@]}"; do
   echo "== $triple"
   cargo build --locked --release --target "$triple"
-  cargo test --locked --target "$triple" --bins
+  cargo test --locked --target "$triple" --lib
   smoke "$triple"
   cargo deb --no-build --target "$triple" --output "target/$triple/debian/"
   size=$(stat -c %s "target/$triple/release/uplink")

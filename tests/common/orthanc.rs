@@ -215,6 +215,14 @@ impl Orthanc {
         path
     }
 
+    /// How many instances Orthanc holds, from its statistics (cheap at any count,
+    /// unlike listing them).
+    pub fn count_instances(&self) -> u64 {
+        self.get("/statistics")
+            .and_then(|s| s["CountInstances"].as_u64())
+            .unwrap_or(0)
+    }
+
     /// Waits until Orthanc holds `n` instances.
     pub fn wait_instances(&self, n: usize, secs: u64, log: impl Fn() -> String) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(secs);

@@ -19,15 +19,6 @@ fn open_files(pid: u32) -> usize {
         .count()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn steady_traffic_and_a_flapping_destination_leave_memory_and_files_flat() {
     let secs: u64 = std::env::var("UPLINK_SOAK_SECS")
@@ -81,7 +72,11 @@ fn steady_traffic_and_a_flapping_destination_leave_memory_and_files_flat() {
             }
             next_flap += Duration::from_secs(3);
         }
-        samples.push((started.elapsed(), rss_kib(pid), open_files(pid)));
+        samples.push((
+            started.elapsed(),
+            proc_status_kib(pid, "VmRSS"),
+            open_files(pid),
+        ));
         std::thread::sleep(Duration::from_millis(100));
     }
     // After a warm-up quarter, nothing may grow: compare the second half with the

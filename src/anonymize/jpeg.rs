@@ -299,7 +299,8 @@ impl Huffman {
             }
             code <<= 1;
         }
-        for (&symbol, &len) in table.symbols.iter().zip(&table.length_of_symbols()) {
+        for &symbol in symbols {
+            let len = table.length[usize::from(symbol)];
             if u32::from(len) <= LOOKAHEAD {
                 let shift = LOOKAHEAD - u32::from(len);
                 let first = usize::from(table.code[usize::from(symbol)]) << shift;
@@ -309,13 +310,6 @@ impl Huffman {
             }
         }
         Ok(table)
-    }
-
-    fn length_of_symbols(&self) -> Vec<u8> {
-        self.symbols
-            .iter()
-            .map(|&s| self.length[usize::from(s)])
-            .collect()
     }
 
     fn decode(&self, reader: &mut BitReader) -> Result<u8, String> {

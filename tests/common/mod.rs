@@ -160,12 +160,7 @@ impl Agent {
 
     /// Peak resident memory of the agent so far, in KiB (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        proc_status_kib(self.pid(), "VmHWM")
     }
 
     /// Waits until the outbox holds `n` files (and no temp files), or panics.
@@ -290,6 +285,16 @@ fn fix_sections(text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A `kB` field of `/proc/PID/status` (VmHWM, VmRSS, ...).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 /// `*.dcm` files in a folder, sorted.

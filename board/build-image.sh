@@ -16,8 +16,7 @@ source scripts/apt.sh
 out=$(realpath -m "${1:-target/image}")
 started=$(date +%s)
 
-packages=(mmdebstrap qemu-user-static binfmt-support genimage dosfstools mtools e2fsprogs)
-need_packages "image-build dependencies" "${packages[@]}"
+require image
 # Foreign binaries in the rootfs run through qemu-user via binfmt_misc.
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
   mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc

@@ -15,18 +15,7 @@ source scripts/apt.sh
 dir=$(realpath "${1:-target/image}")
 timeout_secs=${SMOKE_TIMEOUT:-600}
 
-# qemu-system-arm in bookworm conflicts with this machine's newer qemu-utils; the
-# backports build does not.
-if ! command -v qemu-system-aarch64 >/dev/null; then
-  if ! apt-cache policy | grep -q bookworm-backports; then
-    echo "deb http://deb.debian.org/debian bookworm-backports main" \
-      > /etc/apt/sources.list.d/bookworm-backports.list
-  fi
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    -t bookworm-backports qemu-system-arm
-fi
-need_packages "smoke-test dependencies" dcmtk mtools
+require smoke
 
 work=$(mktemp -d)
 qemu=""

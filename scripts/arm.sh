@@ -16,9 +16,7 @@ source scripts/apt.sh
 targets=("$@")
 ((${#targets[@]})) || targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 
-packages=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
-          qemu-user-static dcmtk)
-need_packages "cross-build dependencies" "${packages[@]}"
+require arm
 rustup target add "${targets[@]}"
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
 

@@ -311,6 +311,9 @@ fn a_flaky_line_429s_503s_and_a_dropped_connection_end_with_everything_once() {
     let uids = orthanc.wait_instances(12, 60, || format!("{:?}\n{}", proxy.events(), agent.log()));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(orthanc.instance_uids().len(), 12, "nothing twice: {uids:?}");
+    // Orthanc keeps one copy per UID: a re-send shows only at the proxy.
+    assert_eq!(proxy.confirmed().len(), 12, "{:?}", proxy.confirmed());
+    assert_eq!(proxy.resent(), 0);
     let events = proxy.events();
     assert!(
         events.iter().any(|e| e.starts_with("503")) && events.iter().any(|e| e.starts_with("429")),
@@ -325,6 +328,76 @@ fn a_flaky_line_429s_503s_and_a_dropped_connection_end_with_everything_once() {
     );
     agent.wait_spool_empty(10);
     agent.wait_destination(10, "state", "ready");
+}
+
+/// An answer given by something that is not the archive.
+fn canned(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn a_login_page_a_redirect_or_an_empty_200_confirms_nothing() {
+    let orthanc = Orthanc::start();
+    let portal =
+        "<!DOCTYPE html><html><body><form>Guest Wi-Fi: accept the terms</form></body></html>";
+    let proxy = common::proxy::FaultyProxy::with_plan(
+        orthanc.http_port,
+        common::proxy::Plan {
+            canned: [
+                canned(
+                    "302 Found",
+                    "Location: http://portal.example/login?session=QX7\r\n",
+                    "",
+                ),
+                canned("200 OK", "Content-Type: text/plain\r\n", ""),
+                canned("200 OK", "Content-Type: text/html\r\n", portal),
+            ]
+            .into(),
+            // Then Orthanc answers in XML, as a server that ignores Accept does.
+            accept: Some("application/dicom+xml".into()),
+            ..Default::default()
+        },
+    );
+    let url = format!("http://127.0.0.1:{}/dicom-web", proxy.port);
+    let agent = Agent::start(&destination("cloud", &url, "batch = 4"));
+    let input = tempfile::tempdir().unwrap();
+    let files = images(input.path(), 8, 29);
+    send(&agent, &["-R"], &files);
+    // The portal's page is the last thing before Orthanc: status says what it was.
+    wait_until(
+        20,
+        || {
+            agent.status_json()["destinations"][0]["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("HTML page: a captive portal"))
+        },
+        || format!("{}\n{}", agent.status_json(), agent.log()),
+    );
+    // Nothing counts as delivered that Orthanc does not have.
+    let delivered = agent.status_json()["destinations"][0]["delivered"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        delivered <= orthanc.instance_uids().len() as u64,
+        "{delivered} delivered, Orthanc has {}",
+        orthanc.instance_uids().len()
+    );
+    orthanc.wait_instances(8, 60, || format!("{:?}\n{}", proxy.events(), agent.log()));
+    agent.wait_spool_empty(20);
+    agent.wait_destination(10, "delivered", 8);
+    assert_eq!(proxy.events().len(), 3, "{:?}", proxy.events());
+    let log = agent.log();
+    for said in [
+        "redirected to http://portal.example/login,",
+        "empty",
+        "HTML page",
+    ] {
+        assert!(log.contains(said), "{said:?} not in the log:\n{log}");
+    }
+    assert!(!log.contains("QX7"), "the redirect's query is not logged");
 }
 
 #[test]

@@ -64,6 +64,7 @@ impl Client {
         let agent = ureq::Agent::config_builder()
             .tls_config(tls.build())
             .http_status_as_error(false)
+            .max_redirects(0)
             .timeout_connect(Some(Duration::from_secs(
                 destination.connect_timeout_secs.0,
             )))
@@ -154,6 +155,10 @@ impl Client {
         let reason = response.status().canonical_reason().unwrap_or("");
         let what = format!("HTTP {status} {reason}").trim_end().to_owned();
         match status {
+            300..=399 => Err(Failure::Unavailable {
+                error: redirected(&what, response.headers().get("Location")),
+                retry_after,
+            }),
             401 | 403 => Err(Failure::Auth(format!(
                 "{what}: credentials refused; check auth, username, password or token"
             ))),
@@ -166,19 +171,39 @@ impl Client {
                 retry_after,
             }),
             200..=299 | 400..=499 => {
+                let content_type = response
+                    .headers()
+                    .get("Content-Type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
                 let mut text = String::new();
                 let _ = response
                     .body_mut()
                     .as_reader()
                     .take(RESPONSE_LIMIT)
                     .read_to_string(&mut text);
-                let verdicts = verdicts(status, &text, batch);
-                // A refusal that names no instance is the request's: the caller finds
-                // the culprit by sending each instance alone.
-                if status >= 400 && verdicts.iter().all(|v| matches!(v, Verdict::Retry(_))) {
-                    return Err(Failure::Refused(what));
+                match StoreResponse::read(&content_type, &text) {
+                    Ok(answer) => {
+                        let verdicts = answer.verdicts(&what, batch);
+                        // A refusal that names no instance is the request's: the caller
+                        // finds the culprit by sending each instance alone.
+                        if status >= 400 && verdicts.iter().all(|v| matches!(v, Verdict::Retry(_)))
+                        {
+                            return Err(Failure::Refused(what));
+                        }
+                        Ok(verdicts)
+                    }
+                    Err(unreadable) if status >= 400 => {
+                        Err(Failure::Refused(format!("{what}: {unreadable}")))
+                    }
+                    // Nothing is confirmed by a status alone: a captive portal or a
+                    // proxy's page answers 200 too.
+                    Err(unreadable) => Err(Failure::Unavailable {
+                        error: format!("not confirmed: {what}, but {unreadable}"),
+                        retry_after,
+                    }),
                 }
-                Ok(verdicts)
             }
             _ => Err(Failure::Unavailable {
                 error: what,
@@ -186,6 +211,19 @@ impl Client {
             }),
         }
     }
+}
+
+/// A redirect is never followed (a POST would turn into a GET and the credentials
+/// would go elsewhere); the error says where it pointed, without its query.
+fn redirected(what: &str, location: Option<&ureq::http::HeaderValue>) -> String {
+    let location = location
+        .and_then(|v| v.to_str().ok())
+        .map(|l| l.split(['?', '#']).next().unwrap_or(l))
+        .unwrap_or("nowhere");
+    format!(
+        "{what}: redirected to {location}, which is not followed: a captive portal or proxy login? \
+         If the archive moved, change the destination's url"
+    )
 }
 
 fn client_cert(cert: &std::path::Path, key: &std::path::Path) -> Result<ClientCert, String> {
@@ -220,56 +258,133 @@ fn describe(e: &ureq::Error) -> String {
         other => other.to_string(),
     }
 }
-/// The server's verdict on each instance of `batch`.
-fn verdicts(status: u16, body: &str, batch: &[Entry]) -> Vec<Verdict> {
-    let json: Option<Value> = serde_json::from_str(body).ok();
-    // DICOM JSON is one object; some servers wrap it in an array.
-    let object = match &json {
-        Some(Value::Array(items)) => items.first(),
-        other => other.as_ref(),
-    };
-    let stored: Vec<String> = sequence(object, "00081199").filter_map(uid_of).collect();
-    let failed: HashMap<String, Option<u64>> = sequence(object, "00081198")
-        .filter_map(|item| {
-            let reason = item
-                .get("00081197")
-                .and_then(|e| e.get("Value"))
-                .and_then(|v| v.get(0))
-                .and_then(Value::as_u64);
-            Some((uid_of(item)?, reason))
-        })
-        .collect();
-    batch
-        .iter()
-        .map(|entry| {
-            let uid = &entry.record.sop_instance_uid;
-            if let Some(reason) = failed.get(uid) {
-                match reason {
+/// Failure Reason 0111H, Duplicate SOP Instance: the server has it already.
+const DUPLICATE_SOP_INSTANCE: u64 = 0x0111;
+
+/// A Store Instances Response (PS3.18 10.5.3), read from DICOM JSON or from the XML
+/// NativeDicomModel (PS3.19 A.1) that servers ignoring Accept send; both become the
+/// DICOM JSON model.
+#[derive(Debug)]
+struct StoreResponse(Value);
+
+impl StoreResponse {
+    /// Reads the answer, or says in a technician's words why it is none.
+    fn read(content_type: &str, body: &str) -> Result<StoreResponse, String> {
+        let text = body.trim_start_matches('\u{feff}').trim();
+        let lower: String = text
+            .chars()
+            .take(64)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let html = content_type.to_ascii_lowercase().contains("html")
+            || lower.starts_with("<!doctype html")
+            || lower.starts_with("<html");
+        if text.is_empty() {
+            Err("its answer was empty".into())
+        } else if html {
+            Err("the server answered with an HTML page: a captive portal or proxy login?".into())
+        } else if text.starts_with('{') || text.starts_with('[') {
+            match serde_json::from_str(text) {
+                // DICOM JSON is one object; some servers wrap it in an array.
+                Ok(Value::Array(mut items)) if !items.is_empty() => {
+                    Ok(StoreResponse(items.swap_remove(0)))
+                }
+                Ok(object @ Value::Object(_)) => Ok(StoreResponse(object)),
+                _ => Err("its answer is not a DICOM JSON Store Instances Response".into()),
+            }
+        } else if text.starts_with('<') {
+            let document = roxmltree::Document::parse(text)
+                .map_err(|_| "its answer is not well-formed XML".to_owned())?;
+            let root = document.root_element();
+            if root.tag_name().name() != "NativeDicomModel" {
+                return Err("its XML answer is not a DICOM Store Instances Response".into());
+            }
+            Ok(StoreResponse(native_to_json(root)))
+        } else {
+            Err(format!(
+                "its answer is neither DICOM JSON nor DICOM XML (Content-Type {:?})",
+                content_type
+            ))
+        }
+    }
+
+    /// The server's verdict on each instance of `batch`: stored only where the
+    /// Referenced SOP Sequence names it (or the server says it had it already).
+    fn verdicts(&self, what: &str, batch: &[Entry]) -> Vec<Verdict> {
+        let stored: Vec<String> = self.sequence("00081199").filter_map(uid_of).collect();
+        let failed: HashMap<String, Option<u64>> = self
+            .sequence("00081198")
+            .filter_map(|item| {
+                let reason = item
+                    .get("00081197")
+                    .and_then(|e| e.get("Value"))
+                    .and_then(|v| v.get(0))
+                    .and_then(number);
+                Some((uid_of(item)?, reason))
+            })
+            .collect();
+        batch
+            .iter()
+            .map(|entry| {
+                let uid = &entry.record.sop_instance_uid;
+                match failed.get(uid) {
+                    _ if stored.contains(uid) => Verdict::Stored,
+                    Some(Some(DUPLICATE_SOP_INSTANCE)) => Verdict::Stored,
                     // A7xx: out of resources; the server may take it later.
-                    Some(code @ 0xA700..=0xA7FF) => {
+                    Some(Some(code @ 0xA700..=0xA7FF)) => {
                         Verdict::Retry(format!("server out of resources ({code:04X}H)"))
                     }
-                    Some(code) => {
+                    Some(Some(code)) => {
                         Verdict::Refused(format!("server refused it (failure reason {code:04X}H)"))
                     }
-                    None => Verdict::Refused("server refused it".into()),
+                    Some(None) => Verdict::Refused("server refused it".into()),
+                    None => Verdict::Retry(format!(
+                        "not confirmed: {what}, but the server's answer does not list the instance as stored"
+                    )),
                 }
-            } else if stored.contains(uid) || status == 200 {
-                Verdict::Stored
-            } else {
-                Verdict::Retry("server did not confirm it".into())
-            }
-        })
-        .collect()
+            })
+            .collect()
+    }
+
+    fn sequence<'a>(&'a self, tag: &str) -> impl Iterator<Item = &'a Value> {
+        self.0
+            .get(tag)
+            .and_then(|e| e.get("Value"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    }
 }
 
-fn sequence<'a>(object: Option<&'a Value>, tag: &str) -> impl Iterator<Item = &'a Value> {
-    object
-        .and_then(|o| o.get(tag))
-        .and_then(|e| e.get("Value"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+/// A NativeDicomModel element as DICOM JSON: attributes by tag, each with its
+/// values; a sequence's items as objects.
+fn native_to_json(node: roxmltree::Node) -> Value {
+    let mut object = serde_json::Map::new();
+    for attribute in node.children().filter(|n| n.has_tag_name("DicomAttribute")) {
+        let Some(tag) = attribute.attribute("tag") else {
+            continue;
+        };
+        let values: Vec<Value> = attribute
+            .children()
+            .filter_map(|child| match child.tag_name().name() {
+                "Item" => Some(native_to_json(child)),
+                "Value" => Some(Value::String(child.text().unwrap_or("").trim().to_owned())),
+                _ => None,
+            })
+            .collect();
+        object.insert(
+            tag.to_ascii_uppercase(),
+            serde_json::json!({ "vr": attribute.attribute("vr").unwrap_or(""), "Value": values }),
+        );
+    }
+    Value::Object(object)
+}
+
+/// A number as DICOM JSON gives it, or as text (from XML).
+fn number(value: &Value) -> Option<u64> {
+    value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 fn uid_of(item: &Value) -> Option<String> {
@@ -330,17 +445,30 @@ mod tests {
         assert_eq!(base64(b"clinic:s3cret"), "Y2xpbmljOnMzY3JldA==");
     }
 
+    fn verdicts(status: u16, content_type: &str, body: &str, batch: &[Entry]) -> Vec<Verdict> {
+        StoreResponse::read(content_type, body)
+            .unwrap()
+            .verdicts(&format!("HTTP {status}"), batch)
+    }
+
     #[test]
     fn verdicts_follow_the_response_sequences() {
         let body = r#"{
             "00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["1.1"]}}]},
             "00081198": {"vr": "SQ", "Value": [
                 {"00081155": {"vr": "UI", "Value": ["1.2"]}, "00081197": {"vr": "US", "Value": [49152]}},
-                {"00081155": {"vr": "UI", "Value": ["1.3"]}, "00081197": {"vr": "US", "Value": [42752]}}
+                {"00081155": {"vr": "UI", "Value": ["1.3"]}, "00081197": {"vr": "US", "Value": [42752]}},
+                {"00081155": {"vr": "UI", "Value": ["1.5"]}, "00081197": {"vr": "US", "Value": [273]}}
             ]}
         }"#;
-        let batch = [entry("1.1"), entry("1.2"), entry("1.3"), entry("1.4")];
-        let v = verdicts(202, body, &batch);
+        let batch = [
+            entry("1.1"),
+            entry("1.2"),
+            entry("1.3"),
+            entry("1.4"),
+            entry("1.5"),
+        ];
+        let v = verdicts(202, "application/dicom+json", body, &batch);
         assert_eq!(v[0], Verdict::Stored);
         assert_eq!(
             v[1],
@@ -348,18 +476,70 @@ mod tests {
         );
         assert!(matches!(v[2], Verdict::Retry(_)), "A700 is worth retrying");
         assert!(matches!(v[3], Verdict::Retry(_)), "not confirmed in a 202");
+        assert_eq!(v[4], Verdict::Stored, "0111H: the server had it already");
     }
 
     #[test]
-    fn status_decides_when_the_body_says_nothing() {
+    fn a_status_alone_confirms_nothing() {
         let batch = [entry("1.1")];
-        assert_eq!(verdicts(200, "", &batch), [Verdict::Stored]);
+        for (content_type, body) in [
+            ("", ""),
+            ("text/plain", "  \r\n"),
+            ("text/html", "<html><body>Please log in</body></html>"),
+            ("", "<!DOCTYPE html>\n<html><form>Wi-Fi login</form></html>"),
+            ("text/plain", "OK"),
+            ("application/json", "{\"error\": "),
+            ("text/xml", "<rss version=\"2.0\"/>"),
+        ] {
+            assert!(
+                StoreResponse::read(content_type, body).is_err(),
+                "{content_type} {body:?}"
+            );
+        }
+        let html = StoreResponse::read("text/html; charset=utf-8", "<p>portal</p>").unwrap_err();
+        assert!(html.contains("captive portal"), "{html}");
         assert!(matches!(
-            verdicts(409, "<xml/>", &batch)[0],
+            verdicts(200, "application/json", "{}", &batch)[0],
             Verdict::Retry(_)
         ));
-        assert!(matches!(verdicts(202, "[]", &batch)[0], Verdict::Retry(_)));
+        assert!(StoreResponse::read("application/json", "[]").is_err());
         let wrapped = r#"[{"00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["1.1"]}}]}}]"#;
-        assert_eq!(verdicts(202, wrapped, &batch), [Verdict::Stored]);
+        assert_eq!(verdicts(202, "", wrapped, &batch), [Verdict::Stored]);
+    }
+
+    #[test]
+    fn the_native_dicom_model_is_read_like_json() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+            <NativeDicomModel xmlns="http://dicom.nema.org/PS3.19/models/NativeDICOM">
+              <DicomAttribute tag="00081199" vr="SQ" keyword="ReferencedSOPSequence">
+                <Item number="1">
+                  <DicomAttribute tag="00081155" vr="UI"><Value number="1">1.1</Value></DicomAttribute>
+                </Item>
+              </DicomAttribute>
+              <DicomAttribute tag="00081198" vr="SQ" keyword="FailedSOPSequence">
+                <Item number="1">
+                  <DicomAttribute tag="00081155" vr="UI"><Value number="1">1.2</Value></DicomAttribute>
+                  <DicomAttribute tag="00081197" vr="US"><Value number="1">49152</Value></DicomAttribute>
+                </Item>
+              </DicomAttribute>
+            </NativeDicomModel>"#;
+        let batch = [entry("1.1"), entry("1.2"), entry("1.3")];
+        let v = verdicts(200, "application/dicom+xml", xml, &batch);
+        assert_eq!(v[0], Verdict::Stored);
+        assert_eq!(
+            v[1],
+            Verdict::Refused("server refused it (failure reason C000H)".into())
+        );
+        assert!(matches!(v[2], Verdict::Retry(_)));
+    }
+
+    #[test]
+    fn a_redirect_names_where_it_pointed_without_its_query() {
+        let location =
+            ureq::http::HeaderValue::from_static("http://portal.example/login?session=abc");
+        let error = redirected("HTTP 302 Found", Some(&location));
+        assert!(error.contains("http://portal.example/login"), "{error}");
+        assert!(!error.contains("session"), "{error}");
+        assert!(error.contains("not followed"), "{error}");
     }
 }

@@ -8,6 +8,10 @@
 //! instance in Orthanc. What each sent instance must become is asked of `uplink
 //! anonymize` with the box's own key.
 //!
+//! Orthanc stores an instance sent twice as one, so re-sends are counted by a proxy
+//! between the agent and Orthanc (the UIDs Orthanc confirmed, per request): at most
+//! one request's instances per cut.
+//!
 //! Rounds: `UPLINK_CAMPAIGN_ROUNDS` (default 50); the random moments come from
 //! `UPLINK_CAMPAIGN_SEED` (default: the time), printed so a failing run can be
 //! replayed.
@@ -23,6 +27,8 @@ use common::orthanc::Orthanc;
 use common::*;
 
 const PER_ROUND: usize = 12;
+/// Instances per upload request: what one cut can make the agent send again.
+const BATCH: usize = 2;
 
 #[test]
 fn fifty_power_cuts_lose_nothing_acknowledged_and_duplicate_nothing() {
@@ -43,16 +49,19 @@ fn fifty_power_cuts_lose_nothing_acknowledged_and_duplicate_nothing() {
     let mut rng = fastrand::Rng::with_seed(seed);
 
     let orthanc = Orthanc::start();
+    // Orthanc keeps one copy per UID: re-sends are counted on the way to it.
+    let proxy = common::proxy::FaultyProxy::counting(orthanc.http_port);
     // Small batches and a bandwidth cap keep uploads in flight when the kill comes.
     let mut agent = Agent::start(&format!(
-        "\n[[destination]]\nname = \"cloud\"\nurl = \"{}\"\nprofile = \"strict\"\ninsecure = true\nretry_max_secs = 2\nbatch = 2\nmax_kib_per_sec = 8192\n",
-        orthanc.dicomweb_url()
+        "\n[[destination]]\nname = \"cloud\"\nurl = \"http://127.0.0.1:{}/dicom-web\"\nprofile = \"strict\"\ninsecure = true\nretry_max_secs = 2\nbatch = {BATCH}\nmax_kib_per_sec = 8192\n",
+        proxy.port
     ));
     let input = tempfile::tempdir().unwrap();
     let mut acked: Vec<PathBuf> = Vec::new();
     // Sent but cut off before the answer: may or may not have been committed.
     let mut in_flight: Vec<PathBuf> = Vec::new();
     let mut kills_while_sending = 0;
+    let mut cuts = 0;
     for round in 0..rounds {
         let files: Vec<PathBuf> = (0..PER_ROUND)
             .map(|i| {
@@ -81,6 +90,7 @@ fn fifty_power_cuts_lose_nothing_acknowledged_and_duplicate_nothing() {
         // earlier rounds' instances are being uploaded.
         std::thread::sleep(Duration::from_millis(rng.u64(0..100)));
         agent.kill9();
+        cuts += 1;
         let out = scu.wait_with_output().unwrap();
         let said = text(&out);
         let n = said.matches("Received Store Response (Success)").count();
@@ -97,6 +107,7 @@ fn fifty_power_cuts_lose_nothing_acknowledged_and_duplicate_nothing() {
         if rng.u8(0..4) == 0 {
             std::thread::sleep(Duration::from_millis(rng.u64(0..100)));
             agent.kill9();
+            cuts += 1;
             agent.spawn();
         }
     }
@@ -132,13 +143,20 @@ fn fifty_power_cuts_lose_nothing_acknowledged_and_duplicate_nothing() {
         .filter(|u| !acked.contains(*u) && !in_flight.contains(*u))
         .collect();
     let rebuilds = agent.log().matches("rebuilding it from the spool").count();
+    let resent = proxy.resent();
     eprintln!(
-        "campaign: {rounds} rounds ({kills_while_sending} cut a transfer), acked {}, delivered {delivered}, \
-         duplicated {}, lost {lost}, unacknowledged but committed {committed}, index rebuilds {rebuilds}",
+        "campaign: {rounds} rounds, {cuts} cuts ({kills_while_sending} cut a transfer), acked {}, delivered {delivered}, \
+         re-sent {resent}, duplicated {}, lost {lost}, unacknowledged but committed {committed}, index rebuilds {rebuilds}",
         acked.len(),
         duplicated.len(),
     );
     assert_eq!(lost, 0);
+    // A cut between Orthanc's answer and the queue's record re-sends that one
+    // request's instances, and nothing else does.
+    assert!(
+        resent <= cuts * BATCH,
+        "re-sent {resent} after {cuts} cuts of at most {BATCH} in flight each"
+    );
     assert!(
         duplicated.is_empty(),
         "in Orthanc twice or never sent: {duplicated:?}"

@@ -190,9 +190,13 @@ fn serve(
                     io::copy(&mut body, &mut server)?;
                 }
             }
-            // Orthanc closes after its answer (Connection: close), so the answer is whole.
-            let mut answer = Vec::new();
-            server.read_to_end(&mut answer)?;
+            // One answer per connection, read whole by its length (Orthanc keeps the
+            // connection alive for a while whatever the request says).
+            let (head, length, mut answer) = read_head(&mut server)?;
+            (&mut server)
+                .take(length.saturating_sub(answer.len()) as u64)
+                .read_to_end(&mut answer)?;
+            client.write_all(format!("{head}\r\n\r\n").as_bytes())?;
             client.write_all(&answer)?;
             let _ = client.shutdown(Shutdown::Both);
             confirmed.lock().unwrap().extend(referenced_uids(&answer));
@@ -201,14 +205,17 @@ fn serve(
     }
 }
 
-/// The request head as forwarded: one request per connection, Accept replaced if asked.
+/// The request head as forwarded: one request per connection, the answer not
+/// compressed (so it can be read here), Accept replaced if asked.
 fn forwarded_head(head: &str, accept: Option<&str>) -> String {
     let mut lines: Vec<String> = head
         .split("\r\n")
         .filter(|l| {
             let name = l.split(':').next().unwrap_or("").trim();
             let replaced = accept.is_some() && name.eq_ignore_ascii_case("accept");
-            !name.eq_ignore_ascii_case("connection") && !replaced
+            !name.eq_ignore_ascii_case("connection")
+                && !name.eq_ignore_ascii_case("accept-encoding")
+                && !replaced
         })
         .map(str::to_owned)
         .collect();
@@ -220,11 +227,8 @@ fn forwarded_head(head: &str, accept: Option<&str>) -> String {
 }
 
 /// The SOP Instance UIDs in the Referenced SOP Sequence of a DICOM JSON answer.
-fn referenced_uids(answer: &[u8]) -> Vec<String> {
-    let Some(start) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Vec::new();
-    };
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&answer[start + 4..]) else {
+fn referenced_uids(body: &[u8]) -> Vec<String> {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
         return Vec::new();
     };
     json["00081199"]["Value"]
@@ -249,7 +253,7 @@ fn slow_copy(from: &mut impl Read, to: &mut TcpStream, rate: u64) -> io::Result<
 }
 
 /// Reads the request head; returns it, the Content-Length, and the body bytes read with it.
-fn read_head(client: &mut TcpStream) -> io::Result<(String, usize, Vec<u8>)> {
+fn read_head(client: &mut impl Read) -> io::Result<(String, usize, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

@@ -528,7 +528,8 @@ impl Config {
 
     /// Parses and validates a configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError(without_userinfo(&e.to_string())))?;
         config.validated()
     }
 
@@ -725,6 +726,31 @@ impl<'de> Deserialize<'de> for DestinationName {
     }
 }
 
+/// `text` with the user name and password of every URL in it masked: a parse error
+/// quotes the line at fault, and a URL on it may carry them.
+fn without_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str("***");
+                out.push_str(&authority[i..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Where a destination delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestinationUrl {
@@ -765,6 +791,13 @@ impl<'de> Deserialize<'de> for DestinationUrl {
             .or_else(|| url.strip_prefix("http://"))
         {
             let host = rest.split('/').next().unwrap_or("");
+            if host.contains('@') {
+                return Err(serde::de::Error::custom(
+                    "a destination url must not carry a user name or password (user:password@host), \
+                     where logs and status would show them: take them out of the url and set \
+                     auth = \"basic\" with username and password_file (or auth = \"bearer\")",
+                ));
+            }
             if host.is_empty() || rest.contains(char::is_whitespace) || url.contains(['?', '#']) {
                 return Err(serde::de::Error::custom(format!(
                     "\"{url}\" is not a valid DICOMweb base URL: use e.g. \"https://pacs.example.com/dicom-web\""
@@ -1027,6 +1060,21 @@ profile = "identified"
         assert!(AeTitle::new("ÄRZT").is_err());
         assert!(AeTitle::new("0123456789ABCDEF").is_ok());
         assert!(AeTitle::new("0123456789ABCDEFG").is_err());
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_and_never_echoed() {
+        let text = "[[destination]]\nname = \"cloud\"\nurl = \"https://clinic:s3cret@pacs.example.com/dicom-web\"\n";
+        let error = Config::parse(text).unwrap_err().to_string();
+        assert!(error.contains("auth = \"basic\""), "{error}");
+        assert!(
+            !error.contains("s3cret") && !error.contains("clinic:"),
+            "{error}"
+        );
+        assert_eq!(
+            without_userinfo("url = \"http://a:b@h:80/x\" and https://h/y"),
+            "url = \"http://***@h:80/x\" and https://h/y"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ tools_test=(
   dcmdump:dcmtk echoscu:dcmtk storescu:dcmtk storescp:dcmtk pdf2dcm:dcmtk dcmdjpeg:dcmtk
   Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
   stunnel:stunnel4 openssl:openssl curl:curl qpdf:qpdf dciodvfy:dicom3tools
-  systemd-analyze:systemd unshare:util-linux base64:coreutils ip:iproute2 python3:python3
+  systemd-analyze:systemd unshare:util-linux base64:coreutils ip:iproute2 python3:python3 strace:strace
 )
 # scripts/arm.sh: cross linkers, the targets' C libraries, qemu-user.
 tools_arm=(

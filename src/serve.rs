@@ -30,7 +30,7 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
         "uplink {} starting; configuration: {source}",
         env!("CARGO_PKG_VERSION")
     );
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
+    crate::queue::spool::create_dir_durable(&data_dir).map_err(|e| {
         format!(
             "cannot create data dir {}: {e} (set [storage] data_dir)",
             data_dir.display()

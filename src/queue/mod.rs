@@ -185,7 +185,7 @@ impl Queue {
         destinations: &[(String, Profile)],
         min_free_bytes: u64,
     ) -> Result<(Queue, Reconciled), QueueError> {
-        fs::create_dir_all(data_dir)?;
+        spool::create_dir_durable(data_dir)?;
         let lock = lock_data_dir(data_dir)?;
         let spool = Spool::new(data_dir);
         let profiles: Vec<Profile> = destinations.iter().map(|(_, p)| *p).collect();
@@ -438,7 +438,7 @@ impl Queue {
             if record.pending.is_empty() {
                 // File first: a crash in between leaves a record without a file,
                 // which start-up drops, never a file that would be delivered again.
-                remove_if_present(&self.spool.path(record.profile, id))?;
+                spool::remove_durable(&self.spool.path(record.profile, id))?;
                 self.items.remove(key)?;
             }
         }
@@ -523,7 +523,7 @@ impl Queue {
                 .is_some_and(|set| set.remove(&id));
             match record {
                 Some(record) if on_disk && record.pending.is_empty() => {
-                    remove_if_present(&self.spool.path(record.profile, id))?;
+                    spool::remove_durable(&self.spool.path(record.profile, id))?;
                     self.items.remove(&key)?;
                     report.delivered_files_removed += 1;
                 }
@@ -664,13 +664,6 @@ fn quarantine_record(reason: &str) -> Vec<u8> {
         at: crate::events::now_rfc3339(),
     })
     .expect("quarantine records serialize")
-}
-
-fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 fn encode(record: &Record) -> Vec<u8> {

@@ -40,10 +40,10 @@ impl Spool {
         self.dir(profile).join(format!("{id:016x}.{FILE_SUFFIX}"))
     }
 
-    /// Creates the folder of every profile in use.
+    /// Creates the folder of every profile in use, durably.
     pub fn create_dirs(&self, profiles: &[Profile]) -> io::Result<()> {
         for profile in profiles {
-            fs::create_dir_all(self.dir(*profile))?;
+            create_dir_durable(&self.dir(*profile))?;
         }
         Ok(())
     }
@@ -300,6 +300,35 @@ impl Drop for PartFile {
 /// fsync a folder, so that a rename or unlink in it survives a power cut.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Removes a file, if it is there, and makes the removal durable: a power cut
+/// must not bring a delivered file back to be adopted and sent again.
+pub fn remove_durable(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates a folder and any missing parents, each made durable in its parent, so
+/// that files renamed into it after a power cut still have a folder to be in.
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
+    for path in missing.into_iter().rev() {
+        match fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 /// Bytes available to us on the filesystem holding `path`.

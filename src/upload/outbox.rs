@@ -12,7 +12,7 @@ use crate::queue::spool::sync_dir;
 /// rename into place, fsync the folder. A second delivery of the same instance
 /// replaces the first, as DICOM's "same UID, same instance" rule wants.
 pub fn deliver(entry: &Entry, dir: &Path) -> io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
+    crate::queue::spool::create_dir_durable(dir)?;
     let name = file_name(&entry.record.sop_instance_uid, entry.id);
     let target = dir.join(&name);
     let temp = dir.join(format!(".{name}.part"));

@@ -33,6 +33,8 @@ pub struct Agent {
     child: Option<Child>,
     /// Size of the tmpfs the data dir is mounted on, if any.
     small_disk: Option<u32>,
+    /// Where strace writes the agent's file system calls, if it runs under strace.
+    strace: Option<PathBuf>,
 }
 
 impl Agent {
@@ -56,6 +58,7 @@ impl Agent {
             config,
             child: None,
             small_disk: None,
+            strace: None,
         };
         if spawn {
             agent.spawn();
@@ -74,6 +77,15 @@ impl Agent {
         agent
     }
 
+    /// Starts an agent under strace, which writes the calls that create, remove,
+    /// rename and flush files (with the paths of file descriptors) to `trace`.
+    pub fn start_traced(extra: &str, trace: &Path) -> Agent {
+        let mut agent = Agent::start_with(extra, false);
+        agent.strace = Some(trace.to_path_buf());
+        agent.spawn();
+        agent
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -82,8 +94,17 @@ impl Agent {
         self.data_dir().join("outbox")
     }
 
+    /// The agent's process id (under strace, the tracee's).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        let child = self.child.as_ref().unwrap().id();
+        if self.strace.is_none() {
+            return child;
+        }
+        let children = format!("/proc/{child}/task/{child}/children");
+        fs::read_to_string(children)
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .unwrap_or(child)
     }
 
     /// (Re)starts the process and waits until it accepts connections.
@@ -94,6 +115,17 @@ impl Agent {
             .open(self.dir.path().join("agent.log"))
             .unwrap();
         let mut command = match self.small_disk {
+            None if self.strace.is_some() => {
+                let mut c = Command::new("strace");
+                c.args(["-f", "-y", "-qq", "-e"])
+                    .arg("trace=unlink,unlinkat,mkdir,mkdirat,rename,renameat,renameat2,fsync,fdatasync")
+                    .arg("-o")
+                    .arg(self.strace.as_ref().unwrap())
+                    .arg(env!("CARGO_BIN_EXE_uplink"))
+                    .args(["serve", "--config"])
+                    .arg(&self.config);
+                c
+            }
             None => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_uplink"));
                 c.args(["serve", "--config"]).arg(&self.config);
@@ -138,16 +170,19 @@ impl Agent {
 
     /// SIGKILL: a crash or power cut as far as the process is concerned.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
+        if self.child.is_some() {
+            // Under strace the agent dies first, then strace follows it.
+            unsafe { libc::kill(self.pid() as i32, libc::SIGKILL) };
+            let mut child = self.child.take().unwrap();
+            let _ = child.kill();
             child.wait().unwrap();
         }
     }
 
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
         let mut child = self.child.take()?;
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {

@@ -99,6 +99,29 @@ fn typical_and_strict_leave_no_patient_data_and_keep_the_image() {
     files.extend(phi_study(input.path(), "BERT", 2, 1));
     send_as(&agent, "ZQXSITE", &files);
 
+    // The two copies of an instance share no UID: they cannot be joined.
+    let uids_of = |dir: &Path| -> std::collections::BTreeSet<String> {
+        agent
+            .wait_files(dir, 4)
+            .iter()
+            .flat_map(|p| {
+                let o = open_file(p).unwrap();
+                [
+                    tags::SOP_INSTANCE_UID,
+                    tags::STUDY_INSTANCE_UID,
+                    tags::SERIES_INSTANCE_UID,
+                ]
+                .map(|t| string(&o, t))
+            })
+            .collect()
+    };
+    let (strict_uids, typical_uids) = (uids_of(&strict_dir), uids_of(&typical_dir));
+    assert!(
+        strict_uids.is_disjoint(&typical_uids),
+        "shared: {:?}",
+        strict_uids.intersection(&typical_uids).collect::<Vec<_>>()
+    );
+
     for (profile, dir) in [("strict", &strict_dir), ("typical", &typical_dir)] {
         let outputs = agent.wait_files(dir, 4);
         let objects: Vec<DefaultDicomObject> =

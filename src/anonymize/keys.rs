@@ -4,7 +4,9 @@
 //! associations and reboots (a study sent in two parts stays one study), and must
 //! not be reversible: an unkeyed hash of a UID falls to a dictionary attack, since
 //! UIDs are guessable. So they are HMAC-SHA256 of the original under a secret made
-//! at the first start and kept in the data dir, turned into a `2.25.` UID.
+//! at the first start and kept in the data dir, turned into a `2.25.` UID. Each
+//! profile hashes in a domain of its own, so that the typical and the strict copy
+//! of one instance, at two destinations, cannot be joined by their UIDs.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -13,6 +15,8 @@ use std::path::Path;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::config::Profile;
 
 const KEY_FILE: &str = "device.key";
 
@@ -55,11 +59,13 @@ impl DeviceKey {
         }
     }
 
-    /// The replacement for `uid`: `2.25.` and the first 128 bits of its HMAC as a
-    /// decimal number (at most 44 characters, a valid UID).
-    pub fn uid(&self, uid: &str) -> String {
+    /// The replacement for `uid` in `profile`'s copies: `2.25.` and the first 128
+    /// bits of its HMAC as a decimal number (at most 44 characters, a valid UID).
+    pub fn uid(&self, profile: Profile, uid: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(b"uplink uid\0");
+        mac.update(profile.as_str().as_bytes());
+        mac.update(b"\0");
         mac.update(uid.trim_end_matches(['\0', ' ']).as_bytes());
         let digest = mac.finalize().into_bytes();
         let number = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"));
@@ -80,18 +86,23 @@ mod tests {
     fn uids_are_stable_valid_and_keyed() {
         let a = DeviceKey::for_tests(1);
         let b = DeviceKey::for_tests(2);
-        let uid = a.uid("1.2.840.113619.2.55.3.1");
-        assert_eq!(uid, a.uid("1.2.840.113619.2.55.3.1"));
+        let uid = a.uid(Profile::Strict, "1.2.840.113619.2.55.3.1");
+        assert_eq!(uid, a.uid(Profile::Strict, "1.2.840.113619.2.55.3.1"));
         assert_eq!(
             uid,
-            a.uid("1.2.840.113619.2.55.3.1\0"),
+            a.uid(Profile::Strict, "1.2.840.113619.2.55.3.1\0"),
             "padding does not matter"
         );
-        assert_ne!(uid, a.uid("1.2.840.113619.2.55.3.2"));
+        assert_ne!(uid, a.uid(Profile::Strict, "1.2.840.113619.2.55.3.2"));
         assert_ne!(
             uid,
-            b.uid("1.2.840.113619.2.55.3.1"),
+            b.uid(Profile::Strict, "1.2.840.113619.2.55.3.1"),
             "another device, other UIDs"
+        );
+        assert_ne!(
+            uid,
+            a.uid(Profile::Typical, "1.2.840.113619.2.55.3.1"),
+            "the typical copy cannot be joined to the strict one"
         );
         assert!(uid.starts_with("2.25.") && uid.len() <= 64);
         assert!(uid[5..].chars().all(|c| c.is_ascii_digit()) && !uid[5..].starts_with('0'));
@@ -101,8 +112,12 @@ mod tests {
     fn the_key_is_made_once_and_kept_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let first = DeviceKey::load_or_create(dir.path()).unwrap().uid("1.2.3");
-        let again = DeviceKey::load_or_create(dir.path()).unwrap().uid("1.2.3");
+        let first = DeviceKey::load_or_create(dir.path())
+            .unwrap()
+            .uid(Profile::Strict, "1.2.3");
+        let again = DeviceKey::load_or_create(dir.path())
+            .unwrap()
+            .uid(Profile::Strict, "1.2.3");
         assert_eq!(first, again, "same key after a restart");
         let mode = fs::metadata(dir.path().join(KEY_FILE))
             .unwrap()

@@ -110,7 +110,7 @@ impl Anonymizer {
     pub fn instance_uid(&self, profile: Profile, uid: &str) -> String {
         match profile {
             Profile::Identified => uid.to_owned(),
-            Profile::Typical | Profile::Strict => self.key.uid(uid),
+            Profile::Typical | Profile::Strict => self.key.uid(profile, uid),
         }
     }
 }
@@ -217,6 +217,13 @@ const STRICT_TIMES: [Tag; 4] = [
 ];
 
 impl Deidentify {
+    fn profile(&self) -> Profile {
+        match self.strict {
+            Some(_) => Profile::Strict,
+            None => Profile::Typical,
+        }
+    }
+
     fn action(&self, tag: Tag) -> Option<Action> {
         let rule = rules::RULES
             .binary_search_by_key(&(tag.group(), tag.element()), |r| r.tag)
@@ -365,7 +372,7 @@ impl Deidentify {
         String::from_utf8_lossy(value)
             .trim_end_matches(['\0', ' '])
             .split('\\')
-            .map(|uid| self.key.uid(uid))
+            .map(|uid| self.key.uid(self.profile(), uid))
             .collect::<Vec<_>>()
             .join("\\")
             .into_bytes()
@@ -469,7 +476,10 @@ impl Transform for Deidentify {
                     return Rewrite::Value(Vec::new());
                 }
                 if tag == tags::ENCAPSULATED_DOCUMENT {
-                    let anonymized = self.study_uid.as_deref().map(|uid| self.key.uid(uid));
+                    let anonymized = self
+                        .study_uid
+                        .as_deref()
+                        .map(|uid| self.key.uid(self.profile(), uid));
                     let protected = document::password(
                         *policy,
                         book,

@@ -272,6 +272,39 @@ fn instances_whose_pixels_cannot_be_cleaned_are_held_back() {
 }
 
 #[test]
+fn a_cleanable_syntax_is_chosen_when_a_modality_offers_it_second() {
+    let out = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir_destination("research", out.path(), "strict"));
+    let input = tempfile::tempdir().unwrap();
+    let native = phi_study(input.path(), "GRETA", 50, 1).remove(0);
+    // One presentation context lists JPEG 2000 first and uncompressed second, as
+    // modalities set up for compression do; storescu sends the native file as it
+    // is if uncompressed is chosen (and fails: it cannot encode JPEG 2000).
+    let config = input.path().join("scu.cfg");
+    std::fs::write(
+        &config,
+        "[[TransferSyntaxes]]\n[Jpeg2000First]\n\
+         TransferSyntax1 = 1.2.840.10008.1.2.4.90\n\
+         TransferSyntax2 = 1.2.840.10008.1.2.1\n\
+         [[PresentationContexts]]\n[Contexts]\n\
+         PresentationContext1 = 1.2.840.10008.5.1.4.1.1.6.1\\Jpeg2000First\n\
+         [[Profiles]]\n[Ultrasound]\nPresentationContexts = Contexts\n",
+    )
+    .unwrap();
+    let sent = storescu(
+        agent.port,
+        &["-xf", config.to_str().unwrap(), "Ultrasound"],
+        &[&native],
+    );
+    assert!(sent.status.success(), "{}", text(&sent));
+    let delivered = agent.wait_files(out.path(), 1);
+    let object = open_file(&delivered[0]).unwrap();
+    assert_eq!(object.meta().transfer_syntax(), EXPLICIT_LE);
+    assert_eq!(string(&object, tags::PATIENT_NAME), "ANONYMOUS");
+    agent.wait_destination(5, "quarantined", 0);
+}
+
+#[test]
 fn strict_studies_look_the_same_in_orthanc() {
     let orthanc = Orthanc::start();
     let agent = Agent::start(&format!(

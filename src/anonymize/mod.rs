@@ -24,7 +24,7 @@ use dicom_core::header::DataElementHeader;
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{StandardDataDictionary, tags};
 use dicom_encoding::TransferSyntax;
-use dicom_encoding::transfer_syntax::Endianness;
+use dicom_encoding::transfer_syntax::{Endianness, TransferSyntaxIndex};
 
 pub use document::PasswordBook;
 pub use keys::DeviceKey;
@@ -113,6 +113,15 @@ impl Anonymizer {
             Profile::Typical | Profile::Strict => self.key.uid(profile, uid),
         }
     }
+}
+
+/// Whether the profiles can clean burned-in text from pixel data in transfer
+/// syntax `ts`: native (and deflated) pixels, and JPEG baseline in the DCT domain.
+pub fn pixels_cleanable(ts: &str) -> bool {
+    ts == JPEG_BASELINE
+        || dicom_transfer_syntax_registry::TransferSyntaxRegistry
+            .get(ts)
+            .is_some_and(|ts| !ts.is_encapsulated_pixel_data() && ts.can_decode_dataset())
 }
 
 fn iod_of(sop_class_uid: &str) -> Option<&'static str> {

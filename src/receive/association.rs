@@ -19,7 +19,7 @@ use super::pdu::{DataSetReader, Fault, Next, PduStream};
 use super::store;
 use super::tls::{self, Wire};
 use crate::anonymize::Anonymizer;
-use crate::config::Listener;
+use crate::config::{Listener, Profile};
 use crate::events::{Board, Event};
 use crate::queue::Queue;
 
@@ -80,6 +80,12 @@ fn serve_on<W: Wire>(stream: W, peer: SocketAddr, shared: &Shared, timeout: Opti
         allowed_callers: &shared.listener.allowed_callers,
         unknown_sop_classes: shared.listener.unknown_sop_classes,
         max_pdu,
+        cleanable: shared
+            .queue
+            .profiles()
+            .iter()
+            .any(|p| *p != Profile::Identified)
+            .then_some(crate::anonymize::pixels_cleanable as fn(&str) -> bool),
     };
     let accepted = match negotiation::negotiate(rq, &policy) {
         Ok(accepted) => accepted,

@@ -33,6 +33,11 @@ pub struct Policy<'a> {
     pub allowed_callers: &'a [AeTitle],
     pub unknown_sop_classes: UnknownSopClasses,
     pub max_pdu: u32,
+    /// Transfer syntaxes whose pixels the configured profiles can clean: where a
+    /// context offers one of them, it is taken before the others (a modality that
+    /// lists JPEG 2000 first must not lose every anonymized copy). `None`: every
+    /// syntax is as good (nothing is cleaned), take the first offered.
+    pub cleanable: Option<fn(&str) -> bool>,
 }
 
 /// A presentation context we accepted.
@@ -94,11 +99,16 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
                 None,
             )
         } else {
-            match pc
+            let mut offered = pc
                 .transfer_syntaxes
                 .iter()
                 .map(|ts| trim_uid(ts))
-                .find(|ts| transfer_syntax_accepted(ts))
+                .filter(|ts| transfer_syntax_accepted(ts));
+            let first = offered.clone().next();
+            match policy
+                .cleanable
+                .and_then(|cleanable| offered.find(|ts| cleanable(ts)))
+                .or(first)
             {
                 Some(ts) => (
                     PresentationContextResultReason::Acceptance,
@@ -228,6 +238,7 @@ mod tests {
             allowed_callers: &callers,
             unknown_sop_classes: unknown,
             max_pdu: 65536,
+            cleanable: None,
         })
     }
 
@@ -264,6 +275,37 @@ mod tests {
                 .ac
                 .user_variables
                 .contains(&UserVariableItem::MaxLength(65536))
+        );
+    }
+
+    #[test]
+    fn a_syntax_the_profiles_can_clean_is_taken_first() {
+        const JPEG_2000: &str = "1.2.840.10008.1.2.4.91";
+        let ae = AeTitle::new("UPLINK").unwrap();
+        let offered: &[(&str, &[&str])] = &[
+            (US_IMAGE, &[JPEG_2000, JPEG_BASELINE, EXPLICIT_LE]),
+            (US_IMAGE, &[JPEG_2000]),
+        ];
+        let chosen = |cleanable: Option<fn(&str) -> bool>| {
+            let policy = Policy {
+                ae_title: &ae,
+                allowed_callers: &[],
+                unknown_sop_classes: UnknownSopClasses::Accept,
+                max_pdu: 65536,
+                cleanable,
+            };
+            negotiate(rq("UPLINK", "US1", offered), &policy)
+                .unwrap()
+                .contexts
+                .into_iter()
+                .map(|c| c.transfer_syntax)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(chosen(None), [JPEG_2000, JPEG_2000], "as offered");
+        assert_eq!(
+            chosen(Some(|ts| ts == JPEG_BASELINE || ts == EXPLICIT_LE)),
+            [JPEG_BASELINE, JPEG_2000],
+            "cleanable first, in the modality's order; else as offered"
         );
     }
 

@@ -4,12 +4,13 @@
 //! Events carry counts, sizes, statuses and destination names — never patient data.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::clock::Clock;
+use crate::receive::store::Withheld;
 
 /// Something worth reporting.
 #[derive(Debug, Clone)]
@@ -41,6 +42,12 @@ pub enum Event {
     UploadFinished {
         destination: String,
         lane: &'static str,
+    },
+    /// A destination gets no copy of a stored instance: its profile discards such
+    /// content, or could not clean this one.
+    Withheld {
+        destination: String,
+        withheld: Withheld,
     },
     /// A destination confirmed an instance.
     Delivered {
@@ -96,6 +103,12 @@ impl Stamped {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationCounters {
     pub delivered: u64,
+    /// Instances its profile discarded by design, by reason.
+    #[serde(default)]
+    pub discarded: BTreeMap<String, u64>,
+    /// Instances its profile could not clean, so it never gets them, by reason.
+    #[serde(default)]
+    pub not_deliverable: BTreeMap<String, u64>,
     pub last_success: Option<String>,
     pub last_error: Option<Stamped>,
     /// `ready`, `offline`, `authentication refused` or `misconfigured`.
@@ -189,6 +202,23 @@ impl Board {
                     .or_default()
                     .uploading
                     .retain(|u| u.lane != lane);
+            }
+            Event::Withheld {
+                destination,
+                withheld,
+            } => {
+                let d = c.destinations.entry(destination.clone()).or_default();
+                match withheld {
+                    Withheld::Discarded(discard) => {
+                        *d.discarded.entry(discard.as_str().to_owned()).or_default() += 1;
+                    }
+                    Withheld::NotDeliverable(reason) => {
+                        let message = format!("not deliverable: {reason}");
+                        d.last_error = Some(Stamped::now(message.clone()));
+                        *d.not_deliverable.entry(reason).or_default() += 1;
+                        c.last_error = Some(Stamped::now(format!("{destination}: {message}")));
+                    }
+                }
             }
             Event::Delivered { destination } => {
                 let d = c.destinations.entry(destination).or_default();

@@ -12,7 +12,7 @@
 //! | power | slow blink | alive (a stuck LED means the agent hangs) |
 //! | cloud | on / blink / fast blink / off | destinations reachable / uploading / uploading a backlog of 100 or more / a destination offline |
 //! | activity | flash | an instance was received |
-//! | attention | on / fast blink / off | a person is needed (credentials refused, destination misconfigured, instances in quarantine, storage full, the SD card's uplink.toml refused, clock wrong) / not provisioned (no destination configured) / all well |
+//! | attention | on / fast blink / off | a person is needed (credentials refused, destination misconfigured, instances in quarantine or not deliverable, storage full, the SD card's uplink.toml refused, clock wrong) / not provisioned (no destination configured) / all well |
 
 use std::io;
 
@@ -77,6 +77,7 @@ pub fn panel(snapshot: &Snapshot, received_before: u64, provisioned: bool) -> Pa
     };
     let needs_a_person = destinations.iter().any(|d| {
         d.queue.quarantined > 0
+            || !d.activity.not_deliverable.is_empty()
             || d.activity.state == "authentication refused"
             || d.activity.state == "misconfigured"
     }) || snapshot
@@ -334,6 +335,12 @@ mod tests {
         assert_eq!(panel(&stale, 5, true).0[3], On);
         stale.clock = Clock::Unsynchronized;
         assert_eq!(panel(&stale, 5, true).0[3], Off);
+        let mut withheld = snapshot("ready", 0, false, 0);
+        withheld.destinations[0]
+            .activity
+            .not_deliverable
+            .insert("burned-in text".into(), 1);
+        assert_eq!(panel(&withheld, 5, true).0[3], On);
         let mut refused = snapshot("ready", 0, false, 0);
         refused.provisioning = Some("the configuration on the SD card was refused".into());
         assert_eq!(panel(&refused, 5, true).0[3], On);

@@ -155,6 +155,15 @@ impl Snapshot {
                 d.activity.delivered,
                 d.queue.quarantined,
             );
+            for (reason, n) in &d.activity.not_deliverable {
+                out += &format!(
+                    "  NOT DELIVERABLE to {}: {n} instance(s): {reason}\n",
+                    d.name
+                );
+            }
+            for (reason, n) in &d.activity.discarded {
+                out += &format!("  discarded by profile {}: {n} {reason}\n", d.profile);
+            }
             for u in &d.activity.uploading {
                 out += &format!(
                     "  uploading ({} lane): {} instance(s), {} of {} since {}\n",
@@ -221,6 +230,8 @@ mod tests {
                 },
                 activity: DestinationCounters {
                     delivered: 5,
+                    discarded: [("raw data".to_owned(), 2)].into(),
+                    not_deliverable: [("burned-in text: no regions".to_owned(), 1)].into(),
                     last_success: None,
                     last_error: None,
                     state: "offline".into(),
@@ -255,6 +266,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("quarantined 1"), "{text}");
+        assert!(
+            text.contains("NOT DELIVERABLE to outbox: 1 instance(s): burned-in text: no regions"),
+            "{text}"
+        );
+        assert!(
+            text.contains("discarded by profile identified: 2 raw data"),
+            "{text}"
+        );
         assert!(
             text.contains("offline, next attempt 2026-11-25T00:02:00Z"),
             "{text}"

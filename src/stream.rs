@@ -105,9 +105,9 @@ pub trait Transform {
         None
     }
 
-    /// After the data set: a reason to hold this output back (quarantine) rather
-    /// than deliver it, when the transform could not do all it must.
-    fn hold(&self) -> Option<String> {
+    /// After the data set: why this output could not be cleaned as its profile
+    /// must, in which case it is dropped, never kept or sent.
+    fn uncleaned(&self) -> Option<String> {
         None
     }
 

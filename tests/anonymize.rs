@@ -250,25 +250,96 @@ fn strict_keeps_patient_data_off_the_card_and_out_of_the_logs() {
     assert_no_marker("status", &status.stdout);
 }
 
+/// Two instances no profile can clean: no ultrasound regions (nobody knows where
+/// the banner ends), native and JPEG baseline.
+fn uncleanable(dir: &Path) -> Vec<PathBuf> {
+    let plain = dir.join("plain.dcm");
+    write_us_image(&plain, "1.2.826.0.1.3680043.10.31.1", EXPLICIT_LE, 40, 40);
+    let jpeg = dir.join("jpeg.dcm");
+    write_jpeg_image(&jpeg, "1.2.826.0.1.3680043.10.31.2");
+    vec![plain, jpeg]
+}
+
 #[test]
-fn instances_whose_pixels_cannot_be_cleaned_are_held_back() {
+fn an_instance_no_destination_can_take_clean_is_refused_and_never_kept() {
     let out = tempfile::tempdir().unwrap();
     let agent = Agent::start(&dir_destination("research", out.path(), "strict"));
     let input = tempfile::tempdir().unwrap();
-    // No ultrasound regions: nobody knows where the banner ends.
-    let plain = input.path().join("plain.dcm");
-    write_us_image(&plain, "1.2.826.0.1.3680043.10.31.1", EXPLICIT_LE, 40, 40);
-    let jpeg = input.path().join("jpeg.dcm");
-    write_jpeg_image(&jpeg, "1.2.826.0.1.3680043.10.31.2");
-    let out_scu = storescu(agent.port, &["-R", "-xy"], &[&plain, &jpeg]);
-    assert!(out_scu.status.success(), "{}", text(&out_scu));
-    agent.wait_destination(15, "quarantined", 2);
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(
-        dcm_files(out.path()).is_empty(),
-        "nothing with text in its pixels is delivered"
+    let files = uncleanable(input.path());
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let sent = storescu(agent.port, &["-v", "-nh", "-R", "-xy"], &refs);
+    // The modality keeps its copy and shows why.
+    let said = text(&sent);
+    assert_eq!(
+        said.matches("Received Store Response (Error: CannotUnderstand)")
+            .count(),
+        2,
+        "both refused with C110H:\n{said}"
     );
-    assert!(agent.log().contains("holds an instance back"));
+    let log = agent.log();
+    assert_eq!(
+        log.matches("refused with C110H: not stored: it cannot be anonymized (burned-in text: no ultrasound regions").count(),
+        2,
+        "{log}"
+    );
+    assert!(agent.spool_files().is_empty(), "nothing kept on the card");
+    assert!(dcm_files(out.path()).is_empty(), "nothing delivered");
+    wait_until(
+        5,
+        || agent.status_json()["counters"]["instances_refused"] == 2,
+        || agent.status_json().to_string(),
+    );
+    let status = agent.status_json();
+    assert_eq!(status["destinations"][0]["quarantined"], 0, "{status}");
+}
+
+#[test]
+fn a_copy_that_cannot_be_cleaned_is_not_kept_and_the_others_are_delivered() {
+    let out = tempfile::tempdir().unwrap();
+    let (strict_dir, archive_dir) = (out.path().join("strict"), out.path().join("archive"));
+    let agent = Agent::start(&format!(
+        "{}{}",
+        dir_destination("research", &strict_dir, "strict"),
+        dir_destination("archive", &archive_dir, "identified")
+    ));
+    let input = tempfile::tempdir().unwrap();
+    let files = uncleanable(input.path());
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let sent = storescu(agent.port, &["-R", "-xy"], &refs);
+    assert!(sent.status.success(), "{}", text(&sent));
+    agent.wait_files(&archive_dir, 2);
+    agent.wait_spool_empty(10);
+    assert!(dcm_files(&strict_dir).is_empty());
+    wait_until(
+        5,
+        || agent.status_json()["destinations"][0]["not_deliverable"] != serde_json::json!({}),
+        || agent.status_json().to_string(),
+    );
+    let research = &agent.status_json()["destinations"][0];
+    assert_eq!(research["name"], "research");
+    let counts = research["not_deliverable"].as_object().unwrap();
+    assert_eq!(
+        counts.values().filter_map(|n| n.as_u64()).sum::<u64>(),
+        2,
+        "{research}"
+    );
+    assert_eq!(research["quarantined"], 0, "{research}");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["status", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    let said = text(&status);
+    assert!(said.contains("NOT DELIVERABLE to research"), "{said}");
+    // Nothing is left that retry-quarantine could send.
+    let retry = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["retry-quarantine", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    assert!(retry.status.success(), "{}", text(&retry));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(dcm_files(&strict_dir).is_empty(), "never sent to research");
 }
 
 #[test]
@@ -420,6 +491,26 @@ fn typical_protects_pdf_reports_and_strict_discards_them() {
     assert!(
         dcm_files(&strict_dir).is_empty(),
         "strict discards non-DICOM content"
+    );
+    // ... and says so: the clinic sees what did not go to the cloud.
+    let reason = "encapsulated document (PDF, CDA, STL)";
+    wait_until(
+        5,
+        || agent.status_json()["destinations"][0]["discarded"][reason] == 1,
+        || agent.status_json().to_string(),
+    );
+    let research = &agent.status_json()["destinations"][0];
+    assert_eq!(research["name"], "research");
+    assert_eq!(research["discarded"][reason], 1, "{research}");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["status", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    let said = text(&status);
+    assert!(
+        said.contains(&format!("discarded by profile strict: 1 {reason}")),
+        "{said}"
     );
 }
 

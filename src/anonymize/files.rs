@@ -18,7 +18,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 
-use super::{Anonymizer, DeviceKey, PasswordBook};
+use super::{Anonymizer, DeviceKey, Discard, PasswordBook};
 use crate::config::{Config, Profile};
 use crate::queue::spool::{FileMeta, write_meta};
 use crate::stream::{self, Output};
@@ -59,15 +59,16 @@ pub fn run(
     let mut report = Report::default();
     for file in &files {
         match anonymize_file(&anonymizer, profile, file, out) {
-            Ok(Some((target, bytes))) => {
+            Ok(Ok((target, bytes))) => {
                 println!("anonymized  {} -> {}", file.display(), target.display());
                 report.anonymized += 1;
                 report.bytes += bytes;
             }
-            Ok(None) => {
+            Ok(Err(discard)) => {
                 println!(
-                    "discarded   {}: profile {profile} discards this kind of instance",
-                    file.display()
+                    "discarded   {}: profile {profile} discards it ({})",
+                    file.display(),
+                    discard.as_str()
                 );
                 report.discarded += 1;
             }
@@ -104,13 +105,13 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
-/// One file; `None` when the profile discards it.
+/// One file; the inner error when the profile discards it.
 fn anonymize_file(
     anonymizer: &Anonymizer,
     profile: Profile,
     path: &Path,
     out: &Path,
-) -> Result<Option<(PathBuf, u64)>, String> {
+) -> Result<Result<(PathBuf, u64), Discard>, String> {
     let mut input =
         BufReader::with_capacity(64 * 1024, File::open(path).map_err(|e| e.to_string())?);
     let mut preamble = [0u8; 128];
@@ -125,8 +126,9 @@ fn anonymize_file(
         .filter(|ts| ts.can_decode_dataset())
         .ok_or_else(|| format!("transfer syntax {ts_uid} is not supported"))?;
     let sop_class = meta.media_storage_sop_class_uid().to_owned();
-    let Some(mut transform) = anonymizer.transform(profile, &sop_class, ts) else {
-        return Ok(None);
+    let mut transform = match anonymizer.transform(profile, &sop_class, ts) {
+        Ok(transform) => transform,
+        Err(discard) => return Ok(Err(discard)),
     };
     let uid = anonymizer.instance_uid(profile, meta.media_storage_sop_instance_uid());
     let deflated = matches!(ts.codec(), Codec::Dataset(_));
@@ -158,7 +160,7 @@ fn anonymize_file(
             }];
             stream::copy(&mut input, ts, outputs)?;
         }
-        if let Some(reason) = transform.hold() {
+        if let Some(reason) = transform.uncleaned() {
             return Err(format!("not written: {reason}"));
         }
         writer.flush().map_err(|e| e.to_string())?;
@@ -168,7 +170,7 @@ fn anonymize_file(
     match result {
         Ok(bytes) => {
             fs::rename(&temp, &target).map_err(|e| e.to_string())?;
-            Ok(Some((target, bytes)))
+            Ok(Ok((target, bytes)))
         }
         Err(reason) => {
             let _ = fs::remove_file(&temp);

@@ -8,7 +8,7 @@
 //! de-identified. `strict` also makes every study look the same: fixed name, ID and
 //! sex, birth date cut to the decade, study dates cut to the year, times emptied —
 //! and discards content that cannot be anonymized (encapsulated documents, raw
-//! data, private SOP classes). Whatever cannot be cleaned is held back, never sent.
+//! data, private SOP classes). A copy that cannot be cleaned is never kept.
 
 mod document;
 pub mod files;
@@ -32,6 +32,31 @@ use pixels::{Blanker, Layout, Region};
 
 use crate::config::{DateCut, DocumentPassword, Profile, StrictValues};
 use crate::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
+
+/// Why a profile sends no copy of an instance at all: content it cannot anonymize,
+/// acknowledged and dropped as the profile promises (and counted in `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// Strict sends no encapsulated documents (PDF reports, CDA, STL, ...).
+    Document,
+    /// Typical protects PDFs with a password; other documents cannot be.
+    UnprotectableDocument,
+    /// Raw Data Storage: a vendor's opaque bytes.
+    RawData,
+    /// A private SOP class, whose content nobody can vouch for.
+    PrivateClass,
+}
+
+impl Discard {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Discard::Document => "encapsulated document (PDF, CDA, STL)",
+            Discard::UnprotectableDocument => "document that cannot be password protected",
+            Discard::RawData => "raw data",
+            Discard::PrivateClass => "private SOP class",
+        }
+    }
+}
 
 /// A PS3.15 action (Table E.1-1's basic profile column, resolved).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,27 +94,39 @@ impl Anonymizer {
         }
     }
 
-    /// The transform for `profile` on an instance of `sop_class_uid`, or `None` when
-    /// the profile discards such instances.
+    /// The transform for `profile` on an instance of `sop_class_uid`, or why the
+    /// profile discards such instances.
     pub fn transform(
         &self,
         profile: Profile,
         sop_class_uid: &str,
         ts: &TransferSyntax,
-    ) -> Option<Box<dyn Transform + Send>> {
+    ) -> Result<Box<dyn Transform + Send>, Discard> {
         if profile == Profile::Identified {
-            return Some(Box::new(Identity));
+            return Ok(Box::new(Identity));
         }
         let strict = profile == Profile::Strict;
+        let document = is_encapsulated_document(sop_class_uid);
         let pdf = sop_class_uid == ENCAPSULATED_PDF;
-        if !anonymizable(sop_class_uid)
-            && (strict || (is_encapsulated_document(sop_class_uid) && !pdf))
-        {
-            // Strict discards what cannot be anonymized; typical keeps PDFs, password
-            // protected, and discards the documents it cannot protect (CDA, STL, ...).
-            return None;
+        // Strict discards what cannot be anonymized; typical keeps PDFs, password
+        // protected, and discards the documents it cannot protect (CDA, STL, ...).
+        if document && (strict || !pdf) {
+            return Err(if strict {
+                Discard::Document
+            } else {
+                Discard::UnprotectableDocument
+            });
         }
-        Some(Box::new(Deidentify {
+        if !document && !anonymizable(sop_class_uid) && strict {
+            return Err(
+                if crate::receive::negotiation::is_standard_storage(sop_class_uid) {
+                    Discard::RawData
+                } else {
+                    Discard::PrivateClass
+                },
+            );
+        }
+        Ok(Box::new(Deidentify {
             key: self.key.clone(),
             strict: strict.then(|| self.strict.clone()),
             iod: iod_of(sop_class_uid),
@@ -99,7 +136,7 @@ impl Anonymizer {
             jpeg_baseline: ts.uid() == JPEG_BASELINE,
             pixels: PixelFacts::default(),
             blanker: None,
-            hold: None,
+            uncleaned: None,
             document: (pdf && !strict).then(|| (self.document_password, self.book.clone())),
             study_uid: None,
             birth_date: None,
@@ -184,7 +221,8 @@ struct Deidentify {
     jpeg_baseline: bool,
     pixels: PixelFacts,
     blanker: Option<Blanker>,
-    hold: Option<String>,
+    /// Why this copy could not be cleaned: it must then not be kept at all.
+    uncleaned: Option<String>,
     /// For a PDF under `typical`: the password policy and the book.
     document: Option<(DocumentPassword, Arc<PasswordBook>)>,
     /// The original Study Instance UID and birth date, for the document's password.
@@ -308,7 +346,7 @@ impl Deidentify {
         }
     }
 
-    /// At the pixel data: blank, keep, or hold the instance back.
+    /// At the pixel data: blank, keep, or give up on this copy.
     fn plan_pixels(&mut self) -> Plan {
         let p = &self.pixels;
         let needs_cleaning = self.ultrasound || p.modality_us || p.burned_in == Some(true);
@@ -316,9 +354,9 @@ impl Deidentify {
             return Plan::Keep;
         }
         if p.regions.is_empty() {
-            self.hold =
+            self.uncleaned =
                 Some("burned-in text: no ultrasound regions tell where the image is".into());
-            return Plan::Keep;
+            return Plan::Remove;
         }
         if self.encapsulated {
             if self.jpeg_baseline
@@ -329,7 +367,7 @@ impl Deidentify {
             {
                 return Plan::Filter;
             }
-            self.hold = Some(format!(
+            self.uncleaned = Some(format!(
                 "burned-in text cannot be blanked in this compressed pixel data ({})",
                 if self.jpeg_baseline {
                     p.photometric.as_str()
@@ -337,7 +375,7 @@ impl Deidentify {
                     "not JPEG baseline"
                 }
             ));
-            return Plan::Keep;
+            return Plan::Remove;
         }
         let layout = Layout {
             rows: p.rows,
@@ -354,8 +392,8 @@ impl Deidentify {
                 Plan::Filter
             }
             None => {
-                self.hold = Some("burned-in text: the image layout is incomplete".into());
-                Plan::Keep
+                self.uncleaned = Some("burned-in text: the image layout is incomplete".into());
+                Plan::Remove
             }
         }
     }
@@ -500,7 +538,8 @@ impl Transform for Deidentify {
                     return match protected {
                         Ok(pdf) => Rewrite::Value(pdf),
                         Err(reason) => {
-                            self.hold = Some(format!("encapsulated PDF not protected: {reason}"));
+                            self.uncleaned =
+                                Some(format!("encapsulated PDF not protected: {reason}"));
                             Rewrite::Value(Vec::new())
                         }
                     };
@@ -588,18 +627,22 @@ impl Transform for Deidentify {
     }
 
     fn fragment(&mut self, _index: usize, bytes: &[u8]) -> Option<Vec<u8>> {
+        if self.uncleaned.is_some() {
+            return Some(Vec::new());
+        }
         match pixels::blank_jpeg(bytes, &self.pixels.regions, &self.pixels.photometric) {
             Ok(frame) => Some(frame),
             Err(reason) => {
-                // One frame split over several fragments lands here too.
-                self.hold = Some(format!("burned-in text: {reason}"));
-                None
+                // One frame split over several fragments lands here too. Nothing of
+                // it is written: the copy is dropped.
+                self.uncleaned = Some(format!("burned-in text: {reason}"));
+                Some(Vec::new())
             }
         }
     }
 
-    fn hold(&self) -> Option<String> {
-        self.hold.clone()
+    fn uncleaned(&self) -> Option<String> {
+        self.uncleaned.clone()
     }
 
     fn preserves_encoding(&self) -> bool {
@@ -664,7 +707,7 @@ mod tests {
             jpeg_baseline: false,
             pixels: PixelFacts::default(),
             blanker: None,
-            hold: None,
+            uncleaned: None,
             document: None,
             study_uid: None,
             birth_date: None,
@@ -700,15 +743,16 @@ mod tests {
     #[test]
     fn strict_discards_what_cannot_be_anonymized() {
         let anonymizer = test_anonymizer();
-        for class in [
-            "1.2.840.10008.5.1.4.1.1.104.1",
-            "1.2.840.10008.5.1.4.1.1.66",
-            "1.2.840.113619.4.30",
+        for (class, why) in [
+            ("1.2.840.10008.5.1.4.1.1.104.1", Discard::Document),
+            ("1.2.840.10008.5.1.4.1.1.66", Discard::RawData),
+            ("1.2.840.113619.4.30", Discard::PrivateClass),
         ] {
-            assert!(
+            assert_eq!(
                 anonymizer
                     .transform(Profile::Strict, class, &explicit_le())
-                    .is_none(),
+                    .err(),
+                Some(why),
                 "{class}"
             );
         }
@@ -719,12 +763,13 @@ mod tests {
                     "1.2.840.10008.5.1.4.1.1.104.2",
                     &explicit_le()
                 )
-                .is_none()
+                .err()
+                == Some(Discard::UnprotectableDocument)
         );
         assert!(
             anonymizer
                 .transform(Profile::Typical, ENCAPSULATED_PDF, &explicit_le())
-                .is_some()
+                .is_ok()
         );
         assert!(
             anonymizer
@@ -733,7 +778,7 @@ mod tests {
                     "1.2.840.10008.5.1.4.1.1.66",
                     &explicit_le()
                 )
-                .is_some()
+                .is_ok()
         );
         assert!(
             anonymizer
@@ -742,7 +787,7 @@ mod tests {
                     "1.2.840.10008.5.1.4.1.1.6.1",
                     &explicit_le()
                 )
-                .is_some()
+                .is_ok()
         );
     }
 }

@@ -4,9 +4,10 @@
 //! per destination using that profile. Its record in the `items` tree lists the
 //! destinations still pending; a per-destination tree orders them oldest first, in
 //! two lanes (small and large instances) so that a gigabyte clip never holds the
-//! small instances behind it. An instance a destination refuses for good moves to
-//! that destination's quarantine tree: still on the card, out of the way, until
-//! `retry-quarantine` puts it back.
+//! small instances behind it. An instance a destination's server refuses for good
+//! moves to that destination's quarantine tree: still on the card, out of the way,
+//! until `retry-quarantine` puts it back. (A copy a profile cannot clean never gets
+//! here: it is never written.)
 //! The record is the truth and the per-destination trees an index rebuilt at each
 //! start; the spool files are the truth behind both, so a lost or corrupt sled is
 //! rebuilt from them. The commit order is what makes "nothing acknowledged is lost"
@@ -254,20 +255,14 @@ impl Queue {
     }
 
     /// Makes the instance durable in every profile, then records it for every
-    /// destination. When this returns Ok the instance may be acknowledged. A part
-    /// with a hold reason goes straight to its destinations' quarantine: kept on
-    /// the card, never sent until someone decides otherwise.
-    pub fn commit(
-        &self,
-        parts: Vec<(PartFile, Option<String>)>,
-        sop_class_uid: &str,
-    ) -> Result<(), QueueError> {
+    /// destination. When this returns Ok the instance may be acknowledged.
+    pub fn commit(&self, parts: Vec<PartFile>, sop_class_uid: &str) -> Result<(), QueueError> {
         let received_ms = unix_ms();
         let mut sealed = Vec::with_capacity(parts.len());
-        for (part, hold) in parts {
+        for part in parts {
             let (id, profile, uid) = (part.id, part.profile, part.sop_instance_uid.clone());
             match part.seal(&self.spool.path(profile, id)) {
-                Ok((_, size)) => sealed.push((id, profile, size, uid, hold)),
+                Ok((_, size)) => sealed.push((id, profile, size, uid)),
                 Err(e) => {
                     // Not acknowledged: take back what was already sealed.
                     for (id, profile, ..) in sealed {
@@ -280,42 +275,30 @@ impl Queue {
         // Counted before the entries exist: a worker may take and complete an entry
         // the moment it is inserted, and its decrement must find the increment.
         let count = |up: bool| {
-            for (_, profile, size, _, hold) in &sealed {
+            for (_, profile, size, _) in &sealed {
                 for d in self.destinations.iter().filter(|d| d.profile == *profile) {
                     let mut stats = d.stats.lock().expect("stats lock");
                     let adjust =
                         |n: &mut u64, by: u64| *n = if up { *n + by } else { n.saturating_sub(by) };
-                    if hold.is_some() {
-                        adjust(&mut stats.quarantined, 1);
-                    } else {
-                        adjust(&mut stats.pending, 1);
-                        adjust(&mut stats.pending_bytes, *size);
-                    }
+                    adjust(&mut stats.pending, 1);
+                    adjust(&mut stats.pending_bytes, *size);
                 }
             }
         };
         count(true);
         let result = (|| -> Result<(), QueueError> {
-            for (id, profile, size, uid, hold) in &sealed {
+            for (id, profile, size, uid) in &sealed {
                 let record = Record {
                     profile: *profile,
                     size: *size,
                     received_ms,
                     sop_class_uid: sop_class_uid.to_owned(),
                     sop_instance_uid: uid.clone(),
-                    pending: self.destination_names(*profile),
+                    pending: self.destinations_of(*profile),
                 };
                 self.items.insert(id.to_be_bytes(), encode(&record))?;
                 for d in self.destinations.iter().filter(|d| d.profile == *profile) {
-                    match hold {
-                        Some(reason) => {
-                            d.quarantine
-                                .insert(id.to_be_bytes(), quarantine_record(reason))?;
-                        }
-                        None => {
-                            d.pending.insert(pending_key(Lane::of(*size), *id), &[])?;
-                        }
-                    }
+                    d.pending.insert(pending_key(Lane::of(*size), *id), &[])?;
                 }
             }
             self.db.flush()?;
@@ -329,11 +312,9 @@ impl Queue {
             }
             return Err(e);
         }
-        for (_, profile, size, _, hold) in &sealed {
-            if hold.is_none() {
-                for d in self.destinations.iter().filter(|d| d.profile == *profile) {
-                    let _ = d.wake[Lane::of(*size) as usize].0.try_send(());
-                }
+        for (_, profile, size, _) in &sealed {
+            for d in self.destinations.iter().filter(|d| d.profile == *profile) {
+                let _ = d.wake[Lane::of(*size) as usize].0.try_send(());
             }
         }
         Ok(())
@@ -489,7 +470,8 @@ impl Queue {
         Ok(())
     }
 
-    fn destination_names(&self, profile: Profile) -> Vec<String> {
+    /// The destinations that take `profile`'s copies.
+    pub fn destinations_of(&self, profile: Profile) -> Vec<String> {
         self.destinations
             .iter()
             .filter(|d| d.profile == profile)
@@ -540,7 +522,7 @@ impl Queue {
         }
 
         for (profile, ids) in &files {
-            let pending = self.destination_names(*profile);
+            let pending = self.destinations_of(*profile);
             for id in ids {
                 if pending.is_empty() {
                     report.files_without_destination += 1;
@@ -711,7 +693,7 @@ mod tests {
         let mut part = queue.start(Profile::Identified, &meta(uid)).unwrap();
         part.write_all(b"data set bytes").unwrap();
         queue
-            .commit(vec![(part, None)], "1.2.840.10008.5.1.4.1.1.6.1")
+            .commit(vec![part], "1.2.840.10008.5.1.4.1.1.6.1")
             .unwrap();
     }
 

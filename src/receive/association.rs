@@ -160,6 +160,14 @@ fn converse<S: Read + Write>(
                     &shared.queue,
                     &shared.anonymizer,
                 )?;
+                for (profile, withheld) in &outcome.withheld {
+                    for destination in shared.queue.destinations_of(*profile) {
+                        shared.board.record(Event::Withheld {
+                            destination,
+                            withheld: withheld.clone(),
+                        });
+                    }
+                }
                 match &outcome.reason {
                     None => shared.board.record(Event::InstanceStored {
                         bytes: outcome.bytes,

@@ -34,6 +34,11 @@ impl Status {
     pub const DATA_SET_MISMATCH: Status = Status(0xA900);
     /// Error: cannot understand (malformed data set).
     pub const CANNOT_UNDERSTAND: Status = Status(0xC000);
+    /// Error: cannot understand, in the Cxxx range PS3.4 B.2.3 leaves to the
+    /// implementation: a well-formed instance that no configured profile can
+    /// anonymize (burned-in text it cannot blank). Modalities show it as a failure
+    /// and keep their copy; the Error Comment says why.
+    pub const CANNOT_ANONYMIZE: Status = Status(0xC110);
 
     pub fn is_success(self) -> bool {
         self == Status::SUCCESS

@@ -16,7 +16,7 @@ use flate2::read::DeflateDecoder;
 use super::dimse::{Command, Status};
 use super::negotiation::Context;
 use super::pdu::{DataSetReader, Fault};
-use crate::anonymize::Anonymizer;
+use crate::anonymize::{Anonymizer, Discard};
 use crate::config::Profile;
 use crate::queue::Queue;
 use crate::queue::spool::FileMeta;
@@ -29,6 +29,17 @@ pub struct Outcome {
     /// Why, for the log and the Error Comment; `None` on success.
     pub reason: Option<String>,
     pub bytes: u64,
+    /// Profiles that keep no copy of a stored instance, and why.
+    pub withheld: Vec<(Profile, Withheld)>,
+}
+
+/// Why a profile's destinations get no copy of an instance that was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Withheld {
+    /// The profile drops such content by design (strict and PDFs, say).
+    Discarded(Discard),
+    /// The profile could not clean this copy, so it was not kept.
+    NotDeliverable(String),
 }
 
 impl Outcome {
@@ -37,6 +48,7 @@ impl Outcome {
             status,
             reason: Some(reason.into()),
             bytes: 0,
+            withheld: Vec::new(),
         }
     }
 }
@@ -105,10 +117,18 @@ pub fn receive<S: Read + Write>(
     // profile that discards this kind of instance gets none.
     let mut parts = Vec::new();
     let mut transforms = Vec::new();
+    let mut withheld = Vec::new();
     for profile in queue.profiles() {
-        let Some(transform) = anonymizer.transform(profile, sop_class_uid, ts) else {
-            log::info!("profile {profile} discards instances of SOP class {sop_class_uid}");
-            continue;
+        let transform = match anonymizer.transform(profile, sop_class_uid, ts) {
+            Ok(transform) => transform,
+            Err(discard) => {
+                log::info!(
+                    "profile {profile} discards instances of SOP class {sop_class_uid}: {}",
+                    discard.as_str()
+                );
+                withheld.push((profile, Withheld::Discarded(discard)));
+                continue;
+            }
         };
         let meta = FileMeta {
             sop_class_uid: sop_class_uid.clone(),
@@ -175,25 +195,35 @@ pub fn receive<S: Read + Write>(
         }
     }
     let bytes = data.payload_bytes();
-    let parts: Vec<_> = parts
-        .into_iter()
-        .zip(&transforms)
-        .map(|(part, transform)| {
-            let hold = transform.hold();
-            if let Some(reason) = &hold {
+    // A copy its profile could not clean is never kept (dropping the part removes
+    // it); if no copy is left for anyone, the modality keeps its own and says so.
+    let mut kept = Vec::new();
+    let mut uncleaned = None;
+    for (part, transform) in parts.into_iter().zip(&transforms) {
+        match transform.uncleaned() {
+            None => kept.push(part),
+            Some(reason) => {
                 log::warn!(
-                    "profile {} holds an instance back in quarantine: {reason}",
+                    "profile {} cannot clean an instance, so keeps no copy: {reason}",
                     part.profile
                 );
+                withheld.push((part.profile, Withheld::NotDeliverable(reason.clone())));
+                uncleaned = Some(reason);
             }
-            (part, hold)
-        })
-        .collect();
-    match queue.commit(parts, sop_class_uid) {
+        }
+    }
+    if let (true, Some(reason)) = (kept.is_empty(), uncleaned) {
+        return Ok(Outcome::refuse(
+            Status::CANNOT_ANONYMIZE,
+            format!("not stored: it cannot be anonymized ({reason})"),
+        ));
+    }
+    match queue.commit(kept, sop_class_uid) {
         Ok(()) => Ok(Outcome {
             status: Status::SUCCESS,
             reason: None,
             bytes,
+            withheld,
         }),
         Err(crate::queue::QueueError::Io(e)) => Ok(Outcome::refuse(
             Status::OUT_OF_RESOURCES,

@@ -506,6 +506,62 @@ fn a_peer_from_another_address_is_refused_while_an_allowed_one_is_served() {
     );
 }
 
+/// A refused address floods the listener with silent connections: each is refused
+/// (an RJ for the first few, closed at once beyond) without tying up the threads
+/// real associations need, and an allowed peer is served in the middle of it.
+#[test]
+fn a_flood_from_a_refused_address_does_not_starve_allowed_peers() {
+    let second = SecondHost::new();
+    let agent = Agent::start(&format!(
+        "[listener]\nbind = \"0.0.0.0\"\nallowed_addresses = [\"127.0.0.1/32\", \"{}/32\"]",
+        second.host_address
+    ));
+    // More silent connections than smol's blocking pool has threads (500).
+    let flood = "import socket, sys, time\n\
+        held = [socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) for _ in range(600)]\n\
+        print(len(held), flush=True)\n\
+        time.sleep(8)\n";
+    let mut flooder = Command::new("ip")
+        .args(["netns", "exec", &second.name, "python3", "-c", flood])
+        .arg(&second.host_address)
+        .arg(agent.port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut opened = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(flooder.stdout.as_mut().unwrap()),
+        &mut opened,
+    )
+    .unwrap();
+    assert_eq!(opened.trim(), "600", "the flood connected");
+    // While the flood holds its connections: an association timeout of 5 s.
+    let served = dcmtk(
+        "echoscu",
+        &[
+            "-ta",
+            "5",
+            "-aec",
+            "UPLINK",
+            "127.0.0.1",
+            &agent.port.to_string(),
+        ],
+    );
+    let _ = flooder.kill();
+    let _ = flooder.wait();
+    assert!(
+        served.status.success(),
+        "{}\n{}",
+        text(&served),
+        agent.log()
+    );
+    wait_until(
+        5,
+        || agent.status_json()["counters"]["associations_refused"].as_u64() >= Some(600),
+        || agent.status_json().to_string(),
+    );
+}
+
 #[test]
 fn dicom_over_tls_lets_in_only_machines_with_the_clinics_certificate() {
     let dir = tempfile::tempdir().unwrap();

@@ -246,11 +246,15 @@ fn abort<W: Wire>(pdus: &mut PduStream<W>, fault: &Fault) {
     pdus.get_mut().close();
 }
 
+/// How long a refused peer has to send its request (a real modality sends it at
+/// once; a silent one must not hold a thread for long).
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
+
 /// Refuses a connection before negotiation (over the cap, address not allowed):
 /// reads its request so the peer gets a proper A-ASSOCIATE-RJ, then closes.
 pub fn refuse(stream: TcpStream, rj: AssociationRJ, tls: Option<&Arc<ServerConfig>>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_read_timeout(Some(REFUSAL_DEADLINE));
+    let _ = stream.set_write_timeout(Some(REFUSAL_DEADLINE));
     match tls {
         Some(config) => {
             if let Ok(stream) = tls::accept(config, stream) {
@@ -263,7 +267,7 @@ pub fn refuse(stream: TcpStream, rj: AssociationRJ, tls: Option<&Arc<ServerConfi
 
 fn refuse_on<W: Wire>(stream: W, rj: AssociationRJ) {
     let mut pdus = PduStream::new(stream, 16 * 1024);
-    pdus.set_deadline(Some(Instant::now() + Duration::from_secs(10)));
+    pdus.set_deadline(Some(Instant::now() + REFUSAL_DEADLINE));
     if let Ok(Next::Control(Pdu::AssociationRQ(_))) = pdus.next_pdu() {
         let _ = pdus.send(&Pdu::AssociationRJ(rj));
     }

@@ -27,6 +27,10 @@ use association::Shared;
 
 /// How long running associations may take to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Refusals answered at once (an A-ASSOCIATE-RJ, so the technician sees why); past
+/// this many, a refused connection is closed without an answer, so a flood from a
+/// refused address can never tie up the threads real associations need.
+const MAX_REFUSING: usize = 4;
 
 /// A bound listener, ready to serve.
 pub struct Listener {
@@ -58,6 +62,7 @@ impl Listener {
     /// Serves until `stop` completes, then shuts down as described above.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         let active = Arc::new(AtomicUsize::new(0));
+        let refusing = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(Mutex::new(HashMap::<u64, TcpStream>::new()));
         let next_key = AtomicU64::new(0);
         let mut tasks: Vec<smol::Task<()>> = Vec::new();
@@ -105,13 +110,22 @@ impl Listener {
             };
             if let Some((reason, rj)) = refusal {
                 let reason = format!("{peer}: {reason}");
-                log::warn!("association rejected: {reason}");
                 self.shared
                     .board
-                    .record(crate::events::Event::AssociationRefused { reason });
-                let tls = self.shared.tls.clone();
+                    .record(crate::events::Event::AssociationRefused {
+                        reason: reason.clone(),
+                    });
+                if refusing.load(Ordering::SeqCst) >= MAX_REFUSING {
+                    log::debug!("association rejected without an answer: {reason}");
+                    drop(stream);
+                    continue;
+                }
+                log::warn!("association rejected: {reason}");
+                refusing.fetch_add(1, Ordering::SeqCst);
+                let (tls, refusing) = (self.shared.tls.clone(), refusing.clone());
                 tasks.push(smol::spawn(smol::unblock(move || {
-                    association::refuse(stream, rj, tls.as_ref())
+                    association::refuse(stream, rj, tls.as_ref());
+                    refusing.fetch_sub(1, Ordering::SeqCst);
                 })));
                 continue;
             }

@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
     let ts = TransferSyntaxRegistry
         .get(SYNTAXES[usize::from(choice) % SYNTAXES.len()])
         .unwrap();
-    let Some(mut transform) = anonymizer().transform(Profile::Strict, US_IMAGE, ts) else {
+    let Ok(mut transform) = anonymizer().transform(Profile::Strict, US_IMAGE, ts) else {
         return;
     };
     let outputs = vec![Output {

@@ -18,11 +18,23 @@ use super::pixels::Region;
 /// Blanks everything outside `regions` in a baseline JPEG frame. `ybr` says the
 /// components are Y, Cb, Cr (black is 0, 128, 128), otherwise black is 0 in all.
 /// `Ok(None)`: the frame is valid as far as read but uses what is not handled here.
-pub fn blank(frame: &[u8], regions: &[Region], ybr: bool) -> Result<Option<Vec<u8>>, String> {
+pub fn blank(
+    frame: &[u8],
+    regions: &[Region],
+    ybr: bool,
+    (rows, columns): (u32, u32),
+) -> Result<Option<Vec<u8>>, String> {
     let header = match Header::parse(frame)? {
         Some(header) => header,
         None => return Ok(None),
     };
+    // The work and the output grow with the declared size: it must be the image's.
+    if (header.height, header.width) != (rows as usize, columns as usize) {
+        return Err(format!(
+            "JPEG frame is {}x{} but the image is {columns}x{rows}",
+            header.width, header.height
+        ));
+    }
     let mut out = Vec::with_capacity(frame.len());
     out.extend_from_slice(&frame[..header.scan_start]);
     let mut reader = BitReader::new(&frame[header.scan_start..]);
@@ -389,6 +401,12 @@ impl<'a> BitReader<'a> {
 
     fn next_byte(&mut self) -> Result<u8, String> {
         if self.at_marker {
+            // Read ahead may pass the marker; decoding past it means the frame
+            // ended (an early EOI) before its last block.
+            self.padding += 8;
+            if self.padding > 64 {
+                return Err("JPEG entropy data ends before the frame's last block".into());
+            }
             return Ok(0);
         }
         let Some(&byte) = self.data.get(self.pos) else {
@@ -432,6 +450,7 @@ impl<'a> BitReader<'a> {
                 self.acc = 0;
                 self.bits = 0;
                 self.at_marker = false;
+                self.padding = 0;
                 Ok(())
             }
             _ => Err("JPEG entropy data lacks an expected restart marker".into()),
@@ -865,7 +884,9 @@ mod tests {
             x1: 150,
             y1: 99,
         };
-        let blanked = blank(&frame, &[region], true).unwrap().expect("handled");
+        let blanked = blank(&frame, &[region], true, (u32::from(h), u32::from(w)))
+            .unwrap()
+            .expect("handled");
         let (before, after) = (decode(&frame), decode(&blanked));
         for y in 0..usize::from(h) {
             for x in 0..usize::from(w) {
@@ -908,7 +929,10 @@ mod tests {
             y1: 63,
         };
         // Everything kept: the output is the input, markers and all.
-        assert_eq!(blank(&frame, &[region], true).unwrap().unwrap(), frame);
+        assert_eq!(
+            blank(&frame, &[region], true, (64, 64)).unwrap().unwrap(),
+            frame
+        );
     }
 
     #[test]
@@ -939,15 +963,18 @@ mod tests {
             x1: 9,
             y1: 9,
         };
-        assert!(blank(b"not a jpeg", &[region], true).is_err());
+        assert!(blank(b"not a jpeg", &[region], true, (64, 64)).is_err());
         let frame = encode(64, 64, jpeg_encoder::SamplingFactor::F_1_1, None);
-        assert!(blank(&frame[..frame.len() / 2], &[region], true).is_err());
+        assert!(blank(&frame[..frame.len() / 2], &[region], true, (64, 64)).is_err());
         let mut progressive = Vec::new();
         let mut encoder = jpeg_encoder::Encoder::new(&mut progressive, 90);
         encoder.set_progressive(true);
         encoder
             .encode(&picture(64, 64), 64, 64, jpeg_encoder::ColorType::Rgb)
             .unwrap();
-        assert_eq!(blank(&progressive, &[region], true).unwrap(), None);
+        assert_eq!(
+            blank(&progressive, &[region], true, (64, 64)).unwrap(),
+            None
+        );
     }
 }

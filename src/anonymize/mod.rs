@@ -630,7 +630,8 @@ impl Transform for Deidentify {
         if self.uncleaned.is_some() {
             return Some(Vec::new());
         }
-        match pixels::blank_jpeg(bytes, &self.pixels.regions, &self.pixels.photometric) {
+        let size = (self.pixels.rows, self.pixels.columns);
+        match pixels::blank_jpeg(bytes, &self.pixels.regions, &self.pixels.photometric, size) {
             Ok(frame) => Some(frame),
             Err(reason) => {
                 // One frame split over several fragments lands here too. Nothing of

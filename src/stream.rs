@@ -67,6 +67,10 @@ pub struct Addition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddedValue {
     Bytes(Vec<u8>),
+    /// Decided when the stream reaches the tag, from what came before it: the
+    /// transform's [`Transform::decide`] gives the value, or none (and then an
+    /// element of that tag in the data set goes through as usual).
+    Decided,
     /// A sequence of items, each a list of (tag, VR, raw value) in tag order.
     Items(Vec<Vec<(Tag, VR, Vec<u8>)>>),
 }
@@ -92,6 +96,12 @@ pub trait Transform {
     /// element in the data set takes its place.
     fn additions(&mut self) -> Vec<Addition> {
         Vec::new()
+    }
+
+    /// The value of an [`AddedValue::Decided`] addition, asked when the stream
+    /// reaches its tag; `None` adds nothing.
+    fn decide(&mut self, _tag: Tag) -> Option<Vec<u8>> {
+        None
     }
 
     /// Changes the bytes of a value planned [`Plan::Filter`], which start at `offset`
@@ -182,7 +192,13 @@ impl<W: Write> Sink<'_, W> {
             if next.tag > tag {
                 return Ok(false);
             }
-            let addition = self.additions.pop_front().expect("front exists");
+            let mut addition = self.additions.pop_front().expect("front exists");
+            if addition.value == AddedValue::Decided {
+                match self.transform.decide(addition.tag) {
+                    Some(bytes) => addition.value = AddedValue::Bytes(bytes),
+                    None => continue,
+                }
+            }
             write_addition(&mut self.encoder, &addition)?;
             if addition.tag == tag {
                 return Ok(true);
@@ -216,6 +232,7 @@ impl<W: Write> Sink<'_, W> {
 
 fn write_addition<W: Write>(encoder: &mut Encoder<'_, W>, addition: &Addition) -> WriteResult {
     match &addition.value {
+        AddedValue::Decided => Ok(()),
         AddedValue::Bytes(bytes) => {
             let value = padded(addition.vr, bytes);
             encoder.encode_element_header(DataElementHeader::new(
@@ -543,9 +560,8 @@ pub fn copy<R: Read, W: Write>(
         ));
     }
     for sink in &mut sinks {
-        while let Some(addition) = sink.additions.pop_front() {
-            write_addition(&mut sink.encoder, &addition).map_err(werr)?;
-        }
+        // Additions past the last element.
+        sink.additions_before(Tag(0xFFFF, 0xFFFF)).map_err(werr)?;
         sink.encoder
             .flush()
             .map_err(|e| format!("write failed: {e}"))?;

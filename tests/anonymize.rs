@@ -343,6 +343,82 @@ fn a_copy_that_cannot_be_cleaned_is_not_kept_and_the_others_are_delivered() {
 }
 
 #[test]
+fn pixel_claims_are_true_and_thumbnails_go() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    let out = tempfile::tempdir().unwrap();
+    let (strict_dir, archive_dir) = (out.path().join("strict"), out.path().join("archive"));
+    let agent = Agent::start(&format!(
+        "{}{}",
+        dir_destination("research", &strict_dir, "strict"),
+        dir_destination("archive", &archive_dir, "identified")
+    ));
+    let input = tempfile::tempdir().unwrap();
+    let files = phi_study(input.path(), "HANS", 60, 2);
+    // The first arrives without Burned In Annotation (as most real US files do) and
+    // with an icon of the unblanked screen; the second's only region is the whole frame.
+    let mut first = open_file(&files[0]).unwrap();
+    first.remove_element(tags::BURNED_IN_ANNOTATION);
+    let icon = dicom_object::InMemDicomObject::from_element_iter([
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(1_u16)),
+        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(8_u16)),
+        DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PrimitiveValue::from(b"ZQXICON!".to_vec()),
+        ),
+    ]);
+    first.put(DataElement::new(
+        tags::ICON_IMAGE_SEQUENCE,
+        VR::SQ,
+        dicom_core::value::DataSetSequence::from(vec![icon]),
+    ));
+    first.write_to_file(&files[0]).unwrap();
+    let mut second = open_file(&files[1]).unwrap();
+    let regions = second
+        .element(tags::SEQUENCE_OF_ULTRASOUND_REGIONS)
+        .unwrap()
+        .clone();
+    let mut item = regions.items().unwrap()[0].clone();
+    item.put(DataElement::new(
+        tags::REGION_LOCATION_MIN_Y0,
+        VR::UL,
+        PrimitiveValue::from(0_u32),
+    ));
+    second.put(DataElement::new(
+        tags::SEQUENCE_OF_ULTRASOUND_REGIONS,
+        VR::SQ,
+        dicom_core::value::DataSetSequence::from(vec![item]),
+    ));
+    second.write_to_file(&files[1]).unwrap();
+    send_as(&agent, "US1", &files);
+
+    agent.wait_files(&archive_dir, 2);
+    agent.wait_spool_empty(10);
+    let delivered = dcm_files(&strict_dir);
+    assert_eq!(
+        delivered.len(),
+        1,
+        "only the first can be cleaned: {delivered:?}"
+    );
+    assert_no_marker("strict", &std::fs::read(&delivered[0]).unwrap());
+    let object = open_file(&delivered[0]).unwrap();
+    assert_eq!(string(&object, tags::BURNED_IN_ANNOTATION), "NO");
+    assert_eq!(string(&object, tags::ICON_IMAGE_SEQUENCE), "<absent>");
+    wait_until(
+        5,
+        || agent.status_json()["destinations"][0]["not_deliverable"] != serde_json::json!({}),
+        || agent.status_json().to_string(),
+    );
+    let research = &agent.status_json()["destinations"][0];
+    let reasons: Vec<&String> = research["not_deliverable"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert!(reasons[0].contains("covers the whole frame"), "{research}");
+}
+
+#[test]
 fn a_cleanable_syntax_is_chosen_when_a_modality_offers_it_second() {
     let out = tempfile::tempdir().unwrap();
     let agent = Agent::start(&dir_destination("research", out.path(), "strict"));
@@ -612,10 +688,30 @@ fn jpeg_baseline_frames_are_blanked_without_touching_the_image() {
         },
         1,
     );
+    // An Extended Offset Table: it would point into the fragments as they were.
+    let mut object = open_file(&jpeg).unwrap();
+    let size = std::fs::metadata(&jpeg).unwrap().len();
+    for (tag, value) in [
+        (tags::EXTENDED_OFFSET_TABLE, 0_u64),
+        (tags::EXTENDED_OFFSET_TABLE_LENGTHS, size),
+    ] {
+        object.put(dicom_core::DataElement::new(
+            tag,
+            dicom_core::VR::OV,
+            dicom_core::PrimitiveValue::from(value.to_le_bytes().to_vec()),
+        ));
+    }
+    object.write_to_file(&jpeg).unwrap();
     let sent = storescu(agent.port, &["-R", "-xy"], &[&jpeg]);
     assert!(sent.status.success(), "{}", text(&sent));
     let delivered = agent.wait_files(out.path(), 1).remove(0);
     assert_eq!(file_transfer_syntax(&delivered), JPEG_BASELINE);
+    let object = open_file(&delivered).unwrap();
+    assert_eq!(string(&object, tags::EXTENDED_OFFSET_TABLE), "<absent>");
+    assert_eq!(
+        string(&object, tags::EXTENDED_OFFSET_TABLE_LENGTHS),
+        "<absent>"
+    );
     assert_no_marker("JPEG instance", &std::fs::read(&delivered).unwrap());
     let first_fragment = |path: &std::path::Path| {
         let object = open_file(path).unwrap();

@@ -36,7 +36,12 @@ pub fn blank(
         ));
     }
     let mut out = Vec::with_capacity(frame.len());
-    out.extend_from_slice(&frame[..header.scan_start]);
+    // Only what decoding needs: APPn (EXIF and JFIF thumbnails of the unblanked
+    // frame, vendor data) and COM go.
+    out.extend_from_slice(&[0xFF, 0xD8]);
+    for segment in &header.kept {
+        out.extend_from_slice(&frame[segment.clone()]);
+    }
     let mut reader = BitReader::new(&frame[header.scan_start..]);
     let mut writer = BitWriter {
         out: &mut out,
@@ -84,6 +89,9 @@ struct Header {
     restart_interval: usize,
     /// Where the entropy-coded data starts.
     scan_start: usize,
+    /// The marker segments decoding needs, in order, the scan header last: tables,
+    /// frame header, restart interval, Adobe APP14 (colour transform).
+    kept: Vec<std::ops::Range<usize>>,
 }
 
 impl Header {
@@ -95,6 +103,7 @@ impl Header {
         let mut tables: [[Option<Huffman>; 4]; 2] = Default::default();
         let mut frame_info: Option<FrameInfo> = None;
         let mut restart_interval = 0;
+        let mut kept = Vec::new();
         let mut pos = 2;
         loop {
             while frame.get(pos) == Some(&0xFF) && frame.get(pos + 1) == Some(&0xFF) {
@@ -111,6 +120,11 @@ impl Header {
                 .get(pos + 4..pos + 2 + len)
                 .filter(|_| len >= 2)
                 .ok_or("JPEG marker segment runs past the frame")?;
+            let needed = matches!(marker, 0xDB | 0xC4 | 0xC0 | 0xC1 | 0xDD | 0xDA)
+                || (marker == 0xEE && body.starts_with(b"Adobe"));
+            if needed {
+                kept.push(pos..pos + 2 + len);
+            }
             pos += 2 + len;
             match marker {
                 0xDB => parse_dqt(body, &mut quant)?,
@@ -134,6 +148,7 @@ impl Header {
                         tables,
                         restart_interval,
                         scan_start: pos,
+                        kept,
                     }));
                 }
                 // Progressive, lossless, hierarchical or arithmetic-coded frames.
@@ -919,6 +934,41 @@ mod tests {
     }
 
     #[test]
+    fn only_what_decoding_needs_is_kept_before_the_scan() {
+        let frame = encode(64, 64, jpeg_encoder::SamplingFactor::F_2_1, None);
+        let segment = |marker: u8, body: &[u8]| {
+            let len = (body.len() + 2) as u16;
+            [&[0xFF, marker][..], &len.to_be_bytes(), body].concat()
+        };
+        // An EXIF thumbnail, a comment and a vendor block that name the patient, and
+        // Adobe's colour transform, which decoding needs.
+        let adobe = segment(0xEE, b"Adobe\0\x64\0\0\0\0\x01");
+        let planted = [
+            &frame[..2],
+            &segment(0xE1, b"Exif\0\0ZQXDOE thumbnail"),
+            &segment(0xFE, b"ZQXDOE^JANE"),
+            &segment(0xEB, b"ZQX vendor"),
+            &adobe,
+            &frame[2..],
+        ]
+        .concat();
+        let region = Region {
+            x0: 0,
+            y0: 16,
+            x1: 63,
+            y1: 63,
+        };
+        let out = blank(&planted, &[region], true, (64, 64)).unwrap().unwrap();
+        assert!(
+            !out.windows(3).any(|w| w == b"ZQX"),
+            "a planted segment survived"
+        );
+        assert!(!out.windows(4).any(|w| w == b"JFIF"), "APP0 goes too");
+        assert!(out.windows(adobe.len()).any(|w| w == adobe), "APP14 kept");
+        assert_eq!(decode(&out).len(), 64 * 64 * 3);
+    }
+
+    #[test]
     fn restart_intervals_are_kept() {
         check(jpeg_encoder::SamplingFactor::F_2_1, Some(3));
         let frame = encode(64, 64, jpeg_encoder::SamplingFactor::F_1_1, Some(2));
@@ -928,10 +978,13 @@ mod tests {
             x1: 63,
             y1: 63,
         };
-        // Everything kept: the output is the input, markers and all.
+        // Everything kept: the output is the input, restart markers and all, less
+        // the encoder's JFIF APP0 segment (which decoding does not need).
+        assert_eq!(&frame[2..4], [0xFF, 0xE0]);
+        let app0 = 2 + 2 + usize::from(u16::from_be_bytes([frame[4], frame[5]]));
         assert_eq!(
             blank(&frame, &[region], true, (64, 64)).unwrap().unwrap(),
-            frame
+            [&frame[..2], &frame[app0..]].concat()
         );
     }
 

@@ -348,16 +348,17 @@ impl Deidentify {
 
     /// At the pixel data: blank, keep, or give up on this copy.
     fn plan_pixels(&mut self) -> Plan {
-        let p = &self.pixels;
-        let needs_cleaning = self.ultrasound || p.modality_us || p.burned_in == Some(true);
-        if !needs_cleaning {
+        if !self.needs_cleaning() {
             return Plan::Keep;
         }
-        if p.regions.is_empty() {
-            self.uncleaned =
-                Some("burned-in text: no ultrasound regions tell where the image is".into());
+        if !self.regions_blank_something() {
+            self.uncleaned = Some(
+                "burned-in text: no ultrasound regions tell where the image is (or one covers the whole frame)"
+                    .into(),
+            );
             return Plan::Remove;
         }
+        let p = &self.pixels;
         if self.encapsulated {
             if self.jpeg_baseline
                 && matches!(
@@ -457,6 +458,18 @@ impl Transform for Deidentify {
         }
         if tag == tags::PIXEL_DATA && path.is_empty() {
             return self.plan_pixels();
+        }
+        // Rewritten fragments have other offsets (the Basic Offset Table goes too).
+        if path.is_empty()
+            && [
+                tags::EXTENDED_OFFSET_TABLE,
+                tags::EXTENDED_OFFSET_TABLE_LENGTHS,
+            ]
+            .contains(&tag)
+            && self.encapsulated
+            && self.blanking_planned()
+        {
+            return Plan::Remove;
         }
         if path == [tags::SEQUENCE_OF_ULTRASOUND_REGIONS] && REGION_BOUNDS.contains(&tag) {
             return Plan::Inspect;
@@ -559,9 +572,6 @@ impl Transform for Deidentify {
             Some(Action::Dummy) => Rewrite::Value(self.dummy(header, value)),
             _ => {
                 self.learn(path, tag, value);
-                if tag == tags::BURNED_IN_ANNOTATION && self.blanking_planned() {
-                    return Rewrite::Value(b"NO".to_vec());
-                }
                 Rewrite::Keep
             }
         }
@@ -580,7 +590,13 @@ impl Transform for Deidentify {
                 (tags::CODE_MEANING, VR::LO, meaning.as_bytes().to_vec()),
             ]
         };
-        let mut additions = Vec::new();
+        // Burned In Annotation says NO once the pixels are cleaned, also where the
+        // sender left it out; otherwise it stays as sent.
+        let mut additions = vec![Addition {
+            tag: tags::BURNED_IN_ANNOTATION,
+            vr: VR::CS,
+            value: AddedValue::Decided,
+        }];
         let mut codes = vec![code("113100", "Basic Application Confidentiality Profile")];
         if self.ultrasound {
             // Burned-in text is blanked (or the instance held back, never sent).
@@ -617,7 +633,12 @@ impl Transform for Deidentify {
             VR::CS,
             temporal,
         ));
+        additions.sort_by_key(|a| a.tag);
         additions
+    }
+
+    fn decide(&mut self, tag: Tag) -> Option<Vec<u8>> {
+        (tag == tags::BURNED_IN_ANNOTATION && self.blanking_planned()).then(|| b"NO".to_vec())
     }
 
     fn filter(&mut self, offset: u64, bytes: &mut [u8]) {
@@ -654,7 +675,28 @@ impl Transform for Deidentify {
 impl Deidentify {
     /// Whether the pixels will be blanked, as far as the attributes so far tell.
     fn blanking_planned(&self) -> bool {
-        !self.pixels.regions.is_empty() && (!self.encapsulated || self.jpeg_baseline)
+        self.needs_cleaning()
+            && self.regions_blank_something()
+            && (!self.encapsulated || self.jpeg_baseline)
+    }
+
+    /// Ultrasound, or an image that says it carries burned-in text.
+    fn needs_cleaning(&self) -> bool {
+        let p = &self.pixels;
+        self.ultrasound || p.modality_us || p.burned_in == Some(true)
+    }
+
+    /// Whether the regions leave anything outside them: one that covers the whole
+    /// frame blanks nothing, and says nothing about where the text is.
+    fn regions_blank_something(&self) -> bool {
+        let p = &self.pixels;
+        let whole = |r: &Region| {
+            r.x0 == 0
+                && r.y0 == 0
+                && r.x1.saturating_add(1) >= p.columns
+                && r.y1.saturating_add(1) >= p.rows
+        };
+        !p.regions.is_empty() && !p.regions.iter().any(whole)
     }
 }
 

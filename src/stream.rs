@@ -166,6 +166,9 @@ type Encoder<'a, W> = StatefulEncoder<W, Box<dyn EncodeTo<W> + 'a>>;
 
 struct Sink<'a, W: Write> {
     encoder: Encoder<'a, W>,
+    /// Encodes headers exactly as given (the stateful encoder rounds odd lengths
+    /// up), for a sink that preserves the input's encoding.
+    exact: Box<dyn EncodeTo<Vec<u8>>>,
     transform: &'a mut dyn Transform,
     preserve: bool,
     additions: VecDeque<Addition>,
@@ -219,7 +222,37 @@ impl<W: Write> Sink<'_, W> {
         Ok(self.transform.plan(path, header))
     }
 
+    /// An element header; a preserving sink writes it as received, odd length and
+    /// all: padding a value inside an explicit-length item would make the item's
+    /// length wrong and the rest of the copy unreadable.
+    fn element_header(&mut self, header: DataElementHeader) -> WriteResult {
+        if !self.preserve {
+            return self.encoder.encode_element_header(header);
+        }
+        let mut bytes = Vec::with_capacity(12);
+        self.exact
+            .encode_element_header(&mut bytes, header)
+            .expect("a header encodes into memory");
+        self.encoder.write_raw_bytes(&bytes)
+    }
+
+    /// An item header, likewise.
+    fn item_header(&mut self, len: u32) -> WriteResult {
+        if !self.preserve {
+            return self.encoder.encode_item_header(len);
+        }
+        let mut bytes = Vec::with_capacity(8);
+        self.exact
+            .encode_item_header(&mut bytes, len)
+            .expect("a header encodes into memory");
+        self.encoder.write_raw_bytes(&bytes)
+    }
+
     fn write_element(&mut self, header: DataElementHeader, value: &[u8]) -> WriteResult {
+        if self.preserve {
+            self.element_header(header)?;
+            return self.encoder.write_raw_bytes(value);
+        }
         let value = padded(header.vr, value);
         self.encoder.encode_element_header(DataElementHeader::new(
             header.tag,
@@ -296,10 +329,14 @@ pub fn copy<R: Read, W: Write>(
         let encoder: Box<dyn EncodeTo<W>> = ts
             .encoder_for::<W>()
             .ok_or_else(|| format!("cannot encode transfer syntax {}", ts.uid()))?;
+        let exact = ts
+            .encoder_for::<Vec<u8>>()
+            .ok_or_else(|| format!("cannot encode transfer syntax {}", ts.uid()))?;
         let preserve = output.transform.preserves_encoding();
         let additions = output.transform.additions().into();
         sinks.push(Sink {
             encoder: StatefulEncoder::new(output.writer, encoder, SpecificCharacterSet::default()),
+            exact,
             transform: output.transform,
             preserve,
             additions,
@@ -337,8 +374,7 @@ pub fn copy<R: Read, W: Write>(
                             } else {
                                 Length::UNDEFINED
                             };
-                            sink.encoder
-                                .encode_element_header(DataElementHeader::new(tag, VR::SQ, len))
+                            sink.element_header(DataElementHeader::new(tag, VR::SQ, len))
                                 .map_err(werr)?;
                         }
                         Plan::Empty => {
@@ -393,7 +429,7 @@ pub fn copy<R: Read, W: Write>(
                     } else {
                         Length::UNDEFINED
                     };
-                    sink.encoder.encode_item_header(len.0).map_err(werr)?;
+                    sink.item_header(len.0).map_err(werr)?;
                 }
                 levels.push(Level::Item {
                     undefined: len.is_undefined(),
@@ -494,7 +530,7 @@ pub fn copy<R: Read, W: Write>(
                     for sink in sinks.iter_mut() {
                         match sink.plan {
                             Plan::Keep | Plan::Filter => {
-                                sink.encoder.encode_element_header(header).map_err(werr)?
+                                sink.element_header(header).map_err(werr)?
                             }
                             Plan::Empty => sink.write_element(header, &[]).map_err(werr)?,
                             Plan::Remove | Plan::Inspect => {}
@@ -506,7 +542,7 @@ pub fn copy<R: Read, W: Write>(
                         let pad = padded(header.vr, &[0])[1..].to_vec();
                         for sink in sinks
                             .iter_mut()
-                            .filter(|s| matches!(s.plan, Plan::Keep | Plan::Filter))
+                            .filter(|s| !s.preserve && matches!(s.plan, Plan::Keep | Plan::Filter))
                         {
                             sink.encoder.write_raw_bytes(&pad).map_err(werr)?;
                         }
@@ -738,6 +774,35 @@ mod tests {
                 Some("1.2.840.10008.5.1.4.1.1.6.1")
             );
         }
+    }
+
+    #[test]
+    fn odd_values_in_explicit_length_items_are_copied_as_received() {
+        // An explicit-length sequence whose one explicit-length item holds two
+        // values of odd length (as some modalities send): 8 + 5 and 8 + 3 bytes.
+        let ts = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let mut item = Vec::new();
+        for (element, value) in [(0x0100u16, &b"ABCDE"[..]), (0x0102, b"XYZ")] {
+            item.extend([0x08, 0x00]);
+            item.extend(element.to_le_bytes());
+            item.extend(b"LO");
+            item.extend((value.len() as u16).to_le_bytes());
+            item.extend(value);
+        }
+        let mut input = Vec::new();
+        input.extend([0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0]);
+        input.extend((item.len() as u32 + 8).to_le_bytes());
+        input.extend([0xFE, 0xFF, 0x00, 0xE0]);
+        input.extend((item.len() as u32).to_le_bytes());
+        input.extend(&item);
+        // An element after the sequence, which a wrong item length would swallow.
+        input.extend([0x10, 0x00, 0x10, 0x00, b'P', b'N', 4, 0]);
+        input.extend(b"DOE^");
+        let (output, _) = run(&input, &ts, &mut Identity).unwrap();
+        assert_eq!(
+            output, input,
+            "the identified copy is the input, byte for byte"
+        );
     }
 
     #[test]

@@ -51,12 +51,13 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
     )
     .map_err(|e| format!("cannot open the queue in {}: {e}", data_dir.display()))?;
     log::info!(
-        "queue: {} instance(s) pending; start-up removed {} partial file(s), {} record(s) without file, {} delivered file(s); adopted {} file(s){}",
+        "queue: {} instance(s) pending; start-up removed {} partial file(s), {} record(s) without file, {} delivered file(s); adopted {} file(s), set {} damaged file(s) aside{}",
         reconciled.queued,
         reconciled.partial_files_removed,
         reconciled.records_without_file,
         reconciled.delivered_files_removed,
         reconciled.files_adopted,
+        reconciled.files_damaged,
         if reconciled.index_rebuilt {
             " (index rebuilt from the spool)"
         } else {
@@ -294,5 +295,6 @@ fn snapshot(
         destinations,
         clock: Clock::now(),
         provisioning: None,
+        damaged: queue.damaged().into(),
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Clock;
 use crate::events::{Counters, DestinationCounters};
 use crate::queue::DestinationStats;
+use crate::queue::damaged::Damaged;
 
 pub const STATUS_FILE: &str = "status.json";
 
@@ -35,6 +36,24 @@ pub struct Snapshot {
     /// Why the configuration on the SD card was refused, if it was.
     #[serde(default)]
     pub provisioning: Option<String>,
+    /// Spool files that could not be read back, set aside in `damaged/`.
+    #[serde(default)]
+    pub damaged: DamagedInfo,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedInfo {
+    pub files: u64,
+    pub reason: Option<String>,
+}
+
+impl From<&Damaged> for DamagedInfo {
+    fn from(d: &Damaged) -> DamagedInfo {
+        DamagedInfo {
+            files: d.files,
+            reason: d.reason.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +145,16 @@ impl Snapshot {
         out += &format!("clock:     {}\n", self.clock.describe());
         if let Some(reason) = &self.provisioning {
             out += &format!("ATTENTION: {reason}\n");
+        }
+        if self.damaged.files > 0 {
+            out += &format!(
+                "ATTENTION: {} spool file(s) could not be read back and were set aside in damaged/ in the data dir ({}); the rest is served\n",
+                self.damaged.files,
+                self.damaged
+                    .reason
+                    .as_deref()
+                    .unwrap_or("no reason recorded")
+            );
         }
         out += &format!(
             "last error: {}\n",
@@ -247,6 +276,10 @@ mod tests {
             }],
             clock: Clock::Unsynchronized,
             provisioning: None,
+            damaged: DamagedInfo {
+                files: 1,
+                reason: Some("cannot be read back: truncated before its file meta".into()),
+            },
         }
     }
 
@@ -266,6 +299,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("quarantined 1"), "{text}");
+        assert!(
+            text.contains(
+                "ATTENTION: 1 spool file(s) could not be read back and were set aside in damaged/"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("NOT DELIVERABLE to outbox: 1 instance(s): burned-in text: no regions"),
             "{text}"

@@ -192,3 +192,72 @@ fn removals_and_new_folders_are_flushed_to_the_card() {
     assert_eq!(checked.0, 3, "three delivered files removed:\n{calls}");
     assert!(checked.1 >= 3, "data dir, spool folder, outbox:\n{calls}");
 }
+
+/// An SD card that ignores flushes can leave a spool file garbled. With the index
+/// lost too, start-up must read every file back: the damaged one is set aside, the
+/// agent starts and serves, and status says so.
+#[test]
+fn a_damaged_spool_file_is_set_aside_and_the_box_serves_on() {
+    let input = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = (1..=3)
+        .map(|i| {
+            let path = input.path().join(format!("{i}.dcm"));
+            write_us_image(
+                &path,
+                &format!("1.2.826.0.1.3680043.10.9.{i}"),
+                EXPLICIT_LE,
+                60,
+                80,
+            );
+            path
+        })
+        .collect();
+    // A destination that never answers keeps the instances queued.
+    let mut agent = Agent::start(
+        "\n[[destination]]\nname = \"cloud\"\nurl = \"http://127.0.0.1:9/dicom-web\"\ninsecure = true\n",
+    );
+    let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    let out = storescu(agent.port, &["-R"], &refs);
+    assert!(out.status.success(), "{}", text(&out));
+    agent.terminate();
+    let spooled = agent.spool_files();
+    assert_eq!(spooled.len(), 3, "{spooled:?}");
+    std::fs::write(&spooled[1], b"DICM garbled by the card").unwrap();
+    std::fs::remove_dir_all(agent.data_dir().join("queue.sled")).unwrap();
+
+    agent.spawn();
+    let echo = dcmtk(
+        "echoscu",
+        &["-aec", "UPLINK", "127.0.0.1", &agent.port.to_string()],
+    );
+    assert!(echo.status.success(), "{}\n{}", text(&echo), agent.log());
+    wait_until(
+        10,
+        || agent.status_json()["damaged"]["files"] == 1,
+        || format!("{}\n{}", agent.status_json(), agent.log()),
+    );
+    let status = agent.status_json();
+    assert!(
+        status["damaged"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be read back"),
+        "{status}"
+    );
+    assert_eq!(status["destinations"][0]["pending"], 2, "{status}");
+    let aside: Vec<_> = std::fs::read_dir(agent.data_dir().join("damaged"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(aside.len(), 2, "the file and its note: {aside:?}");
+    let said = Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["status", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    assert!(
+        text(&said).contains("ATTENTION: 1 spool file(s)"),
+        "{}",
+        text(&said)
+    );
+}

@@ -14,6 +14,7 @@
 //! hold: spool file fsync'd and renamed, folder fsync'd, record written and flushed,
 //! and only then may the caller answer Success.
 
+pub mod damaged;
 pub mod spool;
 
 use std::collections::{BTreeSet, HashMap};
@@ -108,6 +109,8 @@ pub struct Reconciled {
     pub files_adopted: u64,
     pub delivered_files_removed: u64,
     pub files_without_destination: u64,
+    /// Unreadable spool files moved to `damaged/` at this start.
+    pub files_damaged: u64,
     pub quarantined: u64,
     pub index_rebuilt: bool,
 }
@@ -175,6 +178,8 @@ pub struct Queue {
     next_id: AtomicU64,
     min_free_bytes: u64,
     destinations: Vec<Destination>,
+    /// Spool files set aside as unreadable, as found at start-up.
+    damaged: damaged::Damaged,
     _lock: File,
 }
 
@@ -225,10 +230,12 @@ impl Queue {
             data_dir: data_dir.to_path_buf(),
             next_id: AtomicU64::new(0),
             min_free_bytes,
+            damaged: damaged::Damaged::default(),
             _lock: lock,
         };
         let mut report = queue.reconcile()?;
         report.index_rebuilt = index_rebuilt;
+        queue.damaged = damaged::scan(data_dir)?;
         Ok((queue, report))
     }
 
@@ -470,6 +477,11 @@ impl Queue {
         Ok(())
     }
 
+    /// Spool files set aside as unreadable (see `damaged.rs`).
+    pub fn damaged(&self) -> &damaged::Damaged {
+        &self.damaged
+    }
+
     /// The destinations that take `profile`'s copies.
     pub fn destinations_of(&self, profile: Profile) -> Vec<String> {
         self.destinations
@@ -529,9 +541,22 @@ impl Queue {
                     continue;
                 }
                 let path = self.spool.path(*profile, *id);
-                let record = adopt(&path, *profile, pending.clone())?;
-                self.items.insert(id.to_be_bytes(), encode(&record))?;
-                report.files_adopted += 1;
+                match adopt(&path, *profile, pending.clone()) {
+                    Ok(record) => {
+                        self.items.insert(id.to_be_bytes(), encode(&record))?;
+                        report.files_adopted += 1;
+                    }
+                    Err(e) => {
+                        let reason = format!("cannot be read back: {e}");
+                        log::error!(
+                            "spool file {} {reason}; moving it to {}/damaged and serving on",
+                            path.display(),
+                            self.data_dir.display()
+                        );
+                        damaged::set_aside(&self.data_dir, &path, profile.as_str(), &reason)?;
+                        report.files_damaged += 1;
+                    }
+                }
             }
         }
 
@@ -618,13 +643,16 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, QueueError> {
 }
 
 /// Rebuilds a record from a spool file's meta information.
+/// The record of a spool file whose record was lost, from its file meta; an error
+/// says what is wrong with the file (never its content).
 fn adopt(path: &Path, profile: Profile, pending: Vec<String>) -> io::Result<Record> {
     let mut file = File::open(path)?;
     let size = file.metadata()?.len();
     let mut preamble = [0u8; 128];
-    file.read_exact(&mut preamble)?;
+    file.read_exact(&mut preamble)
+        .map_err(|_| io::Error::other("truncated before its file meta"))?;
     let meta = dicom_object::meta::FileMetaTable::from_reader(io::BufReader::new(file))
-        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        .map_err(|_| io::Error::other("its file meta is unreadable (truncated or garbled)"))?;
     let received_ms = fs::metadata(path)?
         .modified()
         .ok()

@@ -12,7 +12,7 @@
 //! | power | slow blink | alive (a stuck LED means the agent hangs) |
 //! | cloud | on / blink / fast blink / off | destinations reachable / uploading / uploading a backlog of 100 or more / a destination offline |
 //! | activity | flash | an instance was received |
-//! | attention | on / fast blink / off | a person is needed (credentials refused, destination misconfigured, instances in quarantine or not deliverable, a damaged spool file set aside, storage full, the SD card's uplink.toml refused, clock wrong) / not provisioned (no destination configured) / all well |
+//! | attention | on / fast blink / off | a person is needed (credentials refused, destination misconfigured, instances in quarantine or not deliverable, a damaged spool file set aside, a backlog for a destination no longer configured, storage full, the SD card's uplink.toml refused, clock wrong) / not provisioned (no destination configured) / all well |
 
 use std::io;
 
@@ -87,7 +87,8 @@ pub fn panel(snapshot: &Snapshot, received_before: u64, provisioned: bool) -> Pa
         .is_some_and(|e| e.message.contains("A700H"))
         || snapshot.clock.is_wrong()
         || snapshot.provisioning.is_some()
-        || snapshot.damaged.files > 0;
+        || snapshot.damaged.files > 0
+        || !snapshot.orphaned.is_empty();
     let attention = if needs_a_person {
         Pattern::On
     } else if !provisioned {
@@ -295,6 +296,7 @@ mod tests {
             clock: Clock::Synchronized,
             provisioning: None,
             damaged: Default::default(),
+            orphaned: Default::default(),
         }
     }
 
@@ -343,6 +345,9 @@ mod tests {
             .not_deliverable
             .insert("burned-in text".into(), 1);
         assert_eq!(panel(&withheld, 5, true).0[3], On);
+        let mut orphaned = snapshot("ready", 0, false, 0);
+        orphaned.orphaned.insert("old-cloud".into(), 2);
+        assert_eq!(panel(&orphaned, 5, true).0[3], On);
         let mut damaged = snapshot("ready", 0, false, 0);
         damaged.damaged.files = 1;
         assert_eq!(panel(&damaged, 5, true).0[3], On);

@@ -6,6 +6,7 @@
 //! the side.
 
 pub mod anonymize;
+pub mod backlog;
 pub mod clock;
 pub mod config;
 pub mod events;

@@ -1,6 +1,6 @@
 //! `uplink`, the command: parses the command line and hands over to the library.
 
-use uplink::{anonymize, config, leds, logging, provision, quarantine, serve, status};
+use uplink::{anonymize, backlog, config, leds, logging, provision, quarantine, serve, status};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +71,18 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         destination: Option<String>,
     },
+    /// Backlog of destinations no longer configured: list it, drop it, or give it
+    /// to another destination (with the agent stopped).
+    Backlog {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Drop every instance still waiting for destination NAME
+        #[arg(long, value_name = "NAME", conflicts_with = "reassign")]
+        drop: Option<String>,
+        /// Give destination OLD's backlog to configured destination NEW
+        #[arg(long, value_name = "OLD=NEW")]
+        reassign: Option<String>,
+    },
     /// On the box, at boot (as root): validate uplink.toml on the SD card's boot
     /// partition, install it, apply its network settings, remove its secrets from the
     /// card; or write why not to uplink-error.txt beside it.
@@ -99,6 +111,7 @@ fn main() -> ExitCode {
         | Command::CheckConfig { config }
         | Command::Status { config, .. }
         | Command::RetryQuarantine { config, .. }
+        | Command::Backlog { config, .. }
         | Command::Anonymize { config, .. } => config.clone(),
     };
     let (config, source) = match Config::load(path.as_deref()) {
@@ -149,6 +162,18 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_NOT_RUNNING)
             }
         },
+        Command::Backlog { drop, reassign, .. } => {
+            match backlog::command(&config, drop.as_deref(), reassign.as_deref()) {
+                Ok(said) => {
+                    println!("{}", said.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("uplink: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Anonymize {
             profile,
             out,

@@ -8,6 +8,7 @@ use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 
 use crate::anonymize::{Anonymizer, DeviceKey, PasswordBook};
+use crate::backlog;
 use crate::clock::Clock;
 use crate::config::{Config, Source};
 use crate::events::{Board, now_rfc3339};
@@ -64,6 +65,13 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
             ""
         },
     );
+    for (name, count) in queue.orphaned() {
+        log::warn!(
+            "{count} instance(s) wait for destination \"{name}\", which is no longer configured; they are kept: \
+             with the agent stopped, `uplink backlog --drop {name}` removes them, `uplink backlog --reassign {name}=NEW` gives them to destination NEW"
+        );
+    }
+    let misrouted = reconciled.misrouted;
     if reconciled.files_without_destination > 0 {
         log::warn!(
             "{} spool file(s) are kept for a profile no destination uses now; configure one to deliver them",
@@ -88,17 +96,18 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
     if tls.is_some() {
         log::info!("DICOM listener speaks TLS only");
     }
+    let anonymizer = Anonymizer::new(
+        Arc::new(key),
+        config.strict.clone(),
+        config.typical.document_password,
+        PasswordBook::new(&data_dir),
+    );
     let listener = Listener::bind(Shared {
         listener: config.listener.clone(),
         tls,
         queue: queue.clone(),
         board: board.clone(),
-        anonymizer: Anonymizer::new(
-            Arc::new(key),
-            config.strict.clone(),
-            config.typical.document_password,
-            PasswordBook::new(&data_dir),
-        ),
+        anonymizer: anonymizer.clone(),
     })
     .map_err(|e| e.to_string())?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
@@ -135,6 +144,10 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
             }
             stop_tx.close();
         });
+        let rederive = {
+            let (queue, board) = (queue.clone(), board.clone());
+            smol::unblock(move || backlog::rederive_all(&queue, &anonymizer, &board, misrouted))
+        };
         let workers: Vec<_> = config
             .destinations
             .iter()
@@ -235,6 +248,7 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
             smol::future::zip(watchdog, panel_task),
         )
         .await;
+        rederive.await;
         for worker in workers {
             worker.await;
         }
@@ -296,5 +310,6 @@ fn snapshot(
         clock: Clock::now(),
         provisioning: None,
         damaged: queue.damaged().into(),
+        orphaned: queue.orphaned().clone(),
     }
 }

@@ -39,6 +39,9 @@ pub struct Snapshot {
     /// Spool files that could not be read back, set aside in `damaged/`.
     #[serde(default)]
     pub damaged: DamagedInfo,
+    /// Instances waiting for destinations no longer configured, by name.
+    #[serde(default)]
+    pub orphaned: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +148,11 @@ impl Snapshot {
         out += &format!("clock:     {}\n", self.clock.describe());
         if let Some(reason) = &self.provisioning {
             out += &format!("ATTENTION: {reason}\n");
+        }
+        for (name, count) in &self.orphaned {
+            out += &format!(
+                "ATTENTION: {count} instance(s) wait for destination \"{name}\", no longer configured: `uplink backlog --drop {name}` or `--reassign {name}=NEW` (agent stopped)\n"
+            );
         }
         if self.damaged.files > 0 {
             out += &format!(
@@ -276,6 +284,7 @@ mod tests {
             }],
             clock: Clock::Unsynchronized,
             provisioning: None,
+            orphaned: [("old-cloud".to_owned(), 4)].into(),
             damaged: DamagedInfo {
                 files: 1,
                 reason: Some("cannot be read back: truncated before its file meta".into()),
@@ -299,6 +308,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("quarantined 1"), "{text}");
+        assert!(
+            text.contains("ATTENTION: 4 instance(s) wait for destination \"old-cloud\""),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "ATTENTION: 1 spool file(s) could not be read back and were set aside in damaged/"

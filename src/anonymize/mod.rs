@@ -72,6 +72,7 @@ pub enum Action {
 }
 
 /// Makes the transform of each profile for each instance.
+#[derive(Clone)]
 pub struct Anonymizer {
     key: Arc<DeviceKey>,
     strict: StrictValues,

@@ -83,7 +83,7 @@ pub struct Record {
 }
 
 /// The next instance for a destination.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub id: u64,
     pub record: Record,
@@ -112,7 +112,21 @@ pub struct Reconciled {
     /// Unreadable spool files moved to `damaged/` at this start.
     pub files_damaged: u64,
     pub quarantined: u64,
+    /// Backlog queued under another profile than its destination takes now (the
+    /// configuration changed): never sent as it is; see `backlog.rs`.
+    pub misrouted: Vec<Misrouted>,
+
     pub index_rebuilt: bool,
+}
+
+/// A spool file queued for `destination` under a profile it no longer takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misrouted {
+    pub destination: String,
+    /// The profile the file was written with, and the destination's now.
+    pub queued_as: Profile,
+    pub now: Profile,
+    pub entry: Entry,
 }
 
 /// A queue error, worded for the log.
@@ -180,6 +194,8 @@ pub struct Queue {
     destinations: Vec<Destination>,
     /// Spool files set aside as unreadable, as found at start-up.
     damaged: damaged::Damaged,
+    /// Instances still pending for destinations no longer configured, by name.
+    orphaned: std::collections::BTreeMap<String, u64>,
     _lock: File,
 }
 
@@ -231,6 +247,7 @@ impl Queue {
             next_id: AtomicU64::new(0),
             min_free_bytes,
             damaged: damaged::Damaged::default(),
+            orphaned: Default::default(),
             _lock: lock,
         };
         let mut report = queue.reconcile()?;
@@ -264,6 +281,20 @@ impl Queue {
     /// Makes the instance durable in every profile, then records it for every
     /// destination. When this returns Ok the instance may be acknowledged.
     pub fn commit(&self, parts: Vec<PartFile>, sop_class_uid: &str) -> Result<(), QueueError> {
+        self.commit_for(parts, sop_class_uid, None)
+    }
+
+    /// The same, for the destination named `only` (when given) rather than every
+    /// destination of each part's profile.
+    pub fn commit_for(
+        &self,
+        parts: Vec<PartFile>,
+        sop_class_uid: &str,
+        only: Option<&str>,
+    ) -> Result<(), QueueError> {
+        let takes = |d: &Destination, profile: Profile| {
+            d.profile == profile && only.is_none_or(|name| name == d.name)
+        };
         let received_ms = unix_ms();
         let mut sealed = Vec::with_capacity(parts.len());
         for part in parts {
@@ -283,7 +314,7 @@ impl Queue {
         // the moment it is inserted, and its decrement must find the increment.
         let count = |up: bool| {
             for (_, profile, size, _) in &sealed {
-                for d in self.destinations.iter().filter(|d| d.profile == *profile) {
+                for d in self.destinations.iter().filter(|d| takes(d, *profile)) {
                     let mut stats = d.stats.lock().expect("stats lock");
                     let adjust =
                         |n: &mut u64, by: u64| *n = if up { *n + by } else { n.saturating_sub(by) };
@@ -301,10 +332,15 @@ impl Queue {
                     received_ms,
                     sop_class_uid: sop_class_uid.to_owned(),
                     sop_instance_uid: uid.clone(),
-                    pending: self.destinations_of(*profile),
+                    pending: self
+                        .destinations
+                        .iter()
+                        .filter(|d| takes(d, *profile))
+                        .map(|d| d.name.clone())
+                        .collect(),
                 };
                 self.items.insert(id.to_be_bytes(), encode(&record))?;
-                for d in self.destinations.iter().filter(|d| d.profile == *profile) {
+                for d in self.destinations.iter().filter(|d| takes(d, *profile)) {
                     d.pending.insert(pending_key(Lane::of(*size), *id), &[])?;
                 }
             }
@@ -320,7 +356,7 @@ impl Queue {
             return Err(e);
         }
         for (_, profile, size, _) in &sealed {
-            for d in self.destinations.iter().filter(|d| d.profile == *profile) {
+            for d in self.destinations.iter().filter(|d| takes(d, *profile)) {
                 let _ = d.wake[Lane::of(*size) as usize].0.try_send(());
             }
         }
@@ -436,6 +472,74 @@ impl Queue {
         stats.pending = stats.pending.saturating_sub(1);
         stats.pending_bytes = stats.pending_bytes.saturating_sub(size);
         Ok(())
+    }
+
+    /// Takes destination `name` off the instance `id` without delivering it (its
+    /// backlog was dropped or re-derived); removes the spool file once no
+    /// destination waits for it. Returns whether the record named it.
+    pub fn release(&self, id: u64, name: &str) -> Result<bool, QueueError> {
+        let key = id.to_be_bytes();
+        let mut named = false;
+        let updated = self.items.update_and_fetch(key, |old| {
+            let mut record = decode(old?)?;
+            named = record.pending.iter().any(|n| n == name);
+            record.pending.retain(|n| n != name);
+            Some(encode(&record))
+        })?;
+        if let Some(record) = updated.and_then(|v| decode(&v)) {
+            if record.pending.is_empty() {
+                spool::remove_durable(&self.spool.path(record.profile, id))?;
+                self.items.remove(key)?;
+            }
+        }
+        for d in self.destinations.iter().filter(|d| d.name == name) {
+            d.quarantine.remove(key)?;
+        }
+        self.db.flush()?;
+        Ok(named)
+    }
+
+    /// Gives destination `from`'s backlog to destination `to` (a rename in the
+    /// configuration); returns how many instances moved. Takes effect at the next
+    /// start, where a profile that differs is dealt with like any other.
+    pub fn reassign(&self, from: &str, to: &str) -> Result<u64, QueueError> {
+        let mut moved = 0;
+        for item in self.items.iter() {
+            let (key, _) = item?;
+            let mut renamed = false;
+            self.items.update_and_fetch(&key, |old| {
+                let mut record = decode(old?)?;
+                renamed = false;
+                if record.pending.iter().any(|n| n == from) {
+                    record.pending.retain(|n| n != from);
+                    if !record.pending.iter().any(|n| n == to) {
+                        record.pending.push(to.to_owned());
+                    }
+                    renamed = true;
+                }
+                Some(encode(&record))
+            })?;
+            moved += u64::from(renamed);
+        }
+        self.db.flush()?;
+        Ok(moved)
+    }
+
+    /// Every instance still waiting for destination `name`.
+    pub fn waiting_for(&self, name: &str) -> Result<Vec<u64>, QueueError> {
+        let mut ids = Vec::new();
+        for item in self.items.iter() {
+            let (key, value) = item?;
+            if decode(&value).is_some_and(|r| r.pending.iter().any(|n| n == name)) {
+                ids.push(decode_id(&key));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Instances pending for destinations no longer configured, by name.
+    pub fn orphaned(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.orphaned
     }
 
     /// Waits until something is queued for destination `index` in `lane` (or
@@ -575,6 +679,7 @@ impl Queue {
                 }
             }
         }
+        let mut orphaned = std::collections::BTreeMap::new();
         for item in self.items.iter() {
             let (key, value) = item?;
             let Some(record) = decode(&value) else {
@@ -582,11 +687,31 @@ impl Queue {
             };
             report.queued += 1;
             let id = decode_id(&key);
+            for name in &record.pending {
+                if !self.destinations.iter().any(|d| &d.name == name) {
+                    *orphaned.entry(name.clone()).or_insert(0) += 1;
+                }
+            }
             for d in self
                 .destinations
                 .iter()
                 .filter(|d| record.pending.contains(&d.name))
             {
+                if d.profile != record.profile {
+                    // Written for another profile: sending it would give this
+                    // destination what its profile must not (or less than it should).
+                    report.misrouted.push(Misrouted {
+                        destination: d.name.clone(),
+                        queued_as: record.profile,
+                        now: d.profile,
+                        entry: Entry {
+                            id,
+                            path: self.spool.path(record.profile, id),
+                            record: record.clone(),
+                        },
+                    });
+                    continue;
+                }
                 let mut stats = d.stats.lock().expect("stats lock");
                 if d.quarantine.contains_key(&key)? {
                     stats.quarantined += 1;
@@ -601,6 +726,7 @@ impl Queue {
         }
         self.db.flush()?;
         self.next_id = AtomicU64::new(max_id.map_or(1, |id| id + 1));
+        self.orphaned = orphaned;
         Ok(report)
     }
 }

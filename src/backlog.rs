@@ -1,0 +1,230 @@
+//! The backlog after the card's configuration changed.
+//!
+//! Records name their destinations, and each spool file was written for one
+//! profile. When a clinic switches destination "cloud" from `identified` to
+//! `strict`, its backlog holds identified copies that must never reach it: each is
+//! re-derived through the new profile from the spooled original, and where that is
+//! impossible (a `typical` copy cannot become `strict`, nothing can become
+//! `identified` again) it is not sent and is reported. A backlog for a destination
+//! no longer configured is kept and reported, and `uplink backlog` lets a
+//! technician drop it or give it to another destination.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+
+use dicom_encoding::Codec;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::meta::FileMetaTable;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use flate2::read::DeflateDecoder;
+
+use crate::anonymize::{Anonymizer, Discard};
+use crate::config::{Config, Profile};
+use crate::events::{Board, Event};
+use crate::queue::spool::FileMeta;
+use crate::queue::{Misrouted, Queue, QueueError};
+use crate::receive::store::Withheld;
+use crate::stream::{self, Output};
+
+/// `uplink backlog`: lists the backlog of destinations no longer configured, drops
+/// one (`drop`) or gives it to a configured destination (`reassign`, "OLD=NEW").
+/// Works with the agent stopped, which holds the queue while it runs.
+pub fn command(
+    config: &Config,
+    drop: Option<&str>,
+    reassign: Option<&str>,
+) -> Result<String, String> {
+    let destinations: Vec<(String, Profile)> = config
+        .destinations
+        .iter()
+        .map(|d| (d.name.to_string(), d.profile))
+        .collect();
+    let configured = |name: &str| destinations.iter().any(|(n, _)| n == name);
+    let data_dir = &config.storage.data_dir;
+    let (queue, _) = Queue::open(data_dir, &destinations, 0).map_err(|e| match e {
+        QueueError::Locked(_) => format!(
+            "the agent is running with {}: stop it first (systemctl stop uplink), then run this again",
+            data_dir.display()
+        ),
+        e => format!("cannot open the queue in {}: {e}", data_dir.display()),
+    })?;
+    let failed = |e: QueueError| format!("cannot change the queue: {e}");
+    if let Some(name) = drop {
+        if configured(name) {
+            return Err(format!(
+                "destination \"{name}\" is configured: only the backlog of a destination no longer in uplink.toml can be dropped"
+            ));
+        }
+        let ids = queue.waiting_for(name).map_err(failed)?;
+        for id in &ids {
+            queue.release(*id, name).map_err(failed)?;
+        }
+        return Ok(format!(
+            "dropped {} instance(s) that waited for \"{name}\"",
+            ids.len()
+        ));
+    }
+    if let Some(pair) = reassign {
+        let Some((from, to)) = pair.split_once('=') else {
+            return Err(format!("--reassign takes OLD=NEW, not {pair:?}"));
+        };
+        if configured(from) {
+            return Err(format!(
+                "destination \"{from}\" is still configured: rename or remove it in uplink.toml first"
+            ));
+        }
+        if !configured(to) {
+            return Err(format!(
+                "destination \"{to}\" is not configured: name one of uplink.toml's destinations"
+            ));
+        }
+        let moved = queue.reassign(from, to).map_err(failed)?;
+        return Ok(format!(
+            "{moved} instance(s) now wait for \"{to}\"; at the next start each is re-derived if \"{to}\" takes another profile"
+        ));
+    }
+    if queue.orphaned().is_empty() {
+        return Ok("no backlog waits for a destination that is not configured".into());
+    }
+    Ok(queue
+        .orphaned()
+        .iter()
+        .map(|(name, count)| {
+            format!(
+                "{count} instance(s) wait for \"{name}\" (not configured): --drop {name}, or --reassign {name}=NEW\n"
+            )
+        })
+        .collect())
+}
+
+/// What became of one misrouted instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rederived {
+    /// Queued again, as the destination's profile makes it.
+    Queued,
+    /// The new profile discards such instances.
+    Discarded(Discard),
+    /// No copy the destination may have can be made: it is not sent.
+    NotDeliverable(String),
+}
+
+/// Deals with every misrouted instance found at start-up, in the background: each
+/// is logged, and what cannot reach its destination is counted in `status`.
+pub fn rederive_all(queue: &Queue, anonymizer: &Anonymizer, board: &Board, items: Vec<Misrouted>) {
+    if items.is_empty() {
+        return;
+    }
+    log::warn!(
+        "{} queued instance(s) were written for another profile than their destination takes now; re-deriving them",
+        items.len()
+    );
+    for item in &items {
+        let withheld = match rederive(queue, anonymizer, item) {
+            Ok(Rederived::Queued) => {
+                log::info!(
+                    "queue entry {}: re-derived as {} for {}",
+                    item.entry.id,
+                    item.now,
+                    item.destination
+                );
+                continue;
+            }
+            Ok(Rederived::Discarded(discard)) => Withheld::Discarded(discard),
+            Ok(Rederived::NotDeliverable(reason)) => {
+                log::warn!(
+                    "queue entry {}: not sent to {}: {reason}",
+                    item.entry.id,
+                    item.destination
+                );
+                Withheld::NotDeliverable(reason)
+            }
+            Err(e) => {
+                log::error!(
+                    "queue entry {}: cannot re-derive it for {}: {e}; it stays unsent until the next start",
+                    item.entry.id,
+                    item.destination
+                );
+                continue;
+            }
+        };
+        board.record(Event::Withheld {
+            destination: item.destination.clone(),
+            withheld,
+        });
+    }
+}
+
+/// Deals with one misrouted instance: re-derives it for its destination or takes
+/// the destination off it, and says which.
+pub fn rederive(
+    queue: &Queue,
+    anonymizer: &Anonymizer,
+    item: &Misrouted,
+) -> Result<Rederived, QueueError> {
+    let outcome = if item.queued_as == Profile::Identified {
+        match requeue(queue, anonymizer, item) {
+            Ok(outcome) => outcome,
+            Err(reason) => Rederived::NotDeliverable(reason),
+        }
+    } else {
+        Rederived::NotDeliverable(format!(
+            "queued as {} before the configuration changed, and a {} copy cannot be made from that",
+            item.queued_as, item.now
+        ))
+    };
+    queue.release(item.entry.id, &item.destination)?;
+    Ok(outcome)
+}
+
+/// Streams the spooled original through the destination's profile into a new
+/// spool file for that destination alone.
+fn requeue(queue: &Queue, anonymizer: &Anonymizer, item: &Misrouted) -> Result<Rederived, String> {
+    let file = File::open(&item.entry.path).map_err(|e| format!("cannot read the spool: {e}"))?;
+    let mut input = BufReader::with_capacity(64 * 1024, file);
+    let mut preamble = [0u8; 128];
+    input
+        .read_exact(&mut preamble)
+        .map_err(|_| "the spooled copy is truncated".to_owned())?;
+    let meta = FileMetaTable::from_reader(&mut input)
+        .map_err(|_| "the spooled copy's file meta is unreadable".to_owned())?;
+    let ts_uid = meta.transfer_syntax().trim_end_matches('\0').to_owned();
+    let ts = TransferSyntaxRegistry
+        .get(&ts_uid)
+        .ok_or_else(|| format!("unknown transfer syntax {ts_uid}"))?;
+    let sop_class_uid = meta.media_storage_sop_class_uid().to_owned();
+    let mut transform = match anonymizer.transform(item.now, &sop_class_uid, ts) {
+        Ok(transform) => transform,
+        Err(discard) => return Ok(Rederived::Discarded(discard)),
+    };
+    let deflated = matches!(ts.codec(), Codec::Dataset(_));
+    let part_meta = FileMeta {
+        sop_class_uid: sop_class_uid.clone(),
+        sop_instance_uid: anonymizer.instance_uid(item.now, &item.entry.record.sop_instance_uid),
+        transfer_syntax_uid: ts_uid,
+        source_ae_title: None,
+        deflated,
+    };
+    let mut part = queue
+        .start(item.now, &part_meta)
+        .map_err(|e| format!("cannot create spool file: {e}"))?;
+    let outputs = vec![Output {
+        writer: &mut part,
+        transform: transform.as_mut(),
+    }];
+    let copied = if deflated {
+        stream::copy(DeflateDecoder::new(input), ts, outputs)
+    } else {
+        stream::copy(input, ts, outputs)
+    };
+    if let Some(e) = part.take_error() {
+        return Err(format!("cannot write the spool: {e}"));
+    }
+    copied?;
+    if let Some(reason) = transform.uncleaned() {
+        return Ok(Rederived::NotDeliverable(reason));
+    }
+    queue
+        .commit_for(vec![part], &sop_class_uid, Some(&item.destination))
+        .map_err(|e| format!("cannot queue: {e}"))?;
+    Ok(Rederived::Queued)
+}

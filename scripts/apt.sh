@@ -32,11 +32,14 @@ tools_image=(
   qemu-aarch64-static:qemu-user-static update-binfmts:binfmt-support
   genimage:genimage mkdosfs:dosfstools mcopy:mtools mke2fs:e2fsprogs python3:python3
 )
-# board/smoke-boot.sh: qemu-system-arm from backports (bookworm's conflicts with
-# newer qemu-utils), mtools for the card's FAT partition, dcmtk's echoscu.
+# board/smoke-boot.sh and the power-cut campaign (tests/powercut.rs): qemu-system-arm
+# from backports (bookworm's conflicts with newer qemu-utils), mtools for the card's
+# FAT partition, debugfs to read its root, dcmtk, Orthanc.
 tools_smoke=(
   qemu-system-aarch64:qemu-system-arm@bookworm-backports
-  mcopy:mtools echoscu:dcmtk python3:python3
+  mcopy:mtools debugfs:e2fsprogs dd:coreutils echoscu:dcmtk storescu:dcmtk
+  Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
+  python3:python3
 )
 
 # Installs what PART... needs and checks every command is there.

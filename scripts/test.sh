@@ -24,3 +24,9 @@ scripts/arm.sh
 # the provisioned agent answers a C-ECHO and the token is gone from the card.
 board/build-image.sh
 board/smoke-boot.sh
+
+# Power cuts of the box itself: the image under qemu, killed at random moments while
+# it receives and uploads to Orthanc (UPLINK_POWERCUT_ROUNDS, default 3 here; the
+# README says how to run 50).
+UPLINK_POWERCUT_ROUNDS=${UPLINK_POWERCUT_ROUNDS:-3} \
+  cargo test --locked --test powercut -- --ignored --nocapture

@@ -148,47 +148,58 @@ fn removals_and_new_folders_are_flushed_to_the_card() {
     agent.wait_spool_empty(20);
     agent.terminate();
     let data = agent.data_dir().display().to_string();
-    let calls = std::fs::read_to_string(&trace).unwrap();
-    // "1234 unlink("/x/spool/identified/1.dcm") = 0", "1234 fsync(7</x/spool/identified>) = 0"
-    // Calls that succeeded; an fsync another thread interrupted shows as
-    // "<unfinished ...>" and resumes on a line of its own.
-    let lines: Vec<(&str, &str)> = calls
-        .lines()
-        .filter(|l| {
-            l.trim_end().ends_with("= 0") || l.contains("fsync(") && l.ends_with("<unfinished ...>")
-        })
-        .filter_map(|l| l.split_once(' '))
-        .collect();
-    let quoted = |call: &str| call.split('"').nth(1).map(str::to_owned);
     let mut checked = (0, 0);
-    for (i, (tid, call)) in lines.iter().enumerate() {
-        let removal = call.starts_with("unlink") && call.contains("/spool/");
-        // sled's own folders hold the index, which the spool can always rebuild.
-        let creation = call.starts_with("mkdir") && !call.contains("queue.sled");
-        let Some(path) = quoted(call).filter(|p| p.starts_with(&data) && (removal || creation))
-        else {
-            continue;
-        };
-        let parent = std::path::Path::new(&path)
-            .parent()
+    let mut all = String::new();
+    for thread in std::fs::read_dir(input.path()).unwrap() {
+        let path = thread.unwrap().path();
+        if !path
+            .file_name()
             .unwrap()
-            .display()
-            .to_string();
-        let flushed = lines[i + 1..]
-            .iter()
-            .filter(|(t, _)| t == tid)
-            .take_while(|(_, c)| !c.starts_with("unlink") && !c.starts_with("mkdir"))
-            .any(|(_, c)| c.starts_with("fsync(") && c.contains(&format!("<{parent}>")));
-        assert!(
-            flushed,
-            "{call} is not followed by an fsync of {parent}:\n{calls}"
-        );
-        if removal {
-            checked.0 += 1;
-        } else {
-            checked.1 += 1;
+            .to_string_lossy()
+            .starts_with("trace.")
+        {
+            continue;
+        }
+        let calls = std::fs::read_to_string(&path).unwrap();
+        all += &calls;
+        // One thread's calls in order: "unlink("/x/spool/identified/1.dcm") = 0",
+        // "fsync(7</x/spool/identified>) = 0". Only those that succeeded count.
+        let lines: Vec<&str> = calls
+            .lines()
+            .filter(|l| l.trim_end().ends_with("= 0"))
+            .collect();
+        for (i, call) in lines.iter().enumerate() {
+            let removal = call.starts_with("unlink") && call.contains("/spool/");
+            // sled's own folders hold the index, which the spool can always rebuild.
+            let creation = call.starts_with("mkdir") && !call.contains("queue.sled");
+            let Some(target) = call
+                .split('"')
+                .nth(1)
+                .filter(|p| p.starts_with(&data) && (removal || creation))
+            else {
+                continue;
+            };
+            let parent = std::path::Path::new(target)
+                .parent()
+                .unwrap()
+                .display()
+                .to_string();
+            let flushed = lines[i + 1..]
+                .iter()
+                .take_while(|c| !c.starts_with("unlink") && !c.starts_with("mkdir"))
+                .any(|c| c.starts_with("fsync(") && c.contains(&format!("<{parent}>")));
+            assert!(
+                flushed,
+                "{call} is not followed by an fsync of {parent}:\n{calls}"
+            );
+            if removal {
+                checked.0 += 1;
+            } else {
+                checked.1 += 1;
+            }
         }
     }
+    let calls = all;
     assert_eq!(checked.0, 3, "three delivered files removed:\n{calls}");
     assert!(checked.1 >= 3, "data dir, spool folder, outbox:\n{calls}");
 }

@@ -412,8 +412,11 @@ struct SecondHost {
 
 impl SecondHost {
     fn new() -> SecondHost {
-        let id = std::process::id() % 200 + 20;
-        let name = format!("uplinktest{}", std::process::id());
+        // Tests of one binary run side by side: each host its own name and subnet.
+        static HOSTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = HOSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (std::process::id() * 4 + n) % 200 + 20;
+        let name = format!("uplinktest{}-{n}", std::process::id());
         let (host_address, peer_address) = (format!("10.213.{id}.1"), format!("10.213.{id}.2"));
         let run = |args: &[&str]| {
             let out = Command::new("ip")

@@ -78,7 +78,8 @@ impl Agent {
     }
 
     /// Starts an agent under strace, which writes the calls that create, remove,
-    /// rename and flush files (with the paths of file descriptors) to `trace`.
+    /// rename and flush files (with the paths of file descriptors), one file per
+    /// thread: `trace.<thread id>`.
     pub fn start_traced(extra: &str, trace: &Path) -> Agent {
         let mut agent = Agent::start_with(extra, false);
         agent.strace = Some(trace.to_path_buf());
@@ -117,7 +118,7 @@ impl Agent {
         let mut command = match self.small_disk {
             None if self.strace.is_some() => {
                 let mut c = Command::new("strace");
-                c.args(["-f", "-y", "-qq", "-e"])
+                c.args(["-ff", "-y", "-qq", "-e"])
                     .arg("trace=unlink,unlinkat,mkdir,mkdirat,rename,renameat,renameat2,fsync,fdatasync")
                     .arg("-o")
                     .arg(self.strace.as_ref().unwrap())

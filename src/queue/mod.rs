@@ -731,7 +731,28 @@ impl Queue {
     }
 }
 
+/// Opens the index. Our own lock on the data dir is held by now, so a lock sled
+/// cannot take is a previous handle in this process still shutting down (its
+/// flusher thread lets go within a second): wait for it, rather than take the index
+/// for broken and rebuild it, which would forget what was quarantined.
 fn open_index(path: &Path) -> Result<sled::Db, sled::Error> {
+    let locked = |e: &sled::Error| e.to_string().contains("could not acquire lock");
+    let mut waited = Duration::ZERO;
+    loop {
+        match open_index_once(path) {
+            Err(e) if locked(&e) && waited < INDEX_LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+                waited += Duration::from_millis(50);
+            }
+            result => return result,
+        }
+    }
+}
+
+/// How long `open_index` waits for a handle of this process to let go.
+const INDEX_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn open_index_once(path: &Path) -> Result<sled::Db, sled::Error> {
     let db = sled::Config::new()
         .path(path)
         .cache_capacity(4 * 1024 * 1024)

@@ -9,22 +9,12 @@
 //! no longer configured is kept and reported, and `uplink backlog` lets a
 //! technician drop it or give it to another destination.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
-
-use dicom_encoding::Codec;
-use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_object::meta::FileMetaTable;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use flate2::read::DeflateDecoder;
-
 use crate::anonymize::{Anonymizer, Discard};
 use crate::config::{Config, Profile};
 use crate::events::{Board, Event};
-use crate::queue::spool::FileMeta;
+use crate::pipeline::{Copy, Failure, Part10};
 use crate::queue::{Misrouted, Queue, QueueError};
 use crate::receive::store::Withheld;
-use crate::stream::{self, Output};
 
 /// `uplink backlog`: lists the backlog of destinations no longer configured, drops
 /// one (`drop`) or gives it to a configured destination (`reassign`, "OLD=NEW").
@@ -179,52 +169,26 @@ pub fn rederive(
 /// Streams the spooled original through the destination's profile into a new
 /// spool file for that destination alone.
 fn requeue(queue: &Queue, anonymizer: &Anonymizer, item: &Misrouted) -> Result<Rederived, String> {
-    let file = File::open(&item.entry.path).map_err(|e| format!("cannot read the spool: {e}"))?;
-    let mut input = BufReader::with_capacity(64 * 1024, file);
-    let mut preamble = [0u8; 128];
-    input
-        .read_exact(&mut preamble)
-        .map_err(|_| "the spooled copy is truncated".to_owned())?;
-    let meta = FileMetaTable::from_reader(&mut input)
-        .map_err(|_| "the spooled copy's file meta is unreadable".to_owned())?;
-    let ts_uid = meta.transfer_syntax().trim_end_matches('\0').to_owned();
-    let ts = TransferSyntaxRegistry
-        .get(&ts_uid)
-        .ok_or_else(|| format!("unknown transfer syntax {ts_uid}"))?;
-    let sop_class_uid = meta.media_storage_sop_class_uid().to_owned();
-    let mut transform = match anonymizer.transform(item.now, &sop_class_uid, ts) {
-        Ok(transform) => transform,
-        Err(discard) => return Ok(Rederived::Discarded(discard)),
-    };
-    let deflated = matches!(ts.codec(), Codec::Dataset(_));
-    let part_meta = FileMeta {
-        sop_class_uid: sop_class_uid.clone(),
-        sop_instance_uid: anonymizer.instance_uid(item.now, &item.entry.record.sop_instance_uid),
-        transfer_syntax_uid: ts_uid,
-        source_ae_title: None,
-        deflated,
-    };
-    let mut part = queue
-        .start(item.now, &part_meta)
-        .map_err(|e| format!("cannot create spool file: {e}"))?;
-    let outputs = vec![Output {
-        writer: &mut part,
-        transform: transform.as_mut(),
-    }];
-    let copied = if deflated {
-        stream::copy(DeflateDecoder::new(input), ts, outputs)
-    } else {
-        stream::copy(input, ts, outputs)
-    };
-    if let Some(e) = part.take_error() {
-        return Err(format!("cannot write the spool: {e}"));
+    let original = Part10::open(&item.entry.path)
+        .map_err(|reason| format!("the spooled copy is unreadable: {reason}"))?;
+    let sop_class_uid = original.sop_class_uid.clone();
+    let (_, mut copies) = original
+        .run(anonymizer, &[item.now], |profile, meta| {
+            queue.start(profile, meta)
+        })
+        .map_err(|failure| match failure {
+            Failure::Storage(e) => format!("cannot write the spool: {e}"),
+            Failure::DataSet(reason) => reason,
+        })?;
+    match copies.pop().map(|(_, copy)| copy) {
+        Some(Copy::Made(part)) => {
+            queue
+                .commit_for(vec![part], &sop_class_uid, Some(&item.destination))
+                .map_err(|e| format!("cannot queue: {e}"))?;
+            Ok(Rederived::Queued)
+        }
+        Some(Copy::Discarded(discard)) => Ok(Rederived::Discarded(discard)),
+        Some(Copy::Uncleaned(reason)) => Ok(Rederived::NotDeliverable(reason)),
+        None => Err("no copy was made".into()),
     }
-    copied?;
-    if let Some(reason) = transform.uncleaned() {
-        return Ok(Rederived::NotDeliverable(reason));
-    }
-    queue
-        .commit_for(vec![part], &sop_class_uid, Some(&item.destination))
-        .map_err(|e| format!("cannot queue: {e}"))?;
-    Ok(Rederived::Queued)
 }

@@ -1,6 +1,6 @@
 //! `uplink`, the command: parses the command line and hands over to the library.
 
-use uplink::{anonymize, backlog, config, leds, logging, provision, quarantine, serve, status};
+use uplink::{backlog, config, leds, logging, pipeline, provision, quarantine, serve, status};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -186,7 +186,7 @@ fn main() -> ExitCode {
             } else {
                 config::Profile::Typical
             };
-            match anonymize::files::run(&config, profile, &out, &inputs) {
+            match pipeline::offline::run(&config, profile, &out, &inputs) {
                 Ok(report) if report.failed == 0 => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::FAILURE,
                 Err(e) => {

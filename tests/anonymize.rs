@@ -590,6 +590,51 @@ fn typical_protects_pdf_reports_and_strict_discards_them() {
     );
 }
 
+/// One pipeline: what `uplink anonymize` writes with the box's key is, byte for
+/// byte, what the box delivers for the same instance.
+#[test]
+fn the_box_and_the_offline_command_give_the_same_bytes() {
+    let out = tempfile::tempdir().unwrap();
+    let (agent, strict_dir, typical_dir) = strict_and_typical(out.path());
+    let input = tempfile::tempdir().unwrap();
+    let mut files = phi_study(input.path(), "JONAS", 80, 2);
+    let jpeg = input.path().join("jpeg.dcm");
+    let phi = Phi {
+        patient: "JONAS",
+        study: 80,
+        instance: 3,
+        rows: 64,
+        cols: 96,
+    };
+    write_phi_jpeg(&jpeg, &phi, 2);
+    files.push(jpeg);
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let sent = storescu(agent.port, &["-R", "-xy"], &refs);
+    assert!(sent.status.success(), "{}", text(&sent));
+    for (profile, dir) in [("strict", &strict_dir), ("typical", &typical_dir)] {
+        let delivered = agent.wait_files(dir, 3);
+        let offline = out.path().join(format!("offline-{profile}"));
+        let ran = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
+            .args(["anonymize", "--profile", profile, "--config"])
+            .arg(&agent.config)
+            .arg("--out")
+            .arg(&offline)
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(ran.status.success(), "{}", text(&ran));
+        for path in &delivered {
+            let twin = offline.join(path.file_name().unwrap());
+            assert!(
+                std::fs::read(path).unwrap() == std::fs::read(&twin).unwrap(),
+                "{profile}: {} differs from the offline {}",
+                path.display(),
+                twin.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn offline_anonymize_uses_the_same_engine_and_key() {
     let work = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use libfuzzer_sys::fuzz_target;
 use uplink::anonymize::{Anonymizer, DeviceKey, PasswordBook};
 use uplink::config::{Profile, StrictValues};
-use uplink::stream::{self, Output};
+use uplink::pipeline::stream::{self, Output};
 
 const SYNTAXES: [&str; 4] = [
     "1.2.840.10008.1.2.1",    // explicit VR little endian

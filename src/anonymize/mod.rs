@@ -11,7 +11,6 @@
 //! data, private SOP classes). A copy that cannot be cleaned is never kept.
 
 mod document;
-pub mod files;
 mod jpeg;
 mod keys;
 mod pixels;
@@ -31,7 +30,7 @@ pub use keys::DeviceKey;
 use pixels::{Blanker, Layout, Region};
 
 use crate::config::{DateCut, DocumentPassword, Profile, StrictValues};
-use crate::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
+use crate::pipeline::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
 
 /// Why a profile sends no copy of an instance at all: content it cannot anonymize,
 /// acknowledged and dropped as the profile promises (and counted in `status`).
@@ -516,7 +515,7 @@ impl Transform for Deidentify {
         if header.tag == tags::ENCAPSULATED_DOCUMENT && self.document.is_some() {
             document::DOCUMENT_LIMIT
         } else {
-            crate::stream::INSPECT_LIMIT
+            crate::pipeline::stream::INSPECT_LIMIT
         }
     }
 

@@ -78,27 +78,7 @@ impl Spool {
     /// written; the data set follows through the returned writer.
     pub fn create(&self, profile: Profile, id: u64, meta: &FileMeta) -> io::Result<PartFile> {
         let path = self.dir(profile).join(format!("{id:016x}.{PART_SUFFIX}"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let mut part = PartFile {
-            id,
-            profile,
-            sop_instance_uid: meta.sop_instance_uid.clone(),
-            path,
-            body: None,
-            error: None,
-            committed: false,
-        };
-        let mut writer = BufWriter::with_capacity(64 * 1024, WriteBehind::new(file));
-        let written = write_meta(&mut writer, meta);
-        part.body = Some(if meta.deflated {
-            Body::Deflated(DeflateEncoder::new(writer, flate2::Compression::fast()))
-        } else {
-            Body::Plain(writer)
-        });
-        written.map(|()| part)
+        PartFile::create(path, id, profile, meta)
     }
 }
 
@@ -235,6 +215,37 @@ pub struct PartFile {
 }
 
 impl PartFile {
+    /// Starts a Part 10 file at `path` (which must not exist): preamble and file
+    /// meta information written, the data set to follow.
+    pub fn create(
+        path: PathBuf,
+        id: u64,
+        profile: Profile,
+        meta: &FileMeta,
+    ) -> io::Result<PartFile> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let mut part = PartFile {
+            id,
+            profile,
+            sop_instance_uid: meta.sop_instance_uid.clone(),
+            path,
+            body: None,
+            error: None,
+            committed: false,
+        };
+        let mut writer = BufWriter::with_capacity(64 * 1024, WriteBehind::new(file));
+        let written = write_meta(&mut writer, meta);
+        part.body = Some(if meta.deflated {
+            Body::Deflated(DeflateEncoder::new(writer, flate2::Compression::fast()))
+        } else {
+            Body::Plain(writer)
+        });
+        written.map(|()| part)
+    }
+
     /// The first write error, if any (a full disk shows up here).
     pub fn take_error(&mut self) -> Option<io::Error> {
         self.error.take()
@@ -242,19 +253,33 @@ impl PartFile {
 
     /// Finishes the file and makes it durable: flush, fsync, rename into place,
     /// fsync the folder. Returns the final path and size.
-    pub fn seal(mut self, final_path: &Path) -> io::Result<(PathBuf, u64)> {
+    pub fn seal(self, final_path: &Path) -> io::Result<(PathBuf, u64)> {
+        self.close(final_path, true)
+    }
+
+    /// Finishes the file and renames it into place, leaving the flush to the
+    /// system: for the offline command's output, which acknowledges nothing.
+    pub fn finish(self, final_path: &Path) -> io::Result<(PathBuf, u64)> {
+        self.close(final_path, false)
+    }
+
+    fn close(mut self, final_path: &Path, durable: bool) -> io::Result<(PathBuf, u64)> {
         let writer = match self.body.take() {
             Some(Body::Plain(w)) => w,
             Some(Body::Deflated(d)) => d.finish()?,
             None => return Err(io::Error::other("spool file already sealed")),
         };
         let file = writer.into_inner().map_err(|e| e.into_error())?.into_file();
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         let size = file.metadata()?.len();
         drop(file);
         fs::rename(&self.path, final_path)?;
         self.committed = true;
-        sync_dir(final_path.parent().unwrap_or(Path::new(".")))?;
+        if durable {
+            sync_dir(final_path.parent().unwrap_or(Path::new(".")))?;
+        }
         Ok((final_path.to_path_buf(), size))
     }
 

@@ -8,19 +8,18 @@
 
 use std::io::{self, Read, Write};
 
-use dicom_encoding::Codec;
+use dicom_encoding::TransferSyntax;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use flate2::read::DeflateDecoder;
 
 use super::dimse::{Command, Status};
 use super::negotiation::Context;
 use super::pdu::{DataSetReader, Fault};
 use crate::anonymize::{Anonymizer, Discard};
 use crate::config::Profile;
+use crate::pipeline::stream::Summary;
+use crate::pipeline::{self, Copy, Failure, Instance};
 use crate::queue::Queue;
-use crate::queue::spool::FileMeta;
-use crate::stream::{self, Output, Transform};
 
 /// How a C-STORE ended, when the association itself survived.
 #[derive(Debug)]
@@ -63,176 +62,173 @@ pub fn receive<S: Read + Write>(
     queue: &Queue,
     anonymizer: &Anonymizer,
 ) -> Result<Outcome, Fault> {
-    let refused = |data: &mut DataSetReader<'_, S>, status, reason: String| {
-        data.drain()?;
-        Ok(Outcome::refuse(status, reason))
+    let (sop_class_uid, sop_instance_uid, ts) = match check_request(command, context)
+        .and_then(|request| check_room(queue).map(|()| request))
+    {
+        Ok(request) => request,
+        Err(refusal) => return refused(data, refusal),
     };
+    let instance = Instance {
+        sop_class_uid,
+        sop_instance_uid,
+        transfer_syntax: ts,
+        source_ae_title: Some(calling_ae_title),
+    };
+    let streamed = pipeline::run(
+        &mut *data,
+        &instance,
+        anonymizer,
+        &queue.profiles(),
+        |profile, meta| queue.start(profile, meta),
+    );
+    if let Some(fault) = data.take_fault() {
+        return Err(fault);
+    }
+    let (summary, copies) = match streamed {
+        Ok(streamed) => streamed,
+        Err(Failure::Storage(e)) => {
+            return refused(
+                data,
+                Outcome::refuse(Status::OUT_OF_RESOURCES, storage_reason(&e)),
+            );
+        }
+        Err(Failure::DataSet(reason)) => {
+            return refused(data, Outcome::refuse(Status::CANNOT_UNDERSTAND, reason));
+        }
+    };
+    // The data set must end where the peer said it ends.
+    data.drain()?;
+    if let Err(mismatch) = check_identity(&summary, sop_class_uid, sop_instance_uid) {
+        return Ok(mismatch);
+    }
+    Ok(commit(queue, copies, sop_class_uid, data.payload_bytes()))
+}
+
+/// Drains what is left of the data set, so the association can go on, and refuses.
+fn refused<S: Read + Write>(
+    data: &mut DataSetReader<'_, S>,
+    refusal: Outcome,
+) -> Result<Outcome, Fault> {
+    data.drain()?;
+    Ok(refusal)
+}
+
+/// The request's SOP class and instance, checked against its presentation
+/// context, and the transfer syntax the data set comes in.
+fn check_request<'a>(
+    command: &'a Command,
+    context: &Context,
+) -> Result<(&'a str, &'a str, &'static TransferSyntax), Outcome> {
     let (Some(sop_class_uid), Some(sop_instance_uid)) = (
         &command.affected_sop_class_uid,
         &command.affected_sop_instance_uid,
     ) else {
-        return refused(
-            data,
+        return Err(Outcome::refuse(
             Status::CANNOT_UNDERSTAND,
-            "C-STORE-RQ lacks the affected SOP class or instance UID".into(),
-        );
+            "C-STORE-RQ lacks the affected SOP class or instance UID",
+        ));
     };
     if *sop_class_uid != context.abstract_syntax {
-        return refused(
-            data,
+        return Err(Outcome::refuse(
             Status::SOP_CLASS_NOT_SUPPORTED,
             format!(
                 "SOP class {sop_class_uid} sent on a presentation context for {}",
                 context.abstract_syntax
             ),
-        );
+        ));
     }
-    let Some(ts) = TransferSyntaxRegistry.get(&context.transfer_syntax) else {
-        return refused(
-            data,
-            Status::CANNOT_UNDERSTAND,
-            format!("unknown transfer syntax {}", context.transfer_syntax),
-        );
-    };
-    match queue.has_room() {
-        Ok(true) => {}
-        Ok(false) => {
-            return refused(
-                data,
-                Status::OUT_OF_RESOURCES,
-                "storage is below its free-space floor".into(),
-            );
-        }
-        Err(e) => {
-            return refused(
-                data,
-                Status::OUT_OF_RESOURCES,
-                format!("cannot check free space: {e}"),
-            );
-        }
-    }
+    let ts = TransferSyntaxRegistry
+        .get(&context.transfer_syntax)
+        .ok_or_else(|| {
+            Outcome::refuse(
+                Status::CANNOT_UNDERSTAND,
+                format!("unknown transfer syntax {}", context.transfer_syntax),
+            )
+        })?;
+    Ok((sop_class_uid, sop_instance_uid, ts))
+}
 
-    let deflated = matches!(ts.codec(), Codec::Dataset(_));
-    // One spool file per profile in use, each through its profile's transform; a
-    // profile that discards this kind of instance gets none.
-    let mut parts = Vec::new();
-    let mut transforms = Vec::new();
+/// Refuses before anything is written when the card is below its free-space floor.
+fn check_room(queue: &Queue) -> Result<(), Outcome> {
+    match queue.has_room() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Outcome::refuse(
+            Status::OUT_OF_RESOURCES,
+            "storage is below its free-space floor",
+        )),
+        Err(e) => Err(Outcome::refuse(
+            Status::OUT_OF_RESOURCES,
+            format!("cannot check free space: {e}"),
+        )),
+    }
+}
+
+/// The data set must be the instance the request announced.
+fn check_identity(
+    summary: &Summary,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+) -> Result<(), Outcome> {
+    let differs =
+        |seen: &Option<String>, announced: &str| seen.as_deref().is_some_and(|s| s != announced);
+    if differs(&summary.sop_instance_uid, sop_instance_uid) {
+        return Err(Outcome::refuse(
+            Status::DATA_SET_MISMATCH,
+            "SOP Instance UID in the data set differs from the C-STORE-RQ's",
+        ));
+    }
+    if differs(&summary.sop_class_uid, sop_class_uid) {
+        return Err(Outcome::refuse(
+            Status::DATA_SET_MISMATCH,
+            "SOP Class UID in the data set differs from the C-STORE-RQ's",
+        ));
+    }
+    Ok(())
+}
+
+/// Commits the clean copies and answers: Success once they are durable; a refusal
+/// when no copy is left for anyone because none could be cleaned (the modality
+/// keeps its own); what each profile's destinations do not get, in the outcome.
+fn commit(queue: &Queue, copies: Vec<(Profile, Copy)>, sop_class_uid: &str, bytes: u64) -> Outcome {
+    let mut kept = Vec::new();
     let mut withheld = Vec::new();
-    for profile in queue.profiles() {
-        let transform = match anonymizer.transform(profile, sop_class_uid, ts) {
-            Ok(transform) => transform,
-            Err(discard) => {
+    let mut uncleaned = None;
+    for (profile, copy) in copies {
+        match copy {
+            Copy::Made(part) => kept.push(part),
+            Copy::Discarded(discard) => {
                 log::info!(
                     "profile {profile} discards instances of SOP class {sop_class_uid}: {}",
                     discard.as_str()
                 );
                 withheld.push((profile, Withheld::Discarded(discard)));
-                continue;
             }
-        };
-        let meta = FileMeta {
-            sop_class_uid: sop_class_uid.clone(),
-            sop_instance_uid: anonymizer.instance_uid(profile, sop_instance_uid),
-            transfer_syntax_uid: context.transfer_syntax.clone(),
-            // The sender's AE title names the site: only identified copies keep it.
-            source_ae_title: (profile == Profile::Identified).then(|| calling_ae_title.to_owned()),
-            deflated,
-        };
-        match queue.start(profile, &meta) {
-            Ok(part) => parts.push(part),
-            Err(e) => {
-                return refused(
-                    data,
-                    Status::OUT_OF_RESOURCES,
-                    format!("cannot create spool file: {e}"),
-                );
-            }
-        }
-        transforms.push(transform);
-    }
-
-    let copied = {
-        let outputs = parts
-            .iter_mut()
-            .zip(transforms.iter_mut())
-            .map(|(part, transform)| Output {
-                writer: part,
-                transform: transform.as_mut() as &mut dyn Transform,
-            })
-            .collect();
-        if deflated {
-            stream::copy(DeflateDecoder::new(&mut *data), ts, outputs)
-        } else {
-            stream::copy(&mut *data, ts, outputs)
-        }
-    };
-    if let Some(fault) = data.take_fault() {
-        return Err(fault);
-    }
-    if let Some(e) = parts.iter_mut().find_map(|p| p.take_error()) {
-        return refused(data, Status::OUT_OF_RESOURCES, storage_reason(&e));
-    }
-    let summary = match copied {
-        Ok(summary) => summary,
-        Err(reason) => return refused(data, Status::CANNOT_UNDERSTAND, reason),
-    };
-    // The data set must end where the peer said it ends.
-    data.drain()?;
-    if let Some(uid) = &summary.sop_instance_uid {
-        if uid != sop_instance_uid {
-            return Ok(Outcome::refuse(
-                Status::DATA_SET_MISMATCH,
-                "SOP Instance UID in the data set differs from the C-STORE-RQ's",
-            ));
-        }
-    }
-    if let Some(uid) = &summary.sop_class_uid {
-        if uid != sop_class_uid {
-            return Ok(Outcome::refuse(
-                Status::DATA_SET_MISMATCH,
-                "SOP Class UID in the data set differs from the C-STORE-RQ's",
-            ));
-        }
-    }
-    let bytes = data.payload_bytes();
-    // A copy its profile could not clean is never kept (dropping the part removes
-    // it); if no copy is left for anyone, the modality keeps its own and says so.
-    let mut kept = Vec::new();
-    let mut uncleaned = None;
-    for (part, transform) in parts.into_iter().zip(&transforms) {
-        match transform.uncleaned() {
-            None => kept.push(part),
-            Some(reason) => {
+            Copy::Uncleaned(reason) => {
                 log::warn!(
-                    "profile {} cannot clean an instance, so keeps no copy: {reason}",
-                    part.profile
+                    "profile {profile} cannot clean an instance, so keeps no copy: {reason}"
                 );
-                withheld.push((part.profile, Withheld::NotDeliverable(reason.clone())));
+                withheld.push((profile, Withheld::NotDeliverable(reason.clone())));
                 uncleaned = Some(reason);
             }
         }
     }
     if let (true, Some(reason)) = (kept.is_empty(), uncleaned) {
-        return Ok(Outcome::refuse(
+        return Outcome::refuse(
             Status::CANNOT_ANONYMIZE,
             format!("not stored: it cannot be anonymized ({reason})"),
-        ));
+        );
     }
     match queue.commit(kept, sop_class_uid) {
-        Ok(()) => Ok(Outcome {
+        Ok(()) => Outcome {
             status: Status::SUCCESS,
             reason: None,
             bytes,
             withheld,
-        }),
-        Err(crate::queue::QueueError::Io(e)) => Ok(Outcome::refuse(
-            Status::OUT_OF_RESOURCES,
-            storage_reason(&e),
-        )),
-        Err(e) => Ok(Outcome::refuse(
-            Status::OUT_OF_RESOURCES,
-            format!("cannot queue: {e}"),
-        )),
+        },
+        Err(crate::queue::QueueError::Io(e)) => {
+            Outcome::refuse(Status::OUT_OF_RESOURCES, storage_reason(&e))
+        }
+        Err(e) => Outcome::refuse(Status::OUT_OF_RESOURCES, format!("cannot queue: {e}")),
     }
 }
 

@@ -116,6 +116,17 @@ pub struct Storage {
     pub min_free_mib: u64,
 }
 
+impl Listener {
+    /// The files of the listener's TLS identity.
+    pub fn tls_files(&self) -> crate::tls_identity::TlsFiles<'_> {
+        crate::tls_identity::TlsFiles {
+            certificate: self.tls_certificate.as_deref(),
+            key: self.tls_key.as_deref(),
+            client_ca: self.tls_client_ca.as_deref(),
+        }
+    }
+}
+
 /// `[[destination]]`: one place every received instance is delivered to.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -557,7 +568,7 @@ impl Config {
             ));
         }
         // The files are read now, so that a wrong path is a configuration error.
-        crate::receive::tls::server_config(l).map_err(ConfigError)?;
+        crate::tls_identity::server_config(&l.tls_files()).map_err(ConfigError)?;
         self.provisioned = !self.destinations.is_empty();
         if self.destinations.is_empty() {
             let outbox = self.storage.data_dir.join("outbox");

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::anonymize::Discard;
 use crate::clock::Clock;
-use crate::receive::store::Withheld;
 
 /// Something worth reporting.
 #[derive(Debug, Clone)]
@@ -81,6 +81,15 @@ pub enum Event {
         error: String,
         retry_in: Duration,
     },
+}
+
+/// Why a profile's destinations get no copy of an instance that was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Withheld {
+    /// The profile drops such content by design (strict and PDFs, say).
+    Discarded(Discard),
+    /// The profile could not clean this copy, so it was not kept.
+    NotDeliverable(String),
 }
 
 /// A timestamped message, for "last error" lines.

@@ -20,5 +20,7 @@ pub mod receive;
 pub mod serve;
 pub mod service;
 pub mod shutdown;
+pub mod standard;
 pub mod status;
+pub mod tls_identity;
 pub mod upload;

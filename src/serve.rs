@@ -92,7 +92,7 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
 
     let key = DeviceKey::load_or_create(&data_dir)
         .map_err(|e| format!("cannot load the device key in {}: {e}", data_dir.display()))?;
-    let tls = crate::receive::tls::server_config(&config.listener)?;
+    let tls = crate::tls_identity::server_config(&config.listener.tls_files())?;
     if tls.is_some() {
         log::info!("DICOM listener speaks TLS only");
     }

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Generate src/receive/sop_classes.rs from the DICOM standard's SOP class table.
+"""Generate src/standard/sop_classes.rs from the DICOM standard's SOP class table.
 
 Input: shared/dicom-standard/sops.json (innolitics dicom-standard, commit 7f4749d,
 standard edition of 2025-01-28). Run from the repository root:
 
-    python3 tools/gen_sop_classes.py ../shared/dicom-standard/sops.json > src/receive/sop_classes.rs
+    python3 tools/gen_sop_classes.py ../shared/dicom-standard/sops.json > src/standard/sop_classes.rs
 """
 import json
 import sys

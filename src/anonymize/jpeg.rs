@@ -11,9 +11,9 @@
 //!
 //! Frames this does not handle (progressive, arithmetic coding, 12-bit, several
 //! scans, a Huffman table without a symbol the blanking needs) return `None`, and the
-//! caller falls back to decoding and re-encoding.
+//! frame goes through [`blank_frame`]'s fallback: decoding and re-encoding.
 
-use super::pixels::Region;
+use super::pixels::{Blanker, Layout, Region};
 
 /// Blanks everything outside `regions` in a baseline JPEG frame. `ybr` says the
 /// components are Y, Cb, Cr (black is 0, 128, 128), otherwise black is 0 in all.
@@ -849,6 +849,80 @@ fn fdct(samples: &[f32; 64]) -> [f32; 64] {
     out
 }
 
+/// JPEG quality of re-encoded baseline frames: high, since the frame was lossy already.
+const JPEG_QUALITY: u8 = 95;
+
+/// Blanks one JPEG baseline frame outside `regions`: in the DCT domain where the
+/// frame allows, else by decoding and re-encoding it.
+/// `size` is the image's (Rows, Columns): a frame must be that size, which also
+/// bounds what decoding it may cost.
+pub fn blank_frame(
+    frame: &[u8],
+    regions: &[Region],
+    photometric: &str,
+    size: (u32, u32),
+) -> Result<Vec<u8>, String> {
+    match blank(frame, regions, photometric.starts_with("YBR"), size) {
+        Ok(Some(blanked)) => Ok(blanked),
+        Ok(None) => reencode_jpeg(frame, regions, photometric, size),
+        Err(e) => Err(e),
+    }
+}
+
+/// Decodes, blanks and re-encodes a frame with the same chroma subsampling (4:2:2
+/// for YBR_FULL_422, none for YBR_FULL): for frames the DCT-domain path cannot take.
+fn reencode_jpeg(
+    frame: &[u8],
+    regions: &[Region],
+    photometric: &str,
+    (rows, columns): (u32, u32),
+) -> Result<Vec<u8>, String> {
+    let mut decoder = jpeg_decoder::Decoder::new(frame);
+    decoder
+        .read_info()
+        .map_err(|e| format!("JPEG frame does not decode: {e}"))?;
+    let info = decoder.info().ok_or("JPEG frame has no header")?;
+    if (u32::from(info.height), u32::from(info.width)) != (rows, columns) {
+        return Err(format!(
+            "JPEG frame is {}x{} but the image is {columns}x{rows}",
+            info.width, info.height
+        ));
+    }
+    // One frame of the instance's own size, three samples at most.
+    decoder.set_max_decoding_buffer_size(rows as usize * columns as usize * 3);
+    let mut pixels = decoder
+        .decode()
+        .map_err(|e| format!("JPEG frame does not decode: {e}"))?;
+    let (samples, color) = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => (1, jpeg_encoder::ColorType::Luma),
+        jpeg_decoder::PixelFormat::RGB24 => (3, jpeg_encoder::ColorType::Rgb),
+        other => return Err(format!("JPEG frame in {other:?} is not handled")),
+    };
+    let layout = Layout {
+        rows: u32::from(info.height),
+        columns: u32::from(info.width),
+        samples_per_pixel: samples,
+        bytes_per_sample: 1,
+        planar: false,
+        ybr: false,
+        ybr_422: false,
+    };
+    Blanker::new(layout, regions)
+        .ok_or("JPEG frame has no pixels")?
+        .apply(0, &mut pixels);
+    let mut out = Vec::with_capacity(frame.len());
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY);
+    if photometric == "YBR_FULL_422" {
+        encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_1);
+    } else {
+        encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_1_1);
+    }
+    encoder
+        .encode(&pixels, info.width, info.height, color)
+        .map_err(|e| format!("JPEG frame does not re-encode: {e}"))?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1028,6 +1102,63 @@ mod tests {
         assert_eq!(
             blank(&progressive, &[region], true, (64, 64)).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn jpeg_frames_are_blanked_and_re_encoded() {
+        // A 32x16 grey frame with a white banner in the top 8 rows.
+        let (w, h) = (32u16, 16u16);
+        let rgb: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).flat_map(move |_| [if y < 8 { 250u8 } else { 100 }; 3]))
+            .collect();
+        let mut frame = Vec::new();
+        jpeg_encoder::Encoder::new(&mut frame, 95)
+            .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        let region = Region {
+            x0: 0,
+            y0: 8,
+            x1: 31,
+            y1: 15,
+        };
+        let size = (u32::from(h), u32::from(w));
+        let blanked = blank_frame(&frame, &[region], "YBR_FULL_422", size).unwrap();
+        let decoded = jpeg_decoder::Decoder::new(&blanked[..]).decode().unwrap();
+        let at = |x: usize, y: usize| decoded[(y * w as usize + x) * 3];
+        assert!(at(5, 2) < 20, "banner blanked: {}", at(5, 2));
+        assert!((90..110).contains(&at(5, 12)), "image kept: {}", at(5, 12));
+        assert!(blank_frame(b"not a jpeg", &[region], "YBR_FULL_422", size).is_err());
+    }
+
+    #[test]
+    fn a_jpeg_frame_that_lies_about_its_size_is_refused() {
+        let (w, h) = (32u16, 16u16);
+        let mut frame = Vec::new();
+        jpeg_encoder::Encoder::new(&mut frame, 95)
+            .encode(
+                &vec![100u8; 32 * 16 * 3],
+                w,
+                h,
+                jpeg_encoder::ColorType::Rgb,
+            )
+            .unwrap();
+        let region = Region {
+            x0: 0,
+            y0: 8,
+            x1: 31,
+            y1: 15,
+        };
+        let error = blank_frame(&frame, &[region], "YBR_FULL_422", (16, 64)).unwrap_err();
+        assert!(error.contains("is 32x16 but the image is 64x16"), "{error}");
+        // A few hundred bytes declaring 65535x65535, in an image that says so too:
+        // the entropy data ends (EOI) long before the last block.
+        let sof = frame.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+        frame[sof + 5..sof + 9].copy_from_slice(&[0xFF; 4]);
+        let error = blank_frame(&frame, &[region], "YBR_FULL_422", (65535, 65535)).unwrap_err();
+        assert!(
+            error.contains("ends before the frame's last block"),
+            "{error}"
         );
     }
 }

@@ -8,8 +8,8 @@
 //! profile hashes in a domain of its own, so that the typical and the strict copy
 //! of one instance, at two destinations, cannot be joined by their UIDs.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -40,7 +40,7 @@ impl DeviceKey {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
-                File::open("/dev/urandom")?.read_exact(&mut key)?;
+                getrandom::fill(&mut key).map_err(io::Error::other)?;
                 let temp = data_dir.join(format!(".{KEY_FILE}.tmp"));
                 let mut file = OpenOptions::new()
                     .write(true)
@@ -66,7 +66,7 @@ impl DeviceKey {
         mac.update(b"uplink uid\0");
         mac.update(profile.as_str().as_bytes());
         mac.update(b"\0");
-        mac.update(uid.trim_end_matches(['\0', ' ']).as_bytes());
+        mac.update(crate::standard::unpadded(uid).as_bytes());
         let digest = mac.finalize().into_bytes();
         let number = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"));
         format!("2.25.{number}")

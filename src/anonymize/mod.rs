@@ -31,6 +31,10 @@ use pixels::{Blanker, Layout, Region};
 
 use crate::config::{DateCut, DocumentPassword, Profile, StrictValues};
 use crate::pipeline::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
+use crate::standard::{
+    ENCAPSULATED_PDF, JPEG_BASELINE, RAW_DATA, is_encapsulated_document, is_standard_storage,
+    is_ultrasound, unpadded,
+};
 
 /// Why a profile sends no copy of an instance at all: content it cannot anonymize,
 /// acknowledged and dropped as the profile promises (and counted in `status`).
@@ -118,13 +122,11 @@ impl Anonymizer {
             });
         }
         if !document && !anonymizable(sop_class_uid) && strict {
-            return Err(
-                if crate::receive::negotiation::is_standard_storage(sop_class_uid) {
-                    Discard::RawData
-                } else {
-                    Discard::PrivateClass
-                },
-            );
+            return Err(if is_standard_storage(sop_class_uid) {
+                Discard::RawData
+            } else {
+                Discard::PrivateClass
+            });
         }
         Ok(Box::new(Deidentify {
             key: self.key.clone(),
@@ -168,29 +170,12 @@ fn iod_of(sop_class_uid: &str) -> Option<&'static str> {
         .map(|(_, iod)| *iod)
 }
 
-const ENCAPSULATED_PDF: &str = "1.2.840.10008.5.1.4.1.1.104.1";
-const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
-
-fn is_encapsulated_document(sop_class_uid: &str) -> bool {
-    sop_class_uid.starts_with("1.2.840.10008.5.1.4.1.1.104.")
-}
-
-fn is_ultrasound(sop_class_uid: &str) -> bool {
-    matches!(
-        sop_class_uid,
-        "1.2.840.10008.5.1.4.1.1.6.1"
-            | "1.2.840.10008.5.1.4.1.1.3.1"
-            | "1.2.840.10008.5.1.4.1.1.6"
-            | "1.2.840.10008.5.1.4.1.1.3"
-    )
-}
-
 /// Standard classes other than documents and raw data: their content is DICOM
 /// attributes (and pixels), which the profile knows how to clean.
 fn anonymizable(sop_class_uid: &str) -> bool {
-    crate::receive::negotiation::is_standard_storage(sop_class_uid)
+    is_standard_storage(sop_class_uid)
         && !is_encapsulated_document(sop_class_uid)
-        && sop_class_uid != "1.2.840.10008.5.1.4.1.1.66" // Raw Data Storage
+        && sop_class_uid != RAW_DATA
 }
 
 /// What the pixel data's layout is, learnt from the attributes before it.
@@ -417,8 +402,7 @@ impl Deidentify {
     }
 
     fn replace_uids(&self, value: &[u8]) -> Vec<u8> {
-        String::from_utf8_lossy(value)
-            .trim_end_matches(['\0', ' '])
+        unpadded(&String::from_utf8_lossy(value))
             .split('\\')
             .map(|uid| self.key.uid(self.profile(), uid))
             .collect::<Vec<_>>()
@@ -522,11 +506,7 @@ impl Transform for Deidentify {
     fn rewrite(&mut self, path: &[Tag], header: &DataElementHeader, value: &[u8]) -> Rewrite {
         let tag = header.tag;
         if path.is_empty() {
-            let text = || {
-                String::from_utf8_lossy(value)
-                    .trim_end_matches(['\0', ' '])
-                    .to_owned()
-            };
+            let text = || unpadded(&String::from_utf8_lossy(value)).to_owned();
             if tag == tags::STUDY_INSTANCE_UID {
                 self.study_uid = Some(text());
             }
@@ -652,7 +632,7 @@ impl Transform for Deidentify {
             return Some(Vec::new());
         }
         let size = (self.pixels.rows, self.pixels.columns);
-        match pixels::blank_jpeg(bytes, &self.pixels.regions, &self.pixels.photometric, size) {
+        match jpeg::blank_frame(bytes, &self.pixels.regions, &self.pixels.photometric, size) {
             Ok(frame) => Some(frame),
             Err(reason) => {
                 // One frame split over several fragments lands here too. Nothing of

@@ -153,7 +153,7 @@ impl Part10 {
             .map_err(|_| "not a DICOM file (too short)".to_owned())?;
         let meta = FileMetaTable::from_reader(&mut data_set)
             .map_err(|e| format!("not a DICOM Part 10 file: {e}"))?;
-        let ts_uid = meta.transfer_syntax().trim_end_matches(['\0', ' ']);
+        let ts_uid = crate::standard::unpadded(meta.transfer_syntax());
         let transfer_syntax = TransferSyntaxRegistry
             .get(ts_uid)
             .filter(|ts| ts.can_decode_dataset())

@@ -151,7 +151,6 @@ pub struct Output<'a, W> {
 pub struct Summary {
     pub sop_class_uid: Option<String>,
     pub sop_instance_uid: Option<String>,
-    pub elements: u64,
 }
 
 /// The input's nesting levels, innermost last.
@@ -475,7 +474,6 @@ pub fn copy<R: Read, W: Write>(
                 }
             }
             LazyDataToken::LazyValue { header, decoder } => {
-                summary.elements += 1;
                 let len = header.length().0;
                 let wanted_by_summary = depth == 0
                     && (header.tag == tags::SOP_CLASS_UID || header.tag == tags::SOP_INSTANCE_UID);
@@ -497,9 +495,8 @@ pub fn copy<R: Read, W: Write>(
                 if in_memory {
                     let value = read_value(decoder, len, header.tag)?;
                     if wanted_by_summary {
-                        let text = String::from_utf8_lossy(&value)
-                            .trim_end_matches(['\0', ' '])
-                            .to_owned();
+                        let text =
+                            crate::standard::unpadded(&String::from_utf8_lossy(&value)).to_owned();
                         if header.tag == tags::SOP_CLASS_UID {
                             summary.sop_class_uid = Some(text);
                         } else {

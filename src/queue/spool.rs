@@ -14,7 +14,7 @@ use dicom_object::meta::FileMetaTableBuilder;
 use flate2::write::DeflateEncoder;
 
 use crate::config::Profile;
-use crate::receive::negotiation::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+use crate::standard::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 pub const PART_SUFFIX: &str = "part";
 pub const FILE_SUFFIX: &str = "dcm";

@@ -77,7 +77,7 @@ impl Command {
         let uid = |tag: Tag| -> Option<String> {
             let element = object.element(tag).ok()?;
             let text = element.to_str().ok()?;
-            let text = text.trim_end_matches(['\0', ' ']);
+            let text = crate::standard::unpadded(&text);
             (!text.is_empty()).then(|| text.to_owned())
         };
         Ok(Command {

@@ -10,7 +10,6 @@ pub mod association;
 pub mod dimse;
 pub mod negotiation;
 pub mod pdu;
-pub mod sop_classes;
 pub mod store;
 pub mod tls;
 

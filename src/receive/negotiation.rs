@@ -13,19 +13,14 @@ use dicom_ul::pdu::{
     UserVariableItem,
 };
 
-use super::sop_classes::STORAGE_SOP_CLASSES;
 use crate::config::{AeTitle, UnknownSopClasses};
+use crate::standard::{
+    IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, STANDARD_ROOT, VERIFICATION,
+    is_standard_storage, unpadded,
+};
 
 /// The DICOM application context name (PS3.7 A.2.1).
 const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
-/// Verification SOP class (C-ECHO).
-pub const VERIFICATION: &str = "1.2.840.10008.1.1";
-/// The root under which the standard defines its UIDs; anything else is private.
-const STANDARD_ROOT: &str = "1.2.840.10008.";
-
-/// Our implementation class UID (a UUID-derived UID under 2.25) and version name.
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.207594862461848313926407352345876301347";
-pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("UPLINK_", env!("CARGO_PKG_VERSION"));
 
 /// What we accept.
 pub struct Policy<'a> {
@@ -67,7 +62,7 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
             AssociationRJServiceProviderASCEReason::ProtocolVersionNotSupported,
         )));
     }
-    if trim_uid(&rq.application_context_name) != APPLICATION_CONTEXT {
+    if unpadded(&rq.application_context_name) != APPLICATION_CONTEXT {
         return Err(reject(AssociationRJSource::ServiceUser(
             AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
         )));
@@ -92,7 +87,7 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
     let mut results = Vec::with_capacity(rq.presentation_contexts.len());
     let mut contexts = Vec::new();
     for pc in rq.presentation_contexts {
-        let abstract_syntax = trim_uid(&pc.abstract_syntax);
+        let abstract_syntax = unpadded(&pc.abstract_syntax);
         let (reason, transfer_syntax) = if !abstract_syntax_accepted(abstract_syntax, policy) {
             (
                 PresentationContextResultReason::AbstractSyntaxNotSupported,
@@ -102,7 +97,7 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
             let mut offered = pc
                 .transfer_syntaxes
                 .iter()
-                .map(|ts| trim_uid(ts))
+                .map(|ts| unpadded(ts))
                 .filter(|ts| transfer_syntax_accepted(ts));
             let first = offered.clone().next();
             match policy
@@ -172,11 +167,6 @@ pub fn address_refused() -> AssociationRJ {
     }
 }
 
-/// Whether `uid` names a standard storage SOP class.
-pub fn is_standard_storage(uid: &str) -> bool {
-    STORAGE_SOP_CLASSES.iter().any(|c| c.uid == uid)
-}
-
 fn abstract_syntax_accepted(uid: &str, policy: &Policy) -> bool {
     if uid == VERIFICATION || is_standard_storage(uid) {
         return true;
@@ -192,10 +182,6 @@ fn transfer_syntax_accepted(uid: &str) -> bool {
     TransferSyntaxRegistry
         .get(uid)
         .is_some_and(|ts| ts.can_decode_dataset())
-}
-
-fn trim_uid(uid: &str) -> &str {
-    uid.trim_end_matches(['\0', ' '])
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use super::dimse::{Command, Status};
 use super::negotiation::Context;
 use super::pdu::{DataSetReader, Fault};
-use crate::anonymize::{Anonymizer, Discard};
+use crate::anonymize::Anonymizer;
 use crate::config::Profile;
+use crate::events::Withheld;
 use crate::pipeline::stream::Summary;
 use crate::pipeline::{self, Copy, Failure, Instance};
 use crate::queue::Queue;
@@ -30,15 +31,6 @@ pub struct Outcome {
     pub bytes: u64,
     /// Profiles that keep no copy of a stored instance, and why.
     pub withheld: Vec<(Profile, Withheld)>,
-}
-
-/// Why a profile's destinations get no copy of an instance that was stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Withheld {
-    /// The profile drops such content by design (strict and PDFs, say).
-    Discarded(Discard),
-    /// The profile could not clean this copy, so it was not kept.
-    NotDeliverable(String),
 }
 
 impl Outcome {

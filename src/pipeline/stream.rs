@@ -153,6 +153,17 @@ pub struct Summary {
     pub sop_instance_uid: Option<String>,
 }
 
+impl Summary {
+    fn note(&mut self, tag: Tag, value: &[u8]) {
+        let text = crate::standard::unpadded(&String::from_utf8_lossy(value)).to_owned();
+        if tag == tags::SOP_CLASS_UID {
+            self.sop_class_uid = Some(text);
+        } else {
+            self.sop_instance_uid = Some(text);
+        }
+    }
+}
+
 /// The input's nesting levels, innermost last.
 #[derive(Clone, Copy)]
 enum Level {
@@ -182,6 +193,25 @@ struct Sink<'a, W: Write> {
 }
 
 type WriteResult = Result<(), dicom_parser::stateful::encode::Error>;
+
+impl<'a, W: Write + 'a> Sink<'a, W> {
+    fn new(output: Output<'a, W>, ts: &TransferSyntax) -> Result<Sink<'a, W>, String> {
+        let cannot = || format!("cannot encode transfer syntax {}", ts.uid());
+        let encoder: Box<dyn EncodeTo<W>> = ts.encoder_for::<W>().ok_or_else(cannot)?;
+        let exact = ts.encoder_for::<Vec<u8>>().ok_or_else(cannot)?;
+        Ok(Sink {
+            encoder: StatefulEncoder::new(output.writer, encoder, SpecificCharacterSet::default()),
+            exact,
+            preserve: output.transform.preserves_encoding(),
+            additions: output.transform.additions().into(),
+            transform: output.transform,
+            skip_from: None,
+            plan: Plan::Keep,
+            fragments: false,
+            deferred_item: false,
+        })
+    }
+}
 
 impl<W: Write> Sink<'_, W> {
     /// Before a top-level element `tag`: writes the additions that come first.
@@ -315,291 +345,346 @@ fn padded(vr: VR, value: &[u8]) -> Vec<u8> {
 /// explains what in the data set could not be read or written; the caller tells a
 /// network fault or a full disk from a malformed data set by asking the reader and
 /// the writers, which keep their own errors.
-pub fn copy<R: Read, W: Write>(
+pub fn copy<'a, R: Read, W: Write + 'a>(
     source: R,
     ts: &TransferSyntax,
-    outputs: Vec<Output<'_, W>>,
+    outputs: Vec<Output<'a, W>>,
 ) -> Result<Summary, String> {
     let decoder = StatefulDecoder::new_with(source, ts, SpecificCharacterSet::default(), 0)
         .map_err(|e| format!("cannot decode transfer syntax {}: {e}", ts.uid()))?;
     let mut reader = LazyDataSetReader::new(decoder);
-    let mut sinks = Vec::with_capacity(outputs.len());
-    for output in outputs {
-        let encoder: Box<dyn EncodeTo<W>> = ts
-            .encoder_for::<W>()
-            .ok_or_else(|| format!("cannot encode transfer syntax {}", ts.uid()))?;
-        let exact = ts
-            .encoder_for::<Vec<u8>>()
-            .ok_or_else(|| format!("cannot encode transfer syntax {}", ts.uid()))?;
-        let preserve = output.transform.preserves_encoding();
-        let additions = output.transform.additions().into();
-        sinks.push(Sink {
-            encoder: StatefulEncoder::new(output.writer, encoder, SpecificCharacterSet::default()),
-            exact,
-            transform: output.transform,
-            preserve,
-            additions,
-            skip_from: None,
-            plan: Plan::Keep,
-            fragments: false,
-            deferred_item: false,
-        });
-    }
-
-    let mut levels: Vec<Level> = Vec::new();
-    // The tags of the sequences we are in, outermost first.
-    let mut path: Vec<Tag> = Vec::new();
-    let mut summary = Summary::default();
-    // Items seen in the current encapsulated pixel data (0: the offset table).
-    let mut fragment_index = 0usize;
-    let werr = |e: dicom_parser::stateful::encode::Error| format!("write failed: {e}");
-
+    let mut walk = Walk {
+        sinks: outputs
+            .into_iter()
+            .map(|output| Sink::new(output, ts))
+            .collect::<Result<_, _>>()?,
+        levels: Vec::new(),
+        path: Vec::new(),
+        summary: Summary::default(),
+        fragment_index: 0,
+    };
     while let Some(token) = reader.advance() {
-        let token = token.map_err(|e| format!("malformed data set: {e}"))?;
-        let depth = levels.len();
-        match token {
+        match token.map_err(|e| format!("malformed data set: {e}"))? {
             // The value token that follows carries the same header.
             LazyDataToken::ElementHeader(_) => {}
-            LazyDataToken::SequenceStart { tag, len } => {
-                if depth >= MAX_DEPTH {
-                    return Err(format!("data set nests deeper than {MAX_DEPTH} levels"));
-                }
-                let header = DataElementHeader::new(tag, VR::SQ, len);
-                for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
-                    match sink.plan(&path, &header).map_err(werr)? {
-                        Plan::Keep | Plan::Inspect | Plan::Filter => {
-                            let len = if sink.preserve {
-                                len
-                            } else {
-                                Length::UNDEFINED
-                            };
-                            sink.element_header(DataElementHeader::new(tag, VR::SQ, len))
-                                .map_err(werr)?;
-                        }
-                        Plan::Empty => {
-                            sink.encoder
-                                .encode_element_header(DataElementHeader::new(
-                                    tag,
-                                    VR::SQ,
-                                    Length(0),
-                                ))
-                                .map_err(werr)?;
-                            sink.skip_from = Some(depth);
-                        }
-                        Plan::Remove => sink.skip_from = Some(depth),
-                    }
-                }
-                levels.push(Level::Sequence {
-                    undefined: len.is_undefined(),
-                });
-                path.push(tag);
+            LazyDataToken::SequenceStart { tag, len } => walk.sequence_start(tag, len)?,
+            LazyDataToken::PixelSequenceStart => walk.pixel_sequence_start()?,
+            LazyDataToken::ItemStart { len } => walk.item_start(len)?,
+            LazyDataToken::ItemEnd => walk.item_end()?,
+            LazyDataToken::SequenceEnd => walk.sequence_end()?,
+            LazyDataToken::LazyValue { header, decoder } => walk.value(header, decoder)?,
+            LazyDataToken::LazyItemValue { len, decoder } if walk.rewrites_fragments() => {
+                walk.fragment(len, decoder)?
             }
-            LazyDataToken::PixelSequenceStart => {
-                let header = DataElementHeader::new(tags::PIXEL_DATA, VR::OB, Length::UNDEFINED);
-                for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
-                    match sink.plan(&path, &header).map_err(werr)? {
-                        Plan::Keep | Plan::Inspect => {
-                            sink.encoder.encode_element_header(header).map_err(werr)?
-                        }
-                        Plan::Filter => {
-                            sink.fragments = true;
-                            sink.encoder.encode_element_header(header).map_err(werr)?
-                        }
-                        Plan::Empty | Plan::Remove => sink.skip_from = Some(depth),
-                    }
-                }
-                fragment_index = 0;
-                levels.push(Level::PixelSequence);
-                path.push(tags::PIXEL_DATA);
-            }
-            LazyDataToken::ItemStart { len } => {
-                if depth >= MAX_DEPTH {
-                    return Err(format!("data set nests deeper than {MAX_DEPTH} levels"));
-                }
-                let in_pixel_data = matches!(levels.last(), Some(Level::PixelSequence));
-                for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
-                    if in_pixel_data && sink.fragments {
-                        sink.deferred_item = true;
-                        continue;
-                    }
-                    // Fragments keep their (always explicit) length.
-                    let len = if sink.preserve || in_pixel_data {
+            LazyDataToken::LazyItemValue { len, decoder } => walk.item_value(len, decoder)?,
+            other => return Err(format!("malformed data set: unexpected token {other:?}")),
+        }
+    }
+    walk.finish()
+}
+
+fn write_failed(e: dicom_parser::stateful::encode::Error) -> String {
+    format!("write failed: {e}")
+}
+
+/// Where the copy is in the data set, and the outputs it writes.
+struct Walk<'a, W: Write> {
+    sinks: Vec<Sink<'a, W>>,
+    /// The input's nesting levels, innermost last.
+    levels: Vec<Level>,
+    /// The tags of the sequences we are in, outermost first.
+    path: Vec<Tag>,
+    summary: Summary,
+    /// Items seen in the current encapsulated pixel data (0: the offset table).
+    fragment_index: usize,
+}
+
+impl<W: Write> Walk<'_, W> {
+    fn deeper(&self) -> Result<usize, String> {
+        let depth = self.levels.len();
+        if depth >= MAX_DEPTH {
+            return Err(format!("data set nests deeper than {MAX_DEPTH} levels"));
+        }
+        Ok(depth)
+    }
+
+    fn sequence_start(&mut self, tag: Tag, len: Length) -> Result<(), String> {
+        let depth = self.deeper()?;
+        let header = DataElementHeader::new(tag, VR::SQ, len);
+        for sink in self.sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+            match sink.plan(&self.path, &header).map_err(write_failed)? {
+                Plan::Keep | Plan::Inspect | Plan::Filter => {
+                    let len = if sink.preserve {
                         len
                     } else {
                         Length::UNDEFINED
                     };
-                    sink.item_header(len.0).map_err(werr)?;
+                    sink.element_header(DataElementHeader::new(tag, VR::SQ, len))
+                        .map_err(write_failed)?;
                 }
-                levels.push(Level::Item {
-                    undefined: len.is_undefined(),
-                });
-            }
-            LazyDataToken::ItemEnd => {
-                let Some(Level::Item { undefined }) = levels.pop() else {
-                    return Err("malformed data set: item end outside an item".into());
-                };
-                let in_pixel_data = matches!(levels.last(), Some(Level::PixelSequence));
-                for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
-                    if sink.deferred_item {
-                        // An empty fragment (or offset table): no value came.
-                        sink.encoder.encode_item_header(0).map_err(werr)?;
-                        sink.deferred_item = false;
-                    }
-                    if !in_pixel_data && (undefined || !sink.preserve) {
-                        sink.encoder.encode_item_delimiter().map_err(werr)?;
-                    }
-                }
-                if in_pixel_data {
-                    fragment_index += 1;
-                }
-            }
-            LazyDataToken::SequenceEnd => {
-                let undefined = match levels.pop() {
-                    Some(Level::Sequence { undefined }) => undefined,
-                    Some(Level::PixelSequence) => true,
-                    _ => return Err("malformed data set: sequence end outside a sequence".into()),
-                };
-                path.pop();
-                let depth = levels.len();
-                for sink in sinks.iter_mut() {
-                    sink.fragments = false;
-                    match sink.skip_from {
-                        Some(from) if from == depth => sink.skip_from = None,
-                        Some(_) => {}
-                        None if undefined || !sink.preserve => {
-                            sink.encoder.encode_sequence_delimiter().map_err(werr)?
-                        }
-                        None => {}
-                    }
-                }
-            }
-            LazyDataToken::LazyValue { header, decoder } => {
-                let len = header.length().0;
-                let wanted_by_summary = depth == 0
-                    && (header.tag == tags::SOP_CLASS_UID || header.tag == tags::SOP_INSTANCE_UID);
-                let mut in_memory = wanted_by_summary && len <= INSPECT_LIMIT;
-                for sink in sinks.iter_mut() {
-                    sink.plan = if sink.skip_from.is_some() {
-                        Plan::Remove
-                    } else {
-                        sink.plan(&path, &header).map_err(werr)?
-                    };
-                    if sink.plan == Plan::Inspect {
-                        if len <= sink.transform.inspect_limit(&header) {
-                            in_memory = true;
-                        } else {
-                            sink.plan = Plan::Remove;
-                        }
-                    }
-                }
-                if in_memory {
-                    let value = read_value(decoder, len, header.tag)?;
-                    if wanted_by_summary {
-                        let text =
-                            crate::standard::unpadded(&String::from_utf8_lossy(&value)).to_owned();
-                        if header.tag == tags::SOP_CLASS_UID {
-                            summary.sop_class_uid = Some(text);
-                        } else {
-                            summary.sop_instance_uid = Some(text);
-                        }
-                    }
-                    for sink in sinks.iter_mut() {
-                        match sink.plan {
-                            Plan::Keep => sink.write_element(header, &value).map_err(werr)?,
-                            Plan::Filter => {
-                                let mut value = value.clone();
-                                sink.transform.filter(0, &mut value);
-                                sink.write_element(header, &value).map_err(werr)?
-                            }
-                            Plan::Empty => sink.write_element(header, &[]).map_err(werr)?,
-                            Plan::Remove => {}
-                            Plan::Inspect => match sink.transform.rewrite(&path, &header, &value) {
-                                Rewrite::Keep => {
-                                    sink.write_element(header, &value).map_err(werr)?
-                                }
-                                Rewrite::Value(new) => {
-                                    sink.write_element(header, &new).map_err(werr)?
-                                }
-                            },
-                        }
-                    }
-                } else {
-                    for sink in sinks.iter_mut() {
-                        match sink.plan {
-                            Plan::Keep | Plan::Filter => {
-                                sink.element_header(header).map_err(werr)?
-                            }
-                            Plan::Empty => sink.write_element(header, &[]).map_err(werr)?,
-                            Plan::Remove | Plan::Inspect => {}
-                        }
-                    }
-                    copy_value(decoder, len, header.tag, &mut sinks)?;
-                    if len % 2 == 1 {
-                        // The encoder wrote an even length; pad as PS3.5 6.2 says.
-                        let pad = padded(header.vr, &[0])[1..].to_vec();
-                        for sink in sinks
-                            .iter_mut()
-                            .filter(|s| !s.preserve && matches!(s.plan, Plan::Keep | Plan::Filter))
-                        {
-                            sink.encoder.write_raw_bytes(&pad).map_err(werr)?;
-                        }
-                    }
-                }
-            }
-            LazyDataToken::LazyItemValue { len, decoder }
-                if sinks.iter().any(|s| s.fragments && s.skip_from.is_none()) =>
-            {
-                if len > FRAGMENT_LIMIT {
-                    return Err(format!(
-                        "pixel data fragment of {len} bytes is too large to rewrite"
-                    ));
-                }
-                let value = read_value(decoder, len, Tag(0xFFFE, 0xE000))?;
-                for sink in sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
-                    if !sink.fragments {
-                        sink.encoder.write_raw_bytes(&value).map_err(werr)?;
-                        continue;
-                    }
-                    sink.deferred_item = false;
-                    if fragment_index == 0 {
-                        sink.encoder.encode_item_header(0).map_err(werr)?;
-                        continue;
-                    }
-                    let new = sink.transform.fragment(fragment_index - 1, &value);
-                    let bytes = padded(VR::OB, new.as_deref().unwrap_or(&value));
+                Plan::Empty => {
                     sink.encoder
-                        .encode_item_header(bytes.len() as u32)
-                        .map_err(werr)?;
-                    sink.encoder.write_raw_bytes(&bytes).map_err(werr)?;
+                        .encode_element_header(DataElementHeader::new(tag, VR::SQ, Length(0)))
+                        .map_err(write_failed)?;
+                    sink.skip_from = Some(depth);
                 }
+                Plan::Remove => sink.skip_from = Some(depth),
             }
-            LazyDataToken::LazyItemValue { len, decoder } => {
-                for sink in sinks.iter_mut() {
-                    sink.plan = if sink.skip_from.is_none() {
-                        Plan::Keep
-                    } else {
-                        Plan::Remove
-                    };
+        }
+        self.levels.push(Level::Sequence {
+            undefined: len.is_undefined(),
+        });
+        self.path.push(tag);
+        Ok(())
+    }
+
+    fn pixel_sequence_start(&mut self) -> Result<(), String> {
+        let depth = self.levels.len();
+        let header = DataElementHeader::new(tags::PIXEL_DATA, VR::OB, Length::UNDEFINED);
+        for sink in self.sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+            match sink.plan(&self.path, &header).map_err(write_failed)? {
+                Plan::Keep | Plan::Inspect => sink
+                    .encoder
+                    .encode_element_header(header)
+                    .map_err(write_failed)?,
+                Plan::Filter => {
+                    sink.fragments = true;
+                    sink.encoder
+                        .encode_element_header(header)
+                        .map_err(write_failed)?
                 }
-                copy_value(decoder, len, Tag(0xFFFE, 0xE000), &mut sinks)?;
+                Plan::Empty | Plan::Remove => sink.skip_from = Some(depth),
             }
-            other => return Err(format!("malformed data set: unexpected token {other:?}")),
+        }
+        self.fragment_index = 0;
+        self.levels.push(Level::PixelSequence);
+        self.path.push(tags::PIXEL_DATA);
+        Ok(())
+    }
+
+    fn item_start(&mut self, len: Length) -> Result<(), String> {
+        self.deeper()?;
+        let in_pixel_data = matches!(self.levels.last(), Some(Level::PixelSequence));
+        for sink in self.sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+            if in_pixel_data && sink.fragments {
+                sink.deferred_item = true;
+                continue;
+            }
+            // Fragments keep their (always explicit) length.
+            let len = if sink.preserve || in_pixel_data {
+                len
+            } else {
+                Length::UNDEFINED
+            };
+            sink.item_header(len.0).map_err(write_failed)?;
+        }
+        self.levels.push(Level::Item {
+            undefined: len.is_undefined(),
+        });
+        Ok(())
+    }
+
+    fn item_end(&mut self) -> Result<(), String> {
+        let Some(Level::Item { undefined }) = self.levels.pop() else {
+            return Err("malformed data set: item end outside an item".into());
+        };
+        let in_pixel_data = matches!(self.levels.last(), Some(Level::PixelSequence));
+        for sink in self.sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+            if sink.deferred_item {
+                // An empty fragment (or offset table): no value came.
+                sink.encoder.encode_item_header(0).map_err(write_failed)?;
+                sink.deferred_item = false;
+            }
+            if !in_pixel_data && (undefined || !sink.preserve) {
+                sink.encoder.encode_item_delimiter().map_err(write_failed)?;
+            }
+        }
+        if in_pixel_data {
+            self.fragment_index += 1;
+        }
+        Ok(())
+    }
+
+    fn sequence_end(&mut self) -> Result<(), String> {
+        let undefined = match self.levels.pop() {
+            Some(Level::Sequence { undefined }) => undefined,
+            Some(Level::PixelSequence) => true,
+            _ => return Err("malformed data set: sequence end outside a sequence".into()),
+        };
+        self.path.pop();
+        let depth = self.levels.len();
+        for sink in self.sinks.iter_mut() {
+            sink.fragments = false;
+            match sink.skip_from {
+                Some(from) if from == depth => sink.skip_from = None,
+                Some(_) => {}
+                None if undefined || !sink.preserve => sink
+                    .encoder
+                    .encode_sequence_delimiter()
+                    .map_err(write_failed)?,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// An element's value: read whole where a transform inspects it (or the
+    /// summary wants it), else streamed through in chunks.
+    fn value(
+        &mut self,
+        header: DataElementHeader,
+        decoder: &mut impl StatefulDecode,
+    ) -> Result<(), String> {
+        let len = header.length().0;
+        let wanted_by_summary = self.levels.is_empty()
+            && (header.tag == tags::SOP_CLASS_UID || header.tag == tags::SOP_INSTANCE_UID);
+        let inspected = self.plan_value(&header)?;
+        if inspected || (wanted_by_summary && len <= INSPECT_LIMIT) {
+            let value = read_value(decoder, len, header.tag)?;
+            if wanted_by_summary {
+                self.summary.note(header.tag, &value);
+            }
+            self.write_whole(header, &value)
+        } else {
+            self.stream(header, decoder)
         }
     }
-    if !levels.is_empty() {
-        return Err(format!(
-            "data set ends inside {} open sequence(s) or item(s): truncated",
-            levels.len()
-        ));
+
+    /// Each sink's plan for the value; whether one of them inspects it whole.
+    fn plan_value(&mut self, header: &DataElementHeader) -> Result<bool, String> {
+        let len = header.length().0;
+        let mut inspected = false;
+        for sink in self.sinks.iter_mut() {
+            sink.plan = if sink.skip_from.is_some() {
+                Plan::Remove
+            } else {
+                sink.plan(&self.path, header).map_err(write_failed)?
+            };
+            if sink.plan == Plan::Inspect {
+                if len <= sink.transform.inspect_limit(header) {
+                    inspected = true;
+                } else {
+                    sink.plan = Plan::Remove;
+                }
+            }
+        }
+        Ok(inspected)
     }
-    for sink in &mut sinks {
-        // Additions past the last element.
-        sink.additions_before(Tag(0xFFFF, 0xFFFF)).map_err(werr)?;
-        sink.encoder
-            .flush()
-            .map_err(|e| format!("write failed: {e}"))?;
+
+    fn write_whole(&mut self, header: DataElementHeader, value: &[u8]) -> Result<(), String> {
+        for sink in self.sinks.iter_mut() {
+            let written = match sink.plan {
+                Plan::Keep => sink.write_element(header, value),
+                Plan::Filter => {
+                    let mut value = value.to_vec();
+                    sink.transform.filter(0, &mut value);
+                    sink.write_element(header, &value)
+                }
+                Plan::Empty => sink.write_element(header, &[]),
+                Plan::Remove => Ok(()),
+                Plan::Inspect => match sink.transform.rewrite(&self.path, &header, value) {
+                    Rewrite::Keep => sink.write_element(header, value),
+                    Rewrite::Value(new) => sink.write_element(header, &new),
+                },
+            };
+            written.map_err(write_failed)?;
+        }
+        Ok(())
     }
-    Ok(summary)
+
+    fn stream(
+        &mut self,
+        header: DataElementHeader,
+        decoder: &mut impl StatefulDecode,
+    ) -> Result<(), String> {
+        for sink in self.sinks.iter_mut() {
+            match sink.plan {
+                Plan::Keep | Plan::Filter => sink.element_header(header).map_err(write_failed)?,
+                Plan::Empty => sink.write_element(header, &[]).map_err(write_failed)?,
+                Plan::Remove | Plan::Inspect => {}
+            }
+        }
+        let len = header.length().0;
+        copy_value(decoder, len, header.tag, &mut self.sinks)?;
+        if len % 2 == 1 {
+            // The encoder wrote an even length; pad as PS3.5 6.2 says.
+            let pad = padded(header.vr, &[0])[1..].to_vec();
+            for sink in self
+                .sinks
+                .iter_mut()
+                .filter(|s| !s.preserve && matches!(s.plan, Plan::Keep | Plan::Filter))
+            {
+                sink.encoder.write_raw_bytes(&pad).map_err(write_failed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a sink rewrites the fragments of the pixel data being read.
+    fn rewrites_fragments(&self) -> bool {
+        self.sinks
+            .iter()
+            .any(|s| s.fragments && s.skip_from.is_none())
+    }
+
+    /// A fragment of encapsulated pixel data, read whole for the sinks that
+    /// rewrite it (one compressed frame).
+    fn fragment(&mut self, len: u32, decoder: &mut impl StatefulDecode) -> Result<(), String> {
+        if len > FRAGMENT_LIMIT {
+            return Err(format!(
+                "pixel data fragment of {len} bytes is too large to rewrite"
+            ));
+        }
+        let value = read_value(decoder, len, Tag(0xFFFE, 0xE000))?;
+        for sink in self.sinks.iter_mut().filter(|s| s.skip_from.is_none()) {
+            if !sink.fragments {
+                sink.encoder.write_raw_bytes(&value).map_err(write_failed)?;
+                continue;
+            }
+            sink.deferred_item = false;
+            if self.fragment_index == 0 {
+                sink.encoder.encode_item_header(0).map_err(write_failed)?;
+                continue;
+            }
+            let new = sink.transform.fragment(self.fragment_index - 1, &value);
+            let bytes = padded(VR::OB, new.as_deref().unwrap_or(&value));
+            sink.encoder
+                .encode_item_header(bytes.len() as u32)
+                .map_err(write_failed)?;
+            sink.encoder.write_raw_bytes(&bytes).map_err(write_failed)?;
+        }
+        Ok(())
+    }
+
+    fn item_value(&mut self, len: u32, decoder: &mut impl StatefulDecode) -> Result<(), String> {
+        for sink in self.sinks.iter_mut() {
+            sink.plan = if sink.skip_from.is_none() {
+                Plan::Keep
+            } else {
+                Plan::Remove
+            };
+        }
+        copy_value(decoder, len, Tag(0xFFFE, 0xE000), &mut self.sinks)?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Summary, String> {
+        if !self.levels.is_empty() {
+            return Err(format!(
+                "data set ends inside {} open sequence(s) or item(s): truncated",
+                self.levels.len()
+            ));
+        }
+        for sink in &mut self.sinks {
+            // Additions past the last element.
+            sink.additions_before(Tag(0xFFFF, 0xFFFF))
+                .map_err(write_failed)?;
+            sink.encoder
+                .flush()
+                .map_err(|e| format!("write failed: {e}"))?;
+        }
+        Ok(self.summary)
+    }
 }
 
 /// Streams a value of `len` bytes to every sink that keeps it, in chunks.

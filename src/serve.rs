@@ -1,6 +1,7 @@
 //! `uplink serve`: wires receive → queue → upload together and runs until SIGTERM
 //! or SIGINT, then shuts down cleanly (exit 0, nothing acknowledged lost).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ use crate::clock::Clock;
 use crate::config::{Config, Source};
 use crate::events::{Board, now_rfc3339};
 use crate::leds::{self, LEDS, Lights};
-use crate::queue::Queue;
+use crate::queue::{Misrouted, Queue};
 use crate::receive::{Listener, association::Shared};
-use crate::shutdown::pause;
+use crate::shutdown::{Stop, pause};
 use crate::status::{DestinationInfo, ListenerInfo, Snapshot};
 use crate::{service, upload};
 
@@ -26,11 +27,48 @@ const LED_TICK: Duration = Duration::from_millis(125);
 
 /// Runs the agent. Errors are start-up failures, worded for the person starting it.
 pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> Result<(), String> {
-    let data_dir = config.storage.data_dir.clone();
     log::info!(
         "uplink {} starting; configuration: {source}",
         env!("CARGO_PKG_VERSION")
     );
+    let data_dir = open_data_dir(&config)?;
+    let (queue, misrouted) = open_queue(&config, &data_dir)?;
+    log_destinations(&config);
+    let key = DeviceKey::load_or_create(&data_dir)
+        .map_err(|e| format!("cannot load the device key in {}: {e}", data_dir.display()))?;
+    let anonymizer = Anonymizer::new(
+        Arc::new(key),
+        config.strict.clone(),
+        config.typical.document_password,
+        PasswordBook::new(&data_dir),
+    );
+    let provisioning = crate::provision::refused_reason(&config.storage.data_dir);
+    if let Some(reason) = &provisioning {
+        log::error!("{reason}");
+    }
+    let agent = Agent {
+        board: Arc::new(Board::default()),
+        started: now_rfc3339(),
+        queue: Arc::new(queue),
+        provisioning,
+        data_dir,
+        config,
+    };
+    let listener = agent.bind(anonymizer.clone())?;
+    let signals = Signals::new([Signal::Term, Signal::Int])
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    service::ready(&format!(
+        "listening on {} as {}",
+        listener.local_addr().map_err(|e| e.to_string())?,
+        agent.config.listener.ae_title
+    ));
+    smol::block_on(agent.serve(listener, signals, anonymizer, misrouted, lights));
+    agent.stop()
+}
+
+/// Creates the data dir (durably) and says where it is.
+fn open_data_dir(config: &Config) -> Result<PathBuf, String> {
+    let data_dir = config.storage.data_dir.clone();
     crate::queue::spool::create_dir_durable(&data_dir).map_err(|e| {
         format!(
             "cannot create data dir {}: {e} (set [storage] data_dir)",
@@ -39,14 +77,19 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
     })?;
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
     log::info!("data dir {} (spool, queue, status)", data_dir.display());
+    Ok(data_dir)
+}
 
+/// Opens the queue and reports what start-up found; returns the backlog to
+/// re-derive.
+fn open_queue(config: &Config, data_dir: &Path) -> Result<(Queue, Vec<Misrouted>), String> {
     let destinations: Vec<_> = config
         .destinations
         .iter()
         .map(|d| (d.name.to_string(), d.profile))
         .collect();
     let (queue, reconciled) = Queue::open(
-        &data_dir,
+        data_dir,
         &destinations,
         config.storage.min_free_mib * 1024 * 1024,
     )
@@ -71,13 +114,16 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
              with the agent stopped, `uplink backlog --drop {name}` removes them, `uplink backlog --reassign {name}=NEW` gives them to destination NEW"
         );
     }
-    let misrouted = reconciled.misrouted;
     if reconciled.files_without_destination > 0 {
         log::warn!(
             "{} spool file(s) are kept for a profile no destination uses now; configure one to deliver them",
             reconciled.files_without_destination
         );
     }
+    Ok((queue, reconciled.misrouted))
+}
+
+fn log_destinations(config: &Config) {
     for d in &config.destinations {
         log::info!("destination {}: {} (profile {})", d.name, d.url, d.profile);
         if d.insecure {
@@ -87,56 +133,54 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
             );
         }
     }
-    let queue = Arc::new(queue);
-    let board = Arc::new(Board::default());
+}
 
-    let key = DeviceKey::load_or_create(&data_dir)
-        .map_err(|e| format!("cannot load the device key in {}: {e}", data_dir.display()))?;
-    let tls = crate::tls_identity::server_config(&config.listener.tls_files())?;
-    if tls.is_some() {
-        log::info!("DICOM listener speaks TLS only");
+/// The running agent: what its tasks share.
+struct Agent {
+    config: Config,
+    data_dir: PathBuf,
+    queue: Arc<Queue>,
+    board: Arc<Board>,
+    started: String,
+    /// Why the card's configuration was refused, if it was.
+    provisioning: Option<String>,
+}
+
+impl Agent {
+    /// Binds the DICOM listener (over TLS where the card says so).
+    fn bind(&self, anonymizer: Anonymizer) -> Result<Listener, String> {
+        let tls = crate::tls_identity::server_config(&self.config.listener.tls_files())?;
+        if tls.is_some() {
+            log::info!("DICOM listener speaks TLS only");
+        }
+        let listener = Listener::bind(Shared {
+            listener: self.config.listener.clone(),
+            tls,
+            queue: self.queue.clone(),
+            board: self.board.clone(),
+            anonymizer,
+        })
+        .map_err(|e| e.to_string())?;
+        log::info!(
+            "listening for DICOM on {} as AE title {}; exams are stored, queued and delivered to {} destination(s)",
+            listener.local_addr().map_err(|e| e.to_string())?,
+            self.config.listener.ae_title,
+            self.config.destinations.len()
+        );
+        Ok(listener)
     }
-    let anonymizer = Anonymizer::new(
-        Arc::new(key),
-        config.strict.clone(),
-        config.typical.document_password,
-        PasswordBook::new(&data_dir),
-    );
-    let listener = Listener::bind(Shared {
-        listener: config.listener.clone(),
-        tls,
-        queue: queue.clone(),
-        board: board.clone(),
-        anonymizer: anonymizer.clone(),
-    })
-    .map_err(|e| e.to_string())?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    log::info!(
-        "listening for DICOM on {address} as AE title {}; exams are stored, queued and delivered to {} destination(s)",
-        config.listener.ae_title,
-        config.destinations.len()
-    );
 
-    let signals = Signals::new([Signal::Term, Signal::Int])
-        .map_err(|e| format!("cannot handle signals: {e}"))?;
-    service::ready(&format!(
-        "listening on {address} as {}",
-        config.listener.ae_title
-    ));
-    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-    let started = now_rfc3339();
-    let provisioned = config.provisioned;
-    let provisioning = crate::provision::refused_reason(&config.storage.data_dir);
-    if let Some(reason) = &provisioning {
-        log::error!("{reason}");
-    }
-    let snapshot = |running: bool| {
-        let mut snapshot = snapshot(&config, &queue, &board, &started, running);
-        snapshot.provisioning = provisioning.clone();
-        snapshot
-    };
-
-    smol::block_on(async {
+    /// Receives, uploads, reports and lights the LEDs until SIGTERM or SIGINT;
+    /// then lets what is under way finish.
+    async fn serve(
+        &self,
+        listener: Listener,
+        signals: Signals,
+        anonymizer: Anonymizer,
+        misrouted: Vec<Misrouted>,
+        lights: Option<Box<dyn Lights>>,
+    ) {
+        let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
         let signal_task = smol::spawn(async move {
             let mut signals = signals;
             if let Some(Ok(signal)) = signals.next().await {
@@ -145,10 +189,11 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
             stop_tx.close();
         });
         let rederive = {
-            let (queue, board) = (queue.clone(), board.clone());
+            let (queue, board) = (self.queue.clone(), self.board.clone());
             smol::unblock(move || backlog::rederive_all(&queue, &anonymizer, &board, misrouted))
         };
-        let workers: Vec<_> = config
+        let workers: Vec<_> = self
+            .config
             .destinations
             .iter()
             .enumerate()
@@ -156,96 +201,20 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
                 smol::spawn(upload::run(
                     index,
                     d.clone(),
-                    queue.clone(),
-                    board.clone(),
+                    self.queue.clone(),
+                    self.board.clone(),
                     stop_rx.clone(),
                 ))
             })
             .collect();
-        let status_task = {
-            let stop = stop_rx.clone();
-            let (data_dir, queue) = (data_dir.clone(), queue.clone());
-            async move {
-                let mut last = None;
-                while !stop.is_closed() {
-                    crate::quarantine::serve_request(&data_dir, &queue);
-                    let current = snapshot(true);
-                    if last.as_ref().is_none_or(|l: &Snapshot| {
-                        l.counters != current.counters || l.destinations != current.destinations
-                    }) {
-                        if let Err(e) = current.write(&data_dir) {
-                            log::warn!("cannot write status file: {e}");
-                        }
-                        service::status(&current.summary());
-                        last = Some(current);
-                    }
-                    pause(&stop, STATUS_INTERVAL).await;
-                }
-            }
-        };
-        let watchdog = {
-            let (stop, queue) = (stop_rx.clone(), queue.clone());
-            async move {
-                let Some(interval) = service::watchdog_interval() else {
-                    return;
-                };
-                while !stop.is_closed() {
-                    // Alive means: this executor runs, and the queue answers in time.
-                    let queue = queue.clone();
-                    let answered = smol::future::or(
-                        async {
-                            smol::unblock(move || queue.stats()).await;
-                            true
-                        },
-                        async {
-                            smol::Timer::after(interval).await;
-                            false
-                        },
-                    )
-                    .await;
-                    if answered {
-                        service::alive();
-                    } else {
-                        log::error!(
-                            "the queue did not answer within {}s: not telling the watchdog all is well",
-                            interval.as_secs()
-                        );
-                    }
-                    pause(&stop, interval).await;
-                }
-            }
-        };
-        let panel_task = {
-            let stop = stop_rx.clone();
-            async move {
-                let Some(mut lights) = lights else { return };
-                let mut received = 0;
-                let mut tick = 0u64;
-                while !stop.is_closed() {
-                    let current = snapshot(true);
-                    let panel = leds::panel(&current, received, provisioned);
-                    received = current.counters.instances_received;
-                    for (led, pattern) in LEDS.iter().zip(panel.0) {
-                        if let Err(e) = lights.set(*led, leds::lit(pattern, tick)) {
-                            log::warn!("LED panel failed, turning it off: {e}");
-                            return;
-                        }
-                    }
-                    tick += 1;
-                    pause(&stop, LED_TICK).await;
-                }
-            }
-        };
         let stop = stop_rx.clone();
+        let listening = listener.run(async move {
+            let _ = stop.recv().await;
+            service::stopping();
+        });
         smol::future::zip(
-            smol::future::zip(
-                listener.run(async move {
-                    let _ = stop.recv().await;
-                    service::stopping();
-                }),
-                status_task,
-            ),
-            smol::future::zip(watchdog, panel_task),
+            smol::future::zip(listening, self.report_status(&stop_rx)),
+            smol::future::zip(self.watchdog(&stop_rx), self.light(&stop_rx, lights)),
         )
         .await;
         rederive.await;
@@ -253,16 +222,101 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
             worker.await;
         }
         signal_task.cancel().await;
-    });
-
-    queue
-        .flush()
-        .map_err(|e| format!("cannot flush the queue: {e}"))?;
-    if let Err(e) = snapshot(false).write(&data_dir) {
-        log::warn!("cannot write status file: {e}");
     }
-    log::info!("stopped cleanly");
-    Ok(())
+
+    /// After the tasks ended: the queue flushed, the last status written.
+    fn stop(&self) -> Result<(), String> {
+        self.queue
+            .flush()
+            .map_err(|e| format!("cannot flush the queue: {e}"))?;
+        if let Err(e) = self.snapshot(false).write(&self.data_dir) {
+            log::warn!("cannot write status file: {e}");
+        }
+        log::info!("stopped cleanly");
+        Ok(())
+    }
+
+    fn snapshot(&self, running: bool) -> Snapshot {
+        let mut snapshot = snapshot(
+            &self.config,
+            &self.queue,
+            &self.board,
+            &self.started,
+            running,
+        );
+        snapshot.provisioning = self.provisioning.clone();
+        snapshot
+    }
+
+    /// Writes `status.json` when something changed (and tells systemd), and
+    /// answers `retry-quarantine` requests.
+    async fn report_status(&self, stop: &Stop) {
+        let mut last = None;
+        while !stop.is_closed() {
+            crate::quarantine::serve_request(&self.data_dir, &self.queue);
+            let current = self.snapshot(true);
+            if last.as_ref().is_none_or(|l: &Snapshot| {
+                l.counters != current.counters || l.destinations != current.destinations
+            }) {
+                if let Err(e) = current.write(&self.data_dir) {
+                    log::warn!("cannot write status file: {e}");
+                }
+                service::status(&current.summary());
+                last = Some(current);
+            }
+            pause(stop, STATUS_INTERVAL).await;
+        }
+    }
+
+    /// Pings the systemd watchdog while this executor runs and the queue answers.
+    async fn watchdog(&self, stop: &Stop) {
+        let Some(interval) = service::watchdog_interval() else {
+            return;
+        };
+        while !stop.is_closed() {
+            let queue = self.queue.clone();
+            let answered = smol::future::or(
+                async {
+                    smol::unblock(move || queue.stats()).await;
+                    true
+                },
+                async {
+                    smol::Timer::after(interval).await;
+                    false
+                },
+            )
+            .await;
+            if answered {
+                service::alive();
+            } else {
+                log::error!(
+                    "the queue did not answer within {}s: not telling the watchdog all is well",
+                    interval.as_secs()
+                );
+            }
+            pause(stop, interval).await;
+        }
+    }
+
+    /// Drives the LED panel from the same snapshot as `status`.
+    async fn light(&self, stop: &Stop, lights: Option<Box<dyn Lights>>) {
+        let Some(mut lights) = lights else { return };
+        let mut received = 0;
+        let mut tick = 0u64;
+        while !stop.is_closed() {
+            let current = self.snapshot(true);
+            let panel = leds::panel(&current, received, self.config.provisioned);
+            received = current.counters.instances_received;
+            for (led, pattern) in LEDS.iter().zip(panel.0) {
+                if let Err(e) = lights.set(*led, leds::lit(pattern, tick)) {
+                    log::warn!("LED panel failed, turning it off: {e}");
+                    return;
+                }
+            }
+            tick += 1;
+            pause(stop, LED_TICK).await;
+        }
+    }
 }
 
 fn snapshot(

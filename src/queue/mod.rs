@@ -32,6 +32,9 @@ use spool::{FileMeta, PartFile, Spool};
 
 const ALL_PROFILES: [Profile; 3] = [Profile::Identified, Profile::Typical, Profile::Strict];
 
+/// The complete spool files of each profile, by id.
+type SpoolFiles = HashMap<Profile, BTreeSet<u64>>;
+
 /// Instances this large or larger travel in the large lane.
 pub const LARGE_INSTANCE_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -595,10 +598,27 @@ impl Queue {
             .collect()
     }
 
-    /// Brings index and spool into agreement after whatever happened before.
+    /// Brings index and spool into agreement after whatever happened before: the
+    /// spool is the truth, the records follow it, and the per-destination trees
+    /// are rebuilt from the records.
     fn reconcile(&mut self) -> Result<Reconciled, QueueError> {
         let mut report = Reconciled::default();
-        let mut files: HashMap<Profile, BTreeSet<u64>> = HashMap::new();
+        let (mut files, max_file) = self.scan_spool(&mut report)?;
+        let max_record = self.check_records(&mut files, &mut report)?;
+        self.adopt_files(&files, &mut report)?;
+        self.drop_stale_quarantine()?;
+        self.rebuild_pending(&mut report)?;
+        self.db.flush()?;
+        self.next_id = AtomicU64::new(max_file.max(max_record).map_or(1, |id| id + 1));
+        Ok(report)
+    }
+
+    /// The complete spool files of every profile, by id; leftover parts removed.
+    fn scan_spool(
+        &self,
+        report: &mut Reconciled,
+    ) -> Result<(SpoolFiles, Option<u64>), QueueError> {
+        let mut files = HashMap::new();
         let mut max_id = None;
         for profile in ALL_PROFILES {
             let (complete, parts) = self.spool.scan(profile)?;
@@ -609,7 +629,17 @@ impl Queue {
             max_id = max_id.max(complete.last().copied());
             files.insert(profile, complete.into_iter().collect());
         }
+        Ok((files, max_id))
+    }
 
+    /// Keeps the records whose file is there (taking those files off `files`),
+    /// finishes removing delivered ones, drops the rest. Returns the highest id.
+    fn check_records(
+        &self,
+        files: &mut SpoolFiles,
+        report: &mut Reconciled,
+    ) -> Result<Option<u64>, QueueError> {
+        let mut max_id = None;
         for item in self.items.iter() {
             let (key, value) = item?;
             let id = decode_id(&key);
@@ -631,13 +661,22 @@ impl Queue {
                     report.records_without_file += 1;
                 }
                 None => {
-                    // An unreadable record: its file, if any, is adopted below.
+                    // An unreadable record: its file, if any, is adopted next.
                     self.items.remove(&key)?;
                 }
             }
         }
+        Ok(max_id)
+    }
 
-        for (profile, ids) in &files {
+    /// Gives each spool file without a record a new one, from its file meta; a
+    /// file that cannot be read back is set aside.
+    fn adopt_files(
+        &self,
+        files: &SpoolFiles,
+        report: &mut Reconciled,
+    ) -> Result<(), QueueError> {
+        for (profile, ids) in files {
             let pending = self.destinations_of(*profile);
             for id in ids {
                 if pending.is_empty() {
@@ -663,10 +702,12 @@ impl Queue {
                 }
             }
         }
+        Ok(())
+    }
 
+    /// A quarantine entry lives only as long as its record still waits for it.
+    fn drop_stale_quarantine(&self) -> Result<(), QueueError> {
         for d in &self.destinations {
-            d.pending.clear()?;
-            // A quarantine entry lives only as long as its record still waits for it.
             for item in d.quarantine.iter() {
                 let (key, _) = item?;
                 let waiting = self
@@ -678,6 +719,15 @@ impl Queue {
                     d.quarantine.remove(&key)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The per-destination trees and counts, from the records; misrouted and
+    /// orphaned backlog noted on the way.
+    fn rebuild_pending(&mut self, report: &mut Reconciled) -> Result<(), QueueError> {
+        for d in &self.destinations {
+            d.pending.clear()?;
         }
         let mut orphaned = std::collections::BTreeMap::new();
         for item in self.items.iter() {
@@ -724,10 +774,8 @@ impl Queue {
                 }
             }
         }
-        self.db.flush()?;
-        self.next_id = AtomicU64::new(max_id.map_or(1, |id| id + 1));
         self.orphaned = orphaned;
-        Ok(report)
+        Ok(())
     }
 }
 

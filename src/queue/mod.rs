@@ -614,10 +614,7 @@ impl Queue {
     }
 
     /// The complete spool files of every profile, by id; leftover parts removed.
-    fn scan_spool(
-        &self,
-        report: &mut Reconciled,
-    ) -> Result<(SpoolFiles, Option<u64>), QueueError> {
+    fn scan_spool(&self, report: &mut Reconciled) -> Result<(SpoolFiles, Option<u64>), QueueError> {
         let mut files = HashMap::new();
         let mut max_id = None;
         for profile in ALL_PROFILES {
@@ -671,11 +668,7 @@ impl Queue {
 
     /// Gives each spool file without a record a new one, from its file meta; a
     /// file that cannot be read back is set aside.
-    fn adopt_files(
-        &self,
-        files: &SpoolFiles,
-        report: &mut Reconciled,
-    ) -> Result<(), QueueError> {
+    fn adopt_files(&self, files: &SpoolFiles, report: &mut Reconciled) -> Result<(), QueueError> {
         for (profile, ids) in files {
             let pending = self.destinations_of(*profile);
             for id in ids {

@@ -23,6 +23,7 @@ use std::time::Duration;
 use smol::Async;
 
 use association::Shared;
+use dicom_ul::pdu::AssociationRJ;
 
 /// How long running associations may take to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -30,6 +31,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// this many, a refused connection is closed without an answer, so a flood from a
 /// refused address can never tie up the threads real associations need.
 const MAX_REFUSING: usize = 4;
+/// How long a connection over the cap waits for a slot, in steps.
+const SETTLE_STEP: Duration = Duration::from_millis(10);
+const SETTLE_STEPS: u32 = 10;
 
 /// A bound listener, ready to serve.
 pub struct Listener {
@@ -60,13 +64,8 @@ impl Listener {
 
     /// Serves until `stop` completes, then shuts down as described above.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
-        let active = Arc::new(AtomicUsize::new(0));
-        let refusing = Arc::new(AtomicUsize::new(0));
-        let open = Arc::new(Mutex::new(HashMap::<u64, TcpStream>::new()));
-        let next_key = AtomicU64::new(0);
-        let mut tasks: Vec<smol::Task<()>> = Vec::new();
-        let stop = std::pin::pin!(stop);
-        let mut stop = stop;
+        let mut connections = Connections::default();
+        let mut stop = std::pin::pin!(stop);
         loop {
             let accepted = smol::future::or(async { Some(self.socket.accept().await) }, async {
                 (&mut stop).await;
@@ -83,89 +82,154 @@ impl Listener {
                     continue;
                 }
             };
-            tasks.retain(|t| !t.is_finished());
+            connections.tasks.retain(|t| !t.is_finished());
             let Ok(stream) = into_blocking(stream) else {
                 continue;
             };
-            let settings = &self.shared.listener;
-            let refusal = if !settings.allowed_addresses.is_empty()
-                && !settings
-                    .allowed_addresses
-                    .iter()
-                    .any(|net| net.contains(&peer.ip()))
-            {
-                Some((
-                    "address not in [listener] allowed_addresses".to_owned(),
-                    negotiation::address_refused(),
-                ))
-            } else if active.load(Ordering::SeqCst) >= settings.max_associations.0 as usize {
-                let reason = format!(
-                    "{} associations already open (max_associations)",
-                    settings.max_associations.0
-                );
-                Some((reason, negotiation::busy()))
-            } else {
-                None
-            };
-            if let Some((reason, rj)) = refusal {
-                let reason = format!("{peer}: {reason}");
-                self.shared
-                    .board
-                    .record(crate::events::Event::AssociationRefused {
-                        reason: reason.clone(),
-                    });
-                if refusing.load(Ordering::SeqCst) >= MAX_REFUSING {
-                    log::debug!("association rejected without an answer: {reason}");
-                    drop(stream);
-                    continue;
-                }
-                log::warn!("association rejected: {reason}");
-                refusing.fetch_add(1, Ordering::SeqCst);
-                let (tls, refusing) = (self.shared.tls.clone(), refusing.clone());
-                tasks.push(smol::spawn(smol::unblock(move || {
-                    association::refuse(stream, rj, tls.as_ref());
-                    refusing.fetch_sub(1, Ordering::SeqCst);
-                })));
-                continue;
+            connections
+                .settle(self.shared.listener.max_associations.0 as usize)
+                .await;
+            match self.refusal(peer, &connections) {
+                Some((reason, rj)) => self.refuse(stream, peer, reason, rj, &mut connections),
+                None => self.serve(stream, peer, &mut connections),
             }
-            let key = next_key.fetch_add(1, Ordering::Relaxed);
-            if let Ok(clone) = stream.try_clone() {
-                open.lock().expect("open lock").insert(key, clone);
-            }
-            active.fetch_add(1, Ordering::SeqCst);
-            let (shared, active, open) = (self.shared.clone(), active.clone(), open.clone());
-            tasks.push(smol::spawn(smol::unblock(move || {
-                // A bug met by one peer's input ends that association, not the agent:
-                // its partial spool files remove themselves as the stack unwinds.
-                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    association::serve(stream, peer, &shared)
-                }));
-                if served.is_err() {
-                    log::error!(
-                        "association from {peer} ended by an internal error; the agent goes on"
-                    );
-                }
-                if let Ok(mut open) = open.lock() {
-                    open.remove(&key);
-                }
-                active.fetch_sub(1, Ordering::SeqCst);
-            })));
         }
+        connections.shut_down().await;
+    }
 
-        let running = active.load(Ordering::SeqCst);
+    /// Why a connection from `peer` is refused before negotiation, if it is.
+    fn refusal(
+        &self,
+        peer: SocketAddr,
+        connections: &Connections,
+    ) -> Option<(String, AssociationRJ)> {
+        let settings = &self.shared.listener;
+        if !settings.allowed_addresses.is_empty()
+            && !settings
+                .allowed_addresses
+                .iter()
+                .any(|net| net.contains(&peer.ip()))
+        {
+            return Some((
+                "address not in [listener] allowed_addresses".to_owned(),
+                negotiation::address_refused(),
+            ));
+        }
+        let max = settings.max_associations.0 as usize;
+        (connections.active.load(Ordering::SeqCst) >= max).then(|| {
+            (
+                format!("{max} associations already open (max_associations)"),
+                negotiation::busy(),
+            )
+        })
+    }
+
+    /// Refuses a connection: with an A-ASSOCIATE-RJ while few refusals are under
+    /// way, else by closing it at once.
+    fn refuse(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        reason: String,
+        rj: AssociationRJ,
+        connections: &mut Connections,
+    ) {
+        let reason = format!("{peer}: {reason}");
+        self.shared
+            .board
+            .record(crate::events::Event::AssociationRefused {
+                reason: reason.clone(),
+            });
+        if connections.refusing.load(Ordering::SeqCst) >= MAX_REFUSING {
+            log::debug!("association rejected without an answer: {reason}");
+            return;
+        }
+        log::warn!("association rejected: {reason}");
+        connections.refusing.fetch_add(1, Ordering::SeqCst);
+        let (tls, refusing) = (self.shared.tls.clone(), connections.refusing.clone());
+        connections.tasks.push(smol::spawn(smol::unblock(move || {
+            association::refuse(stream, rj, tls.as_ref());
+            refusing.fetch_sub(1, Ordering::SeqCst);
+        })));
+    }
+
+    /// Runs an association on the blocking pool, kept in the open set so that
+    /// shutdown can cut it.
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, connections: &mut Connections) {
+        let key = connections.next_key.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = stream.try_clone() {
+            connections
+                .open
+                .lock()
+                .expect("open lock")
+                .insert(key, clone);
+        }
+        connections.active.fetch_add(1, Ordering::SeqCst);
+        let (shared, active, open) = (
+            self.shared.clone(),
+            connections.active.clone(),
+            connections.open.clone(),
+        );
+        connections.tasks.push(smol::spawn(smol::unblock(move || {
+            // A bug met by one peer's input ends that association, not the agent:
+            // its partial spool files remove themselves as the stack unwinds.
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                association::serve(stream, peer, &shared)
+            }));
+            if served.is_err() {
+                log::error!(
+                    "association from {peer} ended by an internal error; the agent goes on"
+                );
+            }
+            if let Ok(mut open) = open.lock() {
+                open.remove(&key);
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+        })));
+    }
+}
+
+/// The connections the listener has handed to the blocking pool.
+#[derive(Default)]
+struct Connections {
+    /// Associations being served (the cap counts these).
+    active: Arc<AtomicUsize>,
+    /// Refusals being answered.
+    refusing: Arc<AtomicUsize>,
+    /// A second handle on each association's socket, to cut it at shutdown.
+    open: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    next_key: AtomicU64,
+    tasks: Vec<smol::Task<()>>,
+}
+
+impl Connections {
+    /// At the cap, waits a moment for a slot: an association that has just
+    /// released may still be finishing on its thread, and a modality sending its
+    /// exams in quick successive associations must not be told the box is busy.
+    async fn settle(&self, max: usize) {
+        for _ in 0..SETTLE_STEPS {
+            if self.active.load(Ordering::SeqCst) < max {
+                return;
+            }
+            smol::Timer::after(SETTLE_STEP).await;
+        }
+    }
+
+    /// Gives running associations the grace period, then cuts what is still open.
+    async fn shut_down(self) {
+        let running = self.active.load(Ordering::SeqCst);
         if running > 0 {
             log::info!(
                 "waiting up to {}s for {running} association(s) to finish",
                 SHUTDOWN_GRACE.as_secs()
             );
         }
-        let all = async {
+        let tasks = self.tasks;
+        let mut all = std::pin::pin!(async {
             for task in tasks {
                 task.await;
             }
-        };
-        let all = std::pin::pin!(all);
-        let mut all = all;
+        });
         let finished = smol::future::or(
             async {
                 (&mut all).await;
@@ -178,7 +242,7 @@ impl Listener {
         )
         .await;
         if !finished {
-            let open = std::mem::take(&mut *open.lock().expect("open lock"));
+            let open = std::mem::take(&mut *self.open.lock().expect("open lock"));
             log::warn!(
                 "cutting {} association(s) still open after the grace period",
                 open.len()

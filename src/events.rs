@@ -180,6 +180,16 @@ impl Board {
                     "C-STORE refused ({status:04X}H): {reason}"
                 )));
             }
+            Event::UploadStarted { .. } | Event::UploadFinished { .. } => {
+                self.upload(&mut c, event)
+            }
+            other => destination_outcome(&mut c, other),
+        }
+    }
+
+    /// A request to a destination starts or ends: what is under way, with its bytes.
+    fn upload(&self, c: &mut Counters, event: Event) {
+        match event {
             Event::UploadStarted {
                 destination,
                 lane,
@@ -212,75 +222,7 @@ impl Board {
                     .uploading
                     .retain(|u| u.lane != lane);
             }
-            Event::Withheld {
-                destination,
-                withheld,
-            } => {
-                let d = c.destinations.entry(destination.clone()).or_default();
-                match withheld {
-                    Withheld::Discarded(discard) => {
-                        *d.discarded.entry(discard.as_str().to_owned()).or_default() += 1;
-                    }
-                    Withheld::NotDeliverable(reason) => {
-                        let message = format!("not deliverable: {reason}");
-                        d.last_error = Some(Stamped::now(message.clone()));
-                        *d.not_deliverable.entry(reason).or_default() += 1;
-                        c.last_error = Some(Stamped::now(format!("{destination}: {message}")));
-                    }
-                }
-            }
-            Event::Delivered { destination } => {
-                let d = c.destinations.entry(destination).or_default();
-                d.delivered += 1;
-                d.last_success = Some(now_rfc3339());
-                d.state = "ready".into();
-                d.next_attempt = None;
-            }
-            Event::Quarantined {
-                destination,
-                reason,
-            } => {
-                let message = format!("instance quarantined: {reason}");
-                c.last_error = Some(Stamped::now(format!("{destination}: {message}")));
-                c.destinations.entry(destination).or_default().last_error =
-                    Some(Stamped::now(message));
-            }
-            Event::Unavailable {
-                destination,
-                error,
-                retry_in,
-            } => {
-                setback(&mut c, destination, error, "offline", Some(retry_in));
-            }
-            Event::WaitingForClock {
-                destination,
-                retry_in,
-            } => {
-                let error = format!("clock {}", Clock::Wrong.describe());
-                setback(
-                    &mut c,
-                    destination,
-                    error,
-                    "waiting for the clock",
-                    Some(retry_in),
-                );
-            }
-            Event::Misconfigured { destination, error } => {
-                setback(&mut c, destination, error, "misconfigured", None)
-            }
-            Event::AuthRefused {
-                destination,
-                error,
-                retry_in,
-            } => {
-                setback(
-                    &mut c,
-                    destination,
-                    error,
-                    "authentication refused",
-                    Some(retry_in),
-                );
-            }
+            _ => {}
         }
     }
 
@@ -299,6 +241,81 @@ impl Board {
             }
         }
         c
+    }
+}
+
+/// What a destination did or could not do.
+fn destination_outcome(c: &mut Counters, event: Event) {
+    match event {
+        Event::Withheld {
+            destination,
+            withheld,
+        } => {
+            let d = c.destinations.entry(destination.clone()).or_default();
+            match withheld {
+                Withheld::Discarded(discard) => {
+                    *d.discarded.entry(discard.as_str().to_owned()).or_default() += 1;
+                }
+                Withheld::NotDeliverable(reason) => {
+                    let message = format!("not deliverable: {reason}");
+                    d.last_error = Some(Stamped::now(message.clone()));
+                    *d.not_deliverable.entry(reason).or_default() += 1;
+                    c.last_error = Some(Stamped::now(format!("{destination}: {message}")));
+                }
+            }
+        }
+        Event::Delivered { destination } => {
+            let d = c.destinations.entry(destination).or_default();
+            d.delivered += 1;
+            d.last_success = Some(now_rfc3339());
+            d.state = "ready".into();
+            d.next_attempt = None;
+        }
+        Event::Quarantined {
+            destination,
+            reason,
+        } => {
+            let message = format!("instance quarantined: {reason}");
+            c.last_error = Some(Stamped::now(format!("{destination}: {message}")));
+            c.destinations.entry(destination).or_default().last_error = Some(Stamped::now(message));
+        }
+        Event::Unavailable {
+            destination,
+            error,
+            retry_in,
+        } => {
+            setback(c, destination, error, "offline", Some(retry_in));
+        }
+        Event::WaitingForClock {
+            destination,
+            retry_in,
+        } => {
+            let error = format!("clock {}", Clock::Wrong.describe());
+            setback(
+                c,
+                destination,
+                error,
+                "waiting for the clock",
+                Some(retry_in),
+            );
+        }
+        Event::Misconfigured { destination, error } => {
+            setback(c, destination, error, "misconfigured", None)
+        }
+        Event::AuthRefused {
+            destination,
+            error,
+            retry_in,
+        } => {
+            setback(
+                c,
+                destination,
+                error,
+                "authentication refused",
+                Some(retry_in),
+            );
+        }
+        _ => {}
     }
 }
 

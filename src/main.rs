@@ -2,7 +2,7 @@
 
 use uplink::{backlog, config, leds, logging, pipeline, provision, quarantine, serve, status};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -126,13 +126,13 @@ fn main() -> ExitCode {
         Command::Serve { led_sim, .. } => {
             logging::init(config.log.level.0);
             let lights = leds::open(&config.leds, led_sim);
-            match serve::run(config, source, lights) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
+            serve::run(config, source, lights).map_or_else(
+                |e| {
                     log::error!("{e}");
                     ExitCode::FAILURE
-                }
-            }
+                },
+                |()| ExitCode::SUCCESS,
+            )
         }
         Command::CheckConfig { .. } => {
             println!(
@@ -141,71 +141,78 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Status { json, .. } => match status::Snapshot::read(&config.storage.data_dir) {
-            Ok(snapshot) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&snapshot).expect("snapshot serializes")
-                    );
-                } else {
-                    print!("{}", snapshot.render());
-                }
-                if snapshot.agent_alive() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(EXIT_NOT_RUNNING)
-                }
-            }
-            Err(e) => {
-                eprintln!("uplink: {e}");
-                ExitCode::from(EXIT_NOT_RUNNING)
-            }
-        },
-        Command::Backlog { drop, reassign, .. } => {
-            match backlog::command(&config, drop.as_deref(), reassign.as_deref()) {
-                Ok(said) => {
-                    println!("{}", said.trim_end());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("uplink: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Status { json, .. } => status(&config, json),
+        Command::Backlog { drop, reassign, .. } => said(backlog::command(
+            &config,
+            drop.as_deref(),
+            reassign.as_deref(),
+        )),
         Command::Anonymize {
             profile,
             out,
             inputs,
             ..
-        } => {
-            logging::init(config.log.level.0);
-            let profile = if profile == "strict" {
-                config::Profile::Strict
+        } => anonymize(&config, &profile, &out, &inputs),
+        Command::RetryQuarantine { destination, .. } => said(
+            quarantine::retry(&config, destination.as_deref())
+                .map(|n| format!("{n} quarantined instance(s) back in the queue")),
+        ),
+    }
+}
+
+/// Prints what a command said (exit 0), or its error (exit 1).
+fn said(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(said) => {
+            println!("{}", said.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("uplink: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `uplink status`: exit 0 while the agent runs, 3 when it does not.
+fn status(config: &Config, json: bool) -> ExitCode {
+    match status::Snapshot::read(&config.storage.data_dir) {
+        Ok(snapshot) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&snapshot).expect("snapshot serializes")
+                );
             } else {
-                config::Profile::Typical
-            };
-            match pipeline::offline::run(&config, profile, &out, &inputs) {
-                Ok(report) if report.failed == 0 => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("uplink: {e}");
-                    ExitCode::FAILURE
-                }
+                print!("{}", snapshot.render());
+            }
+            if snapshot.agent_alive() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_NOT_RUNNING)
             }
         }
-        Command::RetryQuarantine { destination, .. } => {
-            match quarantine::retry(&config, destination.as_deref()) {
-                Ok(n) => {
-                    println!("{n} quarantined instance(s) back in the queue");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("uplink: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Err(e) => {
+            eprintln!("uplink: {e}");
+            ExitCode::from(EXIT_NOT_RUNNING)
+        }
+    }
+}
+
+/// `uplink anonymize`: exit 1 when any file failed.
+fn anonymize(config: &Config, profile: &str, out: &Path, inputs: &[PathBuf]) -> ExitCode {
+    logging::init(config.log.level.0);
+    let profile = if profile == "strict" {
+        config::Profile::Strict
+    } else {
+        config::Profile::Typical
+    };
+    match pipeline::offline::run(config, profile, out, inputs) {
+        Ok(report) if report.failed == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("uplink: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -11,9 +11,9 @@
 
 use crate::anonymize::{Anonymizer, Discard};
 use crate::config::{Config, Profile};
-use crate::events::{Board, Event, Withheld};
 use crate::pipeline::{Copy, Failure, Part10};
 use crate::queue::{Misrouted, Queue, QueueError};
+use crate::status::counters::{Board, Event, Withheld};
 
 /// `uplink backlog`: lists the backlog of destinations no longer configured, drops
 /// one (`drop`) or gives it to a configured destination (`reassign`, "OLD=NEW").

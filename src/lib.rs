@@ -7,18 +7,14 @@
 
 pub mod anonymize;
 pub mod backlog;
-pub mod clock;
 pub mod config;
-pub mod events;
-pub mod leds;
+pub mod control;
+pub mod device;
 pub mod logging;
 pub mod pipeline;
-pub mod provision;
-pub mod quarantine;
 pub mod queue;
 pub mod receive;
 pub mod serve;
-pub mod service;
 pub mod shutdown;
 pub mod standard;
 pub mod status;

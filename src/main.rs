@@ -1,6 +1,7 @@
 //! `uplink`, the command: parses the command line and hands over to the library.
 
-use uplink::{backlog, config, leds, logging, pipeline, provision, quarantine, serve, status};
+use uplink::device::{leds, provision};
+use uplink::{backlog, config, control, logging, pipeline, serve, status};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -154,7 +155,7 @@ fn main() -> ExitCode {
             ..
         } => anonymize(&config, &profile, &out, &inputs),
         Command::RetryQuarantine { destination, .. } => said(
-            quarantine::retry(&config, destination.as_deref())
+            control::retry(&config, destination.as_deref())
                 .map(|n| format!("{n} quarantined instance(s) back in the queue")),
         ),
     }

@@ -10,15 +10,16 @@ use smol::stream::StreamExt;
 
 use crate::anonymize::{Anonymizer, DeviceKey, PasswordBook};
 use crate::backlog;
-use crate::clock::Clock;
 use crate::config::{Config, Source};
-use crate::events::{Board, now_rfc3339};
-use crate::leds::{self, LEDS, Lights};
+use crate::device::clock::Clock;
+use crate::device::leds::{self, LEDS, Lights};
+use crate::device::systemd as service;
 use crate::queue::{Misrouted, Queue};
 use crate::receive::{Listener, association::Shared};
 use crate::shutdown::{Stop, pause};
+use crate::status::counters::{Board, now_rfc3339};
 use crate::status::{DestinationInfo, ListenerInfo, Snapshot};
-use crate::{service, upload};
+use crate::upload;
 
 /// How often the status file is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -42,7 +43,7 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
         config.typical.document_password,
         PasswordBook::new(&data_dir),
     );
-    let provisioning = crate::provision::refused_reason(&config.storage.data_dir);
+    let provisioning = crate::device::provision::refused_reason(&config.storage.data_dir);
     if let Some(reason) = &provisioning {
         log::error!("{reason}");
     }
@@ -253,7 +254,7 @@ impl Agent {
     async fn report_status(&self, stop: &Stop) {
         let mut last = None;
         while !stop.is_closed() {
-            crate::quarantine::serve_request(&self.data_dir, &self.queue);
+            crate::control::serve_request(&self.data_dir, &self.queue);
             let current = self.snapshot(true);
             if last.as_ref().is_none_or(|l: &Snapshot| {
                 l.counters != current.counters || l.destinations != current.destinations

@@ -859,7 +859,7 @@ fn adopt(path: &Path, profile: Profile, pending: Vec<String>) -> io::Result<Reco
 fn quarantine_record(reason: &str) -> Vec<u8> {
     serde_json::to_vec(&Quarantined {
         reason: reason.to_owned(),
-        at: crate::events::now_rfc3339(),
+        at: crate::status::counters::now_rfc3339(),
     })
     .expect("quarantine records serialize")
 }

@@ -20,8 +20,8 @@ use super::store;
 use super::tls::{self, Wire};
 use crate::anonymize::Anonymizer;
 use crate::config::{Listener, Profile};
-use crate::events::{Board, Event};
 use crate::queue::Queue;
+use crate::status::counters::{Board, Event};
 
 /// What every association shares.
 pub struct Shared {

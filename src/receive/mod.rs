@@ -137,7 +137,7 @@ impl Listener {
         let reason = format!("{peer}: {reason}");
         self.shared
             .board
-            .record(crate::events::Event::AssociationRefused {
+            .record(crate::status::counters::Event::AssociationRefused {
                 reason: reason.clone(),
             });
         if connections.refusing.load(Ordering::SeqCst) >= MAX_REFUSING {

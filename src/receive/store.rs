@@ -17,10 +17,10 @@ use super::negotiation::Context;
 use super::pdu::{DataSetReader, Fault};
 use crate::anonymize::Anonymizer;
 use crate::config::Profile;
-use crate::events::Withheld;
 use crate::pipeline::stream::Summary;
 use crate::pipeline::{self, Copy, Failure, Instance};
 use crate::queue::Queue;
+use crate::status::counters::Withheld;
 
 /// How a C-STORE ended, when the association itself survived.
 #[derive(Debug)]

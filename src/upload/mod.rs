@@ -19,11 +19,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::clock::Clock;
 use crate::config::{Destination, DestinationUrl};
-use crate::events::{Board, Event};
+use crate::device::clock::Clock;
 use crate::queue::{Entry, Lane, Queue};
 use crate::shutdown::{Stop, pause};
+use crate::status::counters::{Board, Event};
 use backoff::Backoff;
 
 /// Small instances sent together in one request, at most this many bytes.

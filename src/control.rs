@@ -1,5 +1,6 @@
-//! `uplink retry-quarantine`: puts instances a destination refused back in its queue
-//! (after the cause was fixed on the server side, say).
+//! Requests from the command line to the running agent. Today one:
+//! `uplink retry-quarantine`, which puts instances a destination's server refused
+//! back in its queue (after the cause was fixed on the server side, say).
 //!
 //! The running agent holds the queue, so the command leaves it a request file in the
 //! data dir and waits for the answer; with no agent running it opens the queue itself.

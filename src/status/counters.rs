@@ -1,5 +1,6 @@
-//! What happens in the agent, as events: the one feed that `status` (and the LED
-//! panel) are built from, so what the box shows and what it reports never disagree.
+//! The counters: what happens in the agent arrives as events, and the board folds
+//! them into counters, the one feed that `status` (and the LED panel) are built
+//! from, so what the box shows and what it reports never disagree.
 //!
 //! Events carry counts, sizes, statuses and destination names — never patient data.
 
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::anonymize::Discard;
-use crate::clock::Clock;
+use crate::device::clock::Clock;
 
 /// Something worth reporting.
 #[derive(Debug, Clone)]

@@ -247,9 +247,9 @@ impl Lights for Cdev {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use crate::events::{Counters, DestinationCounters, Stamped, Uploading};
+    use crate::device::clock::Clock;
     use crate::queue::DestinationStats;
+    use crate::status::counters::{Counters, DestinationCounters, Stamped, Uploading};
     use crate::status::{DestinationInfo, ListenerInfo};
 
     fn snapshot(state: &str, pending: u64, uploading: bool, quarantined: u64) -> Snapshot {

@@ -5,16 +5,17 @@
 //! touching the queue the agent holds, and still says something useful — with the
 //! time it was last true — when the agent is not running. No patient data is in it.
 
+pub mod counters;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Clock;
-use crate::events::{Counters, DestinationCounters};
+use crate::device::clock::Clock;
 use crate::queue::DestinationStats;
 use crate::queue::damaged::Damaged;
+use crate::status::counters::{Counters, DestinationCounters};
 
 pub const STATUS_FILE: &str = "status.json";
 
@@ -273,7 +274,7 @@ mod tests {
                     last_error: None,
                     state: "offline".into(),
                     next_attempt: Some("2026-11-25T00:02:00Z".into()),
-                    uploading: vec![crate::events::Uploading {
+                    uploading: vec![crate::status::counters::Uploading {
                         lane: "large".into(),
                         instances: 1,
                         bytes: 1 << 30,

@@ -242,12 +242,8 @@ fn strict_keeps_patient_data_off_the_card_and_out_of_the_logs() {
     let scanned = written.len();
     assert!(scanned >= 3, "scanned {scanned} files");
     assert_no_marker("the agent's log", agent.log().as_bytes());
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
-        .args(["status", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    assert_no_marker("status", &status.stdout);
+    let status = agent.status_text();
+    assert_no_marker("status", status.as_bytes());
 }
 
 /// Two instances no profile can clean: no ultrasound regions (nobody knows where
@@ -324,12 +320,7 @@ fn a_copy_that_cannot_be_cleaned_is_not_kept_and_the_others_are_delivered() {
         "{research}"
     );
     assert_eq!(research["quarantined"], 0, "{research}");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
-        .args(["status", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    let said = text(&status);
+    let said = agent.status_text();
     assert!(said.contains("NOT DELIVERABLE to research"), "{said}");
     // Nothing is left that retry-quarantine could send.
     let retry = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
@@ -578,12 +569,7 @@ fn typical_protects_pdf_reports_and_strict_discards_them() {
     let research = &agent.status_json()["destinations"][0];
     assert_eq!(research["name"], "research");
     assert_eq!(research["discarded"][reason], 1, "{research}");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
-        .args(["status", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    let said = text(&status);
+    let said = agent.status_text();
     assert!(
         said.contains(&format!("discarded by profile strict: 1 {reason}")),
         "{said}"

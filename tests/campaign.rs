@@ -32,20 +32,7 @@ const BATCH: usize = 2;
 
 #[test]
 fn fifty_power_cuts_lose_nothing_acknowledged_and_duplicate_nothing() {
-    let rounds: usize = std::env::var("UPLINK_CAMPAIGN_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(50);
-    let seed: u64 = std::env::var("UPLINK_CAMPAIGN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64
-        });
-    eprintln!("campaign: {rounds} rounds, UPLINK_CAMPAIGN_SEED={seed}");
+    let (rounds, seed) = campaign_parameters("UPLINK_CAMPAIGN", 50);
     let mut rng = fastrand::Rng::with_seed(seed);
 
     let orthanc = Orthanc::start();

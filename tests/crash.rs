@@ -12,19 +12,7 @@ use common::*;
 #[test]
 fn sigkill_while_receiving_loses_no_acknowledged_instance() {
     let input = tempfile::tempdir().unwrap();
-    let all: Vec<PathBuf> = (1..=600)
-        .map(|i| {
-            let path = input.path().join(format!("{i:04}.dcm"));
-            write_us_image(
-                &path,
-                &format!("1.2.826.0.1.3680043.10.7.{i}"),
-                EXPLICIT_LE,
-                60,
-                80,
-            );
-            path
-        })
-        .collect();
+    let all = us_images(input.path(), 600, 7);
 
     let mut agent = Agent::start("");
     // Three crashes at different points of the stream, each round its own instances.
@@ -126,19 +114,7 @@ fn sigkill_while_receiving_loses_no_acknowledged_instance() {
 #[test]
 fn removals_and_new_folders_are_flushed_to_the_card() {
     let input = tempfile::tempdir().unwrap();
-    let files: Vec<PathBuf> = (1..=3)
-        .map(|i| {
-            let path = input.path().join(format!("{i}.dcm"));
-            write_us_image(
-                &path,
-                &format!("1.2.826.0.1.3680043.10.8.{i}"),
-                EXPLICIT_LE,
-                60,
-                80,
-            );
-            path
-        })
-        .collect();
+    let files = us_images(input.path(), 3, 8);
     let trace = input.path().join("trace");
     let mut agent = Agent::start_traced("", &trace);
     let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
@@ -210,19 +186,7 @@ fn removals_and_new_folders_are_flushed_to_the_card() {
 #[test]
 fn a_damaged_spool_file_is_set_aside_and_the_box_serves_on() {
     let input = tempfile::tempdir().unwrap();
-    let files: Vec<PathBuf> = (1..=3)
-        .map(|i| {
-            let path = input.path().join(format!("{i}.dcm"));
-            write_us_image(
-                &path,
-                &format!("1.2.826.0.1.3680043.10.9.{i}"),
-                EXPLICIT_LE,
-                60,
-                80,
-            );
-            path
-        })
-        .collect();
+    let files = us_images(input.path(), 3, 9);
     // A destination that never answers keeps the instances queued.
     let mut agent = Agent::start(
         "\n[[destination]]\nname = \"cloud\"\nurl = \"http://127.0.0.1:9/dicom-web\"\ninsecure = true\n",
@@ -261,14 +225,6 @@ fn a_damaged_spool_file_is_set_aside_and_the_box_serves_on() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(aside.len(), 2, "the file and its note: {aside:?}");
-    let said = Command::new(env!("CARGO_BIN_EXE_uplink"))
-        .args(["status", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    assert!(
-        text(&said).contains("ATTENTION: 1 spool file(s)"),
-        "{}",
-        text(&said)
-    );
+    let said = agent.status_text();
+    assert!(said.contains("ATTENTION: 1 spool file(s)"), "{said}");
 }

@@ -205,20 +205,7 @@ fn card_listing(card: &Path, work: &Path, command: &str) -> String {
 #[test]
 #[ignore = "needs the SD card image: board/build-image.sh, then --ignored"]
 fn power_cuts_of_the_box_lose_nothing_acknowledged() {
-    let rounds: usize = std::env::var("UPLINK_POWERCUT_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let seed: u64 = std::env::var("UPLINK_POWERCUT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64
-        });
-    eprintln!("power cuts: {rounds} rounds, UPLINK_POWERCUT_SEED={seed}");
+    let (rounds, seed) = campaign_parameters("UPLINK_POWERCUT", 3);
     let mut rng = fastrand::Rng::with_seed(seed);
     let image_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/image");
     let image = image_dir.join("uplink.img");

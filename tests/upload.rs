@@ -4,7 +4,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::orthanc::Orthanc;
@@ -20,22 +19,6 @@ fn destination(name: &str, url: &str, extra: &str) -> String {
     format!(
         "\n[[destination]]\nname = \"{name}\"\nurl = \"{url}\"\nretry_max_secs = 2\n{insecure}{extra}\n"
     )
-}
-
-fn images(dir: &Path, n: usize, tag: u32) -> Vec<PathBuf> {
-    (1..=n)
-        .map(|i| {
-            let path = dir.join(format!("{tag}-{i}.dcm"));
-            write_us_image(
-                &path,
-                &format!("1.2.826.0.1.3680043.10.{tag}.{i}"),
-                EXPLICIT_LE,
-                60,
-                80,
-            );
-            path
-        })
-        .collect()
 }
 
 fn send(agent: &Agent, args: &[&str], files: &[PathBuf]) {
@@ -54,7 +37,7 @@ fn a_study_reaches_orthanc_identical_to_the_outbox_copy() {
         destination("local", &format!("dir:{}", outbox.path().display()), "")
     ));
     let input = tempfile::tempdir().unwrap();
-    let mut files = images(input.path(), 6, 20);
+    let mut files = us_images(input.path(), 6, 20);
     let jpeg = input.path().join("jpeg.dcm");
     write_jpeg_image(&jpeg, "1.2.826.0.1.3680043.10.20.100");
     files.push(jpeg);
@@ -88,7 +71,7 @@ fn an_outage_is_ridden_out_and_nothing_arrives_twice() {
     let agent = Agent::start(&destination("cloud", &orthanc.dicomweb_url(), "batch = 4"));
     orthanc.pause();
     let input = tempfile::tempdir().unwrap();
-    let files = images(input.path(), 20, 21);
+    let files = us_images(input.path(), 20, 21);
     send(&agent, &["-R"], &files);
     // The queue holds them and status says why.
     wait_until(
@@ -133,7 +116,7 @@ fn sigkill_during_upload_delivers_everything_exactly_once() {
         "max_kib_per_sec = 20480",
     ));
     let input = tempfile::tempdir().unwrap();
-    let mut files = images(input.path(), 10, 22);
+    let mut files = us_images(input.path(), 10, 22);
     let clip = input.path().join("clip.dcm");
     write_clip(&clip, "1.2.826.0.1.3680043.10.22.200", 96 << 20);
     files.push(clip);
@@ -163,7 +146,7 @@ fn sigkill_during_upload_delivers_everything_exactly_once() {
 fn wrong_credentials_are_reported_and_right_ones_work() {
     let orthanc = Orthanc::start_with(Some(("clinic", "s3cret")));
     let input = tempfile::tempdir().unwrap();
-    let files = images(input.path(), 3, 23);
+    let files = us_images(input.path(), 3, 23);
 
     let secret = input.path().join("password");
     std::fs::write(&secret, "wrong\n").unwrap();
@@ -202,7 +185,7 @@ fn https_is_trusted_only_with_the_configured_ca() {
     let mut orthanc = Orthanc::start();
     let (url, ca) = orthanc.with_tls();
     let input = tempfile::tempdir().unwrap();
-    let files = images(input.path(), 2, 24);
+    let files = us_images(input.path(), 2, 24);
 
     let untrusting = Agent::start(&destination("cloud", &url, ""));
     send(&untrusting, &["-R"], &files);
@@ -229,7 +212,7 @@ fn an_instance_the_server_refuses_is_quarantined_and_the_rest_arrive() {
     let orthanc = Orthanc::start();
     let agent = Agent::start(&destination("cloud", &orthanc.dicomweb_url(), "batch = 8"));
     let input = tempfile::tempdir().unwrap();
-    let mut files = images(input.path(), 4, 25);
+    let mut files = us_images(input.path(), 4, 25);
     // No Study Instance UID: Orthanc refuses it (400, Failed SOP Sequence).
     let bad = input.path().join("bad.dcm");
     write_us_image(&bad, "1.2.826.0.1.3680043.10.25.99", EXPLICIT_LE, 60, 80);
@@ -306,7 +289,7 @@ fn a_flaky_line_429s_503s_and_a_dropped_connection_end_with_everything_once() {
     let url = format!("http://127.0.0.1:{}/dicom-web", proxy.port);
     let agent = Agent::start(&destination("cloud", &url, "batch = 4"));
     let input = tempfile::tempdir().unwrap();
-    let files = images(input.path(), 12, 27);
+    let files = us_images(input.path(), 12, 27);
     send(&agent, &["-R"], &files);
     let uids = orthanc.wait_instances(12, 60, || format!("{:?}\n{}", proxy.events(), agent.log()));
     std::thread::sleep(Duration::from_secs(1));
@@ -364,7 +347,7 @@ fn a_login_page_a_redirect_or_an_empty_200_confirms_nothing() {
     let url = format!("http://127.0.0.1:{}/dicom-web", proxy.port);
     let agent = Agent::start(&destination("cloud", &url, "batch = 4"));
     let input = tempfile::tempdir().unwrap();
-    let files = images(input.path(), 8, 29);
+    let files = us_images(input.path(), 8, 29);
     send(&agent, &["-R"], &files);
     // The portal's page is the last thing before Orthanc: status says what it was.
     wait_until(
@@ -411,22 +394,18 @@ fn secrets_never_reach_logs_status_or_the_card() {
         &orthanc.dicomweb_url(),
         &format!("auth = \"bearer\"\ntoken_file = \"{}\"", token.display()),
     ));
-    send(&agent, &["-R"], &images(input.path(), 2, 28));
+    send(&agent, &["-R"], &us_images(input.path(), 2, 28));
     agent.wait_destination(15, "state", "authentication refused");
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
         .args(["check-config", "--config"])
         .arg(&agent.config)
         .output()
         .unwrap();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
-        .args(["status", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
+    let status = agent.status_text();
     let mut places = vec![
         ("log".to_owned(), agent.log().into_bytes()),
         ("check-config".to_owned(), check.stdout),
-        ("status".to_owned(), status.stdout),
+        ("status".to_owned(), status.into_bytes()),
     ];
     places.extend(
         agent
@@ -456,7 +435,7 @@ fn a_long_outage_shows_its_backlog_and_a_slow_line_drains_it() {
     orthanc.pause();
     let agent = Agent::start(&destination("cloud", &url, ""));
     let input = tempfile::tempdir().unwrap();
-    let files = images(input.path(), 120, 28);
+    let files = us_images(input.path(), 120, 28);
     // The cloud is away: every exam is still taken at once.
     for chunk in files.chunks(20) {
         send(&agent, &["-R"], chunk);
@@ -468,15 +447,10 @@ fn a_long_outage_shows_its_backlog_and_a_slow_line_drains_it() {
         status["destinations"][0]["pending_bytes"].as_u64() > Some(120 * 14_000),
         "{status}"
     );
-    let said = Command::new(env!("CARGO_BIN_EXE_uplink"))
-        .args(["status", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
+    let said = agent.status_text();
     assert!(
-        text(&said).contains("pending 120"),
-        "the backlog is visible: {}",
-        text(&said)
+        said.contains("pending 120"),
+        "the backlog is visible: {said}"
     );
 
     // It comes back behind a slow line: everything drains, at the line's pace.

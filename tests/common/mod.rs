@@ -284,6 +284,16 @@ impl Agent {
         files
     }
 
+    /// What `uplink status` prints for this agent.
+    pub fn status_text(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_uplink"))
+            .args(["status", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        text(&out)
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_uplink"))
             .args(["status", "--json", "--config"])
@@ -439,4 +449,41 @@ pub fn association_rq(calling: &str) -> dicom_ul::pdu::Pdu {
         }],
         user_variables: vec![UserVariableItem::MaxLength(16384)],
     })
+}
+
+/// `n` small US images for `dir`, with SOP Instance UIDs under `...10.{tag}.`.
+pub fn us_images(dir: &Path, n: usize, tag: u32) -> Vec<PathBuf> {
+    (1..=n)
+        .map(|i| {
+            let path = dir.join(format!("{tag}-{i}.dcm"));
+            write_us_image(
+                &path,
+                &format!("1.2.826.0.1.3680043.10.{tag}.{i}"),
+                EXPLICIT_LE,
+                60,
+                80,
+            );
+            path
+        })
+        .collect()
+}
+
+/// A campaign's rounds (`{prefix}_ROUNDS`, else `default`) and random seed
+/// (`{prefix}_SEED`, else the time), printed so a failing run can be replayed.
+pub fn campaign_parameters(prefix: &str, default: usize) -> (usize, u64) {
+    let rounds = std::env::var(format!("{prefix}_ROUNDS"))
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default);
+    let seed = std::env::var(format!("{prefix}_SEED"))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        });
+    eprintln!("{rounds} rounds, {prefix}_SEED={seed}");
+    (rounds, seed)
 }

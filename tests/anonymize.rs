@@ -28,6 +28,17 @@ fn strict_and_typical(out: &Path) -> (Agent, PathBuf, PathBuf) {
     (agent, strict_dir, typical_dir)
 }
 
+/// An agent with a strict folder destination and an identified archive under `out`.
+fn strict_and_archive(out: &Path) -> (Agent, PathBuf, PathBuf) {
+    let (strict_dir, archive_dir) = (out.join("strict"), out.join("archive"));
+    let agent = Agent::start(&format!(
+        "{}{}",
+        dir_destination("research", &strict_dir, "strict"),
+        dir_destination("archive", &archive_dir, "identified")
+    ));
+    (agent, strict_dir, archive_dir)
+}
+
 fn phi_study(dir: &Path, patient: &str, study: u32, instances: u32) -> Vec<PathBuf> {
     (1..=instances)
         .map(|instance| {
@@ -292,12 +303,7 @@ fn an_instance_no_destination_can_take_clean_is_refused_and_never_kept() {
 #[test]
 fn a_copy_that_cannot_be_cleaned_is_not_kept_and_the_others_are_delivered() {
     let out = tempfile::tempdir().unwrap();
-    let (strict_dir, archive_dir) = (out.path().join("strict"), out.path().join("archive"));
-    let agent = Agent::start(&format!(
-        "{}{}",
-        dir_destination("research", &strict_dir, "strict"),
-        dir_destination("archive", &archive_dir, "identified")
-    ));
+    let (agent, strict_dir, archive_dir) = strict_and_archive(out.path());
     let input = tempfile::tempdir().unwrap();
     let files = uncleanable(input.path());
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
@@ -337,12 +343,7 @@ fn a_copy_that_cannot_be_cleaned_is_not_kept_and_the_others_are_delivered() {
 fn pixel_claims_are_true_and_thumbnails_go() {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     let out = tempfile::tempdir().unwrap();
-    let (strict_dir, archive_dir) = (out.path().join("strict"), out.path().join("archive"));
-    let agent = Agent::start(&format!(
-        "{}{}",
-        dir_destination("research", &strict_dir, "strict"),
-        dir_destination("archive", &archive_dir, "identified")
-    ));
+    let (agent, strict_dir, archive_dir) = strict_and_archive(out.path());
     let input = tempfile::tempdir().unwrap();
     let files = phi_study(input.path(), "HANS", 60, 2);
     // The first arrives without Burned In Annotation (as most real US files do) and

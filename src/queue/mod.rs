@@ -453,12 +453,24 @@ impl Queue {
     /// once every destination has it.
     pub fn complete(&self, index: usize, id: u64) -> Result<(), QueueError> {
         let d = &self.destinations[index];
+        let size = self.take_off(id, &d.name)?;
+        d.pending.remove(pending_key(Lane::of(size), id))?;
+        self.db.flush()?;
+        let mut stats = d.stats.lock().expect("stats lock");
+        stats.pending = stats.pending.saturating_sub(1);
+        stats.pending_bytes = stats.pending_bytes.saturating_sub(size);
+        Ok(())
+    }
+
+    /// Takes destination `name` off the record of `id`, and removes the spool file
+    /// and record once no destination waits for it. Returns the instance's size.
+    fn take_off(&self, id: u64, name: &str) -> Result<u64, QueueError> {
         let key = id.to_be_bytes();
         let mut size = 0;
         let updated = self.items.update_and_fetch(key, |old| {
             let mut record = decode(old?)?;
             size = record.size;
-            record.pending.retain(|name| name != &d.name);
+            record.pending.retain(|n| n != name);
             Some(encode(&record))
         })?;
         if let Some(record) = updated.and_then(|v| decode(&v)) {
@@ -469,37 +481,19 @@ impl Queue {
                 self.items.remove(key)?;
             }
         }
-        d.pending.remove(pending_key(Lane::of(size), id))?;
-        self.db.flush()?;
-        let mut stats = d.stats.lock().expect("stats lock");
-        stats.pending = stats.pending.saturating_sub(1);
-        stats.pending_bytes = stats.pending_bytes.saturating_sub(size);
-        Ok(())
+        Ok(size)
     }
 
     /// Takes destination `name` off the instance `id` without delivering it (its
     /// backlog was dropped or re-derived); removes the spool file once no
-    /// destination waits for it. Returns whether the record named it.
-    pub fn release(&self, id: u64, name: &str) -> Result<bool, QueueError> {
-        let key = id.to_be_bytes();
-        let mut named = false;
-        let updated = self.items.update_and_fetch(key, |old| {
-            let mut record = decode(old?)?;
-            named = record.pending.iter().any(|n| n == name);
-            record.pending.retain(|n| n != name);
-            Some(encode(&record))
-        })?;
-        if let Some(record) = updated.and_then(|v| decode(&v)) {
-            if record.pending.is_empty() {
-                spool::remove_durable(&self.spool.path(record.profile, id))?;
-                self.items.remove(key)?;
-            }
-        }
+    /// destination waits for it.
+    pub fn release(&self, id: u64, name: &str) -> Result<(), QueueError> {
+        self.take_off(id, name)?;
         for d in self.destinations.iter().filter(|d| d.name == name) {
-            d.quarantine.remove(key)?;
+            d.quarantine.remove(id.to_be_bytes())?;
         }
         self.db.flush()?;
-        Ok(named)
+        Ok(())
     }
 
     /// Gives destination `from`'s backlog to destination `to` (a rename in the

@@ -11,7 +11,7 @@
 
 use crate::anonymize::{Anonymizer, Discard};
 use crate::config::{Config, Profile};
-use crate::pipeline::{Copy, Failure, Part10};
+use crate::pipeline::{Failure, Part10, ProfileCopy};
 use crate::queue::{Misrouted, Queue, QueueError};
 use crate::status::counters::{Board, Event, Withheld};
 
@@ -180,14 +180,14 @@ fn requeue(queue: &Queue, anonymizer: &Anonymizer, item: &Misrouted) -> Result<R
             Failure::DataSet(reason) => reason,
         })?;
     match copies.pop().map(|(_, copy)| copy) {
-        Some(Copy::Made(part)) => {
+        Some(ProfileCopy::Made(part)) => {
             queue
                 .commit_for(vec![part], &sop_class_uid, Some(&item.destination))
                 .map_err(|e| format!("cannot queue: {e}"))?;
             Ok(Rederived::Queued)
         }
-        Some(Copy::Discarded(discard)) => Ok(Rederived::Discarded(discard)),
-        Some(Copy::Uncleaned(reason)) => Ok(Rederived::NotDeliverable(reason)),
+        Some(ProfileCopy::Discarded(discard)) => Ok(Rederived::Discarded(discard)),
+        Some(ProfileCopy::Uncleaned(reason)) => Ok(Rederived::NotDeliverable(reason)),
         None => Err("no copy was made".into()),
     }
 }

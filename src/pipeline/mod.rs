@@ -37,7 +37,7 @@ pub struct Instance<'a> {
 }
 
 /// What became of one profile's copy.
-pub enum Copy {
+pub enum ProfileCopy {
     /// Written and clean, ready to be sealed.
     Made(PartFile),
     /// The profile makes no copy of such instances.
@@ -63,7 +63,7 @@ pub fn run(
     anonymizer: &Anonymizer,
     profiles: &[Profile],
     mut create: impl FnMut(Profile, &FileMeta) -> io::Result<PartFile>,
-) -> Result<(Summary, Vec<(Profile, Copy)>), Failure> {
+) -> Result<(Summary, Vec<(Profile, ProfileCopy)>), Failure> {
     let mut copies = Vec::with_capacity(profiles.len());
     let mut started = Vec::with_capacity(profiles.len());
     for &profile in profiles {
@@ -73,15 +73,15 @@ pub fn run(
                     .map_err(Failure::Storage)?;
                 started.push((part, transform));
             }
-            Err(discard) => copies.push((profile, Copy::Discarded(discard))),
+            Err(discard) => copies.push((profile, ProfileCopy::Discarded(discard))),
         }
     }
     let summary = copy_into(input, instance.transfer_syntax, &mut started)?;
     for (part, transform) in started {
         let profile = part.profile;
         let copy = match transform.uncleaned() {
-            None => Copy::Made(part),
-            Some(reason) => Copy::Uncleaned(reason),
+            None => ProfileCopy::Made(part),
+            Some(reason) => ProfileCopy::Uncleaned(reason),
         };
         copies.push((profile, copy));
     }
@@ -172,7 +172,7 @@ impl Part10 {
         anonymizer: &Anonymizer,
         profiles: &[Profile],
         create: impl FnMut(Profile, &FileMeta) -> io::Result<PartFile>,
-    ) -> Result<(Summary, Vec<(Profile, Copy)>), Failure> {
+    ) -> Result<(Summary, Vec<(Profile, ProfileCopy)>), Failure> {
         let instance = Instance {
             sop_class_uid: &self.sop_class_uid,
             sop_instance_uid: &self.sop_instance_uid,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Copy, Failure, Part10};
+use super::{Failure, Part10, ProfileCopy};
 use crate::anonymize::{Anonymizer, DeviceKey, Discard, PasswordBook};
 use crate::config::{Config, Profile};
 use crate::queue::spool::PartFile;
@@ -122,12 +122,12 @@ fn anonymize_file(
             Failure::DataSet(reason) => reason,
         })?;
     match copies.pop().map(|(_, copy)| copy) {
-        Some(Copy::Made(part)) => part
+        Some(ProfileCopy::Made(part)) => part
             .finish(&target)
             .map(|(target, bytes)| Ok((target, bytes)))
             .map_err(|e| format!("cannot write to {}: {e}", out.display())),
-        Some(Copy::Discarded(discard)) => Ok(Err(discard)),
-        Some(Copy::Uncleaned(reason)) => Err(format!("not written: {reason}")),
+        Some(ProfileCopy::Discarded(discard)) => Ok(Err(discard)),
+        Some(ProfileCopy::Uncleaned(reason)) => Err(format!("not written: {reason}")),
         None => Err("no copy was made".into()),
     }
 }

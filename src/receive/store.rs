@@ -18,7 +18,7 @@ use super::pdu::{DataSetReader, Fault};
 use crate::anonymize::Anonymizer;
 use crate::config::Profile;
 use crate::pipeline::stream::Summary;
-use crate::pipeline::{self, Copy, Failure, Instance};
+use crate::pipeline::{self, Failure, Instance, ProfileCopy};
 use crate::queue::Queue;
 use crate::status::counters::Withheld;
 
@@ -181,21 +181,26 @@ fn check_identity(
 /// Commits the clean copies and answers: Success once they are durable; a refusal
 /// when no copy is left for anyone because none could be cleaned (the modality
 /// keeps its own); what each profile's destinations do not get, in the outcome.
-fn commit(queue: &Queue, copies: Vec<(Profile, Copy)>, sop_class_uid: &str, bytes: u64) -> Outcome {
+fn commit(
+    queue: &Queue,
+    copies: Vec<(Profile, ProfileCopy)>,
+    sop_class_uid: &str,
+    bytes: u64,
+) -> Outcome {
     let mut kept = Vec::new();
     let mut withheld = Vec::new();
     let mut uncleaned = None;
     for (profile, copy) in copies {
         match copy {
-            Copy::Made(part) => kept.push(part),
-            Copy::Discarded(discard) => {
+            ProfileCopy::Made(part) => kept.push(part),
+            ProfileCopy::Discarded(discard) => {
                 log::info!(
                     "profile {profile} discards instances of SOP class {sop_class_uid}: {}",
                     discard.as_str()
                 );
                 withheld.push((profile, Withheld::Discarded(discard)));
             }
-            Copy::Uncleaned(reason) => {
+            ProfileCopy::Uncleaned(reason) => {
                 log::warn!(
                     "profile {profile} cannot clean an instance, so keeps no copy: {reason}"
                 );

@@ -29,6 +29,10 @@ pub struct Config {
     pub strict: StrictValues,
     /// The `typical` profile's settings.
     pub typical: TypicalSettings,
+    /// What the clinic knows of its machines' screens: where their burned-in text
+    /// is, in images that do not say where the image is.
+    #[serde(rename = "pixel_rule", skip_serializing_if = "Vec::is_empty")]
+    pub pixel_rules: Vec<PixelRule>,
     /// The LED panel.
     pub leds: Leds,
     /// Log output.
@@ -384,6 +388,95 @@ pub struct TypicalSettings {
     pub document_password: DocumentPassword,
 }
 
+/// `[[pixel_rule]]`: how the profiles clean the pixels of the images it matches.
+/// Every field given must match (text ignoring case and padding); the first rule
+/// that matches wins, before the Sequence of Ultrasound Regions and before the
+/// image area is inferred from the pixels. As RSNA CTP's pixel signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PixelRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// Manufacturer's Model Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sop_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<u32>,
+    #[serde(default)]
+    pub action: PixelAction,
+    /// For `blank`: rectangles `[x0, y0, x1, y1]`, in pixels, corners included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blank: Vec<[u32; 4]>,
+}
+
+/// What a pixel rule does with the images it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelAction {
+    /// Blank the rule's rectangles; the rest of the screen is kept.
+    #[default]
+    Blank,
+    /// The clinic asserts this model burns nothing in: the pixels go as they are.
+    Keep,
+    /// Send no copy under a cleaning profile (a worksheet page, say).
+    Discard,
+}
+
+impl PixelRule {
+    fn check(&self, n: usize) -> Result<(), String> {
+        let at = format!("[[pixel_rule]] number {n}");
+        let named = [
+            &self.manufacturer,
+            &self.model,
+            &self.modality,
+            &self.sop_class,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+            || self.rows.is_some()
+            || self.columns.is_some();
+        if !named {
+            return Err(format!(
+                "{at} matches every image: name at least one of manufacturer, model, modality, sop_class, rows, columns"
+            ));
+        }
+        match (self.action, self.blank.is_empty()) {
+            (PixelAction::Blank, true) => {
+                return Err(format!(
+                    "{at}: give the rectangles to blank, blank = [[x0, y0, x1, y1], ...], or action = \"keep\" or \"discard\""
+                ));
+            }
+            (PixelAction::Keep | PixelAction::Discard, false) => {
+                return Err(format!(
+                    "{at}: action = \"{}\" blanks nothing; remove its blank rectangles",
+                    if self.action == PixelAction::Keep {
+                        "keep"
+                    } else {
+                        "discard"
+                    }
+                ));
+            }
+            _ => {}
+        }
+        for &[x0, y0, x1, y1] in &self.blank {
+            let outside =
+                self.columns.is_some_and(|c| x1 >= c) || self.rows.is_some_and(|r| y1 >= r);
+            if x0 > x1 || y0 > y1 || outside {
+                return Err(format!(
+                    "{at}: blank rectangle [{x0}, {y0}, {x1}, {y1}] is not inside the image: use [x0, y0, x1, y1] with x0 <= x1 < columns and y0 <= y1 < rows, counted from 0"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How `typical` chooses the password of an encapsulated PDF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -556,6 +649,9 @@ impl Config {
             }
         }
         self.network.check().map_err(ConfigError)?;
+        for (n, rule) in self.pixel_rules.iter().enumerate() {
+            rule.check(n + 1).map_err(ConfigError)?;
+        }
         let l = &self.listener;
         if l.tls_certificate.is_some() != l.tls_key.is_some() {
             return Err(ConfigError(

@@ -16,7 +16,10 @@ struct Logger {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // Codec libraries narrate their work at info (openjp2: "Main header has
+        // been correctly decoded"); only the agent's own messages go below warn.
+        let ours = metadata.target().starts_with("uplink");
+        metadata.level() <= log::max_level() && (ours || metadata.level() <= Level::Warn)
     }
 
     fn log(&self, record: &Record) {

@@ -42,6 +42,7 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
         config.strict.clone(),
         config.typical.document_password,
         PasswordBook::new(&data_dir),
+        &config.pixel_rules,
     );
     let provisioning = crate::device::provision::refused_reason(&config.storage.data_dir);
     if let Some(reason) = &provisioning {

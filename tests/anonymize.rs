@@ -257,8 +257,9 @@ fn strict_keeps_patient_data_off_the_card_and_out_of_the_logs() {
     assert_no_marker("status", status.as_bytes());
 }
 
-/// Two instances no profile can clean: no ultrasound regions (nobody knows where
-/// the banner ends), native and JPEG baseline.
+/// Two instances no profile can clean: no ultrasound regions and texture over the
+/// whole screen (nobody can tell where the banner ends), native; and JPEG baseline
+/// whose frame does not decode (so no image area can be found in it).
 fn uncleanable(dir: &Path) -> Vec<PathBuf> {
     let plain = dir.join("plain.dcm");
     write_us_image(&plain, "1.2.826.0.1.3680043.10.31.1", EXPLICIT_LE, 40, 40);
@@ -284,11 +285,19 @@ fn an_instance_no_destination_can_take_clean_is_refused_and_never_kept() {
         "both refused with C110H:\n{said}"
     );
     let log = agent.log();
-    assert_eq!(
-        log.matches("refused with C110H: not stored: it cannot be anonymized (burned-in text: no ultrasound regions").count(),
-        2,
-        "{log}"
-    );
+    for reason in [
+        "no ultrasound regions, and no image area found in the pixels",
+        "the JPEG frame cannot be decoded",
+    ] {
+        assert_eq!(
+            log.matches(&format!(
+                "refused with C110H: not stored: it cannot be anonymized (burned-in text: {reason}"
+            ))
+            .count(),
+            1,
+            "{reason}: {log}"
+        );
+    }
     assert!(agent.spool_files().is_empty(), "nothing kept on the card");
     assert!(dcm_files(out.path()).is_empty(), "nothing delivered");
     wait_until(
@@ -347,7 +356,8 @@ fn pixel_claims_are_true_and_thumbnails_go() {
     let input = tempfile::tempdir().unwrap();
     let files = phi_study(input.path(), "HANS", 60, 2);
     // The first arrives without Burned In Annotation (as most real US files do) and
-    // with an icon of the unblanked screen; the second's only region is the whole frame.
+    // with an icon of the unblanked screen; the second's only region is the whole
+    // frame, and its pixels are texture throughout.
     let mut first = open_file(&files[0]).unwrap();
     first.remove_element(tags::BURNED_IN_ANNOTATION);
     let icon = dicom_object::InMemDicomObject::from_element_iter([
@@ -381,6 +391,13 @@ fn pixel_claims_are_true_and_thumbnails_go() {
         VR::SQ,
         dicom_core::value::DataSetSequence::from(vec![item]),
     ));
+    // Texture over the whole screen: the pixels cannot tell where text is either.
+    let texture: Vec<u8> = (0..60 * 80 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    second.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(texture),
+    ));
     second.write_to_file(&files[1]).unwrap();
     send_as(&agent, "US1", &files);
 
@@ -407,7 +424,8 @@ fn pixel_claims_are_true_and_thumbnails_go() {
         .unwrap()
         .keys()
         .collect();
-    assert!(reasons[0].contains("covers the whole frame"), "{research}");
+    // A region over the whole frame says nothing; the pixels are texture throughout.
+    assert!(reasons[0].contains("no image area found"), "{research}");
 }
 
 #[test]
@@ -416,17 +434,17 @@ fn a_cleanable_syntax_is_chosen_when_a_modality_offers_it_second() {
     let agent = Agent::start(&dir_destination("research", out.path(), "strict"));
     let input = tempfile::tempdir().unwrap();
     let native = phi_study(input.path(), "GRETA", 50, 1).remove(0);
-    // One presentation context lists JPEG 2000 first and uncompressed second, as
-    // modalities set up for compression do; storescu sends the native file as it
-    // is if uncompressed is chosen (and fails: it cannot encode JPEG 2000).
+    // One presentation context lists MPEG-2 first and uncompressed second, as
+    // modalities set up for video do; storescu sends the native file as it is if
+    // uncompressed is chosen (and fails: it cannot encode MPEG-2).
     let config = input.path().join("scu.cfg");
     std::fs::write(
         &config,
-        "[[TransferSyntaxes]]\n[Jpeg2000First]\n\
-         TransferSyntax1 = 1.2.840.10008.1.2.4.90\n\
+        "[[TransferSyntaxes]]\n[VideoFirst]\n\
+         TransferSyntax1 = 1.2.840.10008.1.2.4.100\n\
          TransferSyntax2 = 1.2.840.10008.1.2.1\n\
          [[PresentationContexts]]\n[Contexts]\n\
-         PresentationContext1 = 1.2.840.10008.5.1.4.1.1.6.1\\Jpeg2000First\n\
+         PresentationContext1 = 1.2.840.10008.5.1.4.1.1.6.1\\VideoFirst\n\
          [[Profiles]]\n[Ultrasound]\nPresentationContexts = Contexts\n",
     )
     .unwrap();

@@ -10,10 +10,14 @@
 //! and discards content that cannot be anonymized (encapsulated documents, raw
 //! data, private SOP classes). A copy that cannot be cleaned is never kept.
 
+mod area;
+mod burned_in;
 mod document;
+mod frames;
 mod jpeg;
 mod keys;
 mod pixels;
+mod rle;
 pub mod rules;
 
 use std::sync::Arc;
@@ -25,14 +29,16 @@ use dicom_dictionary_std::{StandardDataDictionary, tags};
 use dicom_encoding::TransferSyntax;
 use dicom_encoding::transfer_syntax::{Endianness, TransferSyntaxIndex};
 
+use burned_in::{Decision, Pixels};
 pub use document::PasswordBook;
+use frames::Codec;
 pub use keys::DeviceKey;
-use pixels::{Blanker, Layout, Region};
+use pixels::Region;
 
-use crate::config::{DateCut, DocumentPassword, Profile, StrictValues};
+use crate::config::{DateCut, DocumentPassword, PixelRule, Profile, StrictValues};
 use crate::pipeline::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
 use crate::standard::{
-    ENCAPSULATED_PDF, JPEG_BASELINE, RAW_DATA, is_encapsulated_document, is_standard_storage,
+    ENCAPSULATED_PDF, RAW_DATA, RLE_LOSSLESS, is_encapsulated_document, is_standard_storage,
     is_ultrasound, unpadded,
 };
 
@@ -48,6 +54,8 @@ pub enum Discard {
     RawData,
     /// A private SOP class, whose content nobody can vouch for.
     PrivateClass,
+    /// A clinic's `[[pixel_rule]]` says so (a worksheet page, say).
+    PixelRule,
 }
 
 impl Discard {
@@ -57,6 +65,7 @@ impl Discard {
             Discard::UnprotectableDocument => "document that cannot be password protected",
             Discard::RawData => "raw data",
             Discard::PrivateClass => "private SOP class",
+            Discard::PixelRule => "image a pixel rule discards",
         }
     }
 }
@@ -81,6 +90,7 @@ pub struct Anonymizer {
     strict: StrictValues,
     document_password: DocumentPassword,
     book: Arc<PasswordBook>,
+    pixel_rules: Arc<[PixelRule]>,
 }
 
 impl Anonymizer {
@@ -89,12 +99,27 @@ impl Anonymizer {
         strict: StrictValues,
         document_password: DocumentPassword,
         book: PasswordBook,
+        pixel_rules: &[PixelRule],
     ) -> Anonymizer {
         Anonymizer {
             key,
             strict,
             document_password,
             book: Arc::new(book),
+            pixel_rules: pixel_rules.into(),
+        }
+    }
+
+    /// The transfer syntax of `profile`'s copy of an instance sent in `ts`: the
+    /// cleaning profiles write compressed pixel data they decode (all but JPEG
+    /// baseline, blanked as it is) in RLE Lossless; everything else keeps its syntax.
+    pub fn output_syntax<'a>(&self, profile: Profile, ts: &'a TransferSyntax) -> &'a str {
+        let reencoded =
+            ts.is_encapsulated_pixel_data() && Codec::of(ts.uid()).is_some_and(Codec::reencodes);
+        if profile != Profile::Identified && reencoded {
+            RLE_LOSSLESS
+        } else {
+            ts.uid()
         }
     }
 
@@ -128,16 +153,23 @@ impl Anonymizer {
                 Discard::PrivateClass
             });
         }
+        let big_endian = ts.endianness() == Endianness::Big;
         Ok(Box::new(Deidentify {
             key: self.key.clone(),
             strict: strict.then(|| self.strict.clone()),
             iod: iod_of(sop_class_uid),
             ultrasound: is_ultrasound(sop_class_uid),
-            big_endian: ts.endianness() == Endianness::Big,
-            encapsulated: ts.is_encapsulated_pixel_data(),
-            jpeg_baseline: ts.uid() == JPEG_BASELINE,
-            pixels: PixelFacts::default(),
-            blanker: None,
+            big_endian,
+            syntax: ts.uid().to_owned(),
+            lossy_syntax: LOSSY_SYNTAXES.contains(&ts.uid()),
+            pixels: Pixels::new(
+                sop_class_uid,
+                is_ultrasound(sop_class_uid),
+                big_endian,
+                ts.is_encapsulated_pixel_data(),
+                Codec::of(ts.uid()),
+                self.pixel_rules.clone(),
+            ),
             uncleaned: None,
             document: (pdf && !strict).then(|| (self.document_password, self.book.clone())),
             study_uid: None,
@@ -155,13 +187,21 @@ impl Anonymizer {
 }
 
 /// Whether the profiles can clean burned-in text from pixel data in transfer
-/// syntax `ts`: native (and deflated) pixels, and JPEG baseline in the DCT domain.
+/// syntax `ts`: native (and deflated) pixels, JPEG baseline in the DCT domain, and
+/// the compressed syntaxes `frames.rs` decodes.
 pub fn pixels_cleanable(ts: &str) -> bool {
-    ts == JPEG_BASELINE
+    Codec::of(ts).is_some()
         || dicom_transfer_syntax_registry::TransferSyntaxRegistry
             .get(ts)
             .is_some_and(|ts| !ts.is_encapsulated_pixel_data() && ts.can_decode_dataset())
 }
+
+/// Syntaxes whose pixels have lost information: their decoded copy says so.
+const LOSSY_SYNTAXES: [&str; 3] = [
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.91",
+];
 
 fn iod_of(sop_class_uid: &str) -> Option<&'static str> {
     rules::IOD_OF_SOP_CLASS
@@ -178,22 +218,6 @@ fn anonymizable(sop_class_uid: &str) -> bool {
         && sop_class_uid != RAW_DATA
 }
 
-/// What the pixel data's layout is, learnt from the attributes before it.
-#[derive(Debug, Default)]
-struct PixelFacts {
-    modality_us: bool,
-    burned_in: Option<bool>,
-    rows: u32,
-    columns: u32,
-    samples_per_pixel: u32,
-    bits_allocated: u32,
-    planar: bool,
-    photometric: String,
-    regions: Vec<Region>,
-    /// The region item being read.
-    region: [Option<u32>; 4],
-}
-
 /// The `typical` (`strict: None`) and `strict` transform for one instance.
 struct Deidentify {
     key: Arc<DeviceKey>,
@@ -201,12 +225,13 @@ struct Deidentify {
     iod: Option<&'static str>,
     ultrasound: bool,
     big_endian: bool,
-    encapsulated: bool,
-    /// JPEG baseline frames can be blanked (`jpeg.rs`).
-    jpeg_baseline: bool,
-    pixels: PixelFacts,
-    blanker: Option<Blanker>,
-    /// Why this copy could not be cleaned: it must then not be kept at all.
+    /// The input's transfer syntax.
+    syntax: String,
+    /// The input's pixels are lossy compressed.
+    lossy_syntax: bool,
+    pixels: Pixels,
+    /// Why this copy could not be cleaned (beyond its pixels): it must then not be
+    /// kept at all.
     uncleaned: Option<String>,
     /// For a PDF under `typical`: the password policy and the book.
     document: Option<(DocumentPassword, Arc<PasswordBook>)>,
@@ -216,8 +241,10 @@ struct Deidentify {
 }
 
 /// Tags whose values the transform reads to learn the pixel layout.
-const PIXEL_FACTS: [Tag; 8] = [
+const PIXEL_FACTS: [Tag; 10] = [
     tags::MODALITY,
+    tags::MANUFACTURER,
+    tags::MANUFACTURER_MODEL_NAME,
     tags::SAMPLES_PER_PIXEL,
     tags::PHOTOMETRIC_INTERPRETATION,
     tags::PLANAR_CONFIGURATION,
@@ -296,8 +323,9 @@ impl Deidentify {
         }
     }
 
-    /// Records what an attribute tells about the pixels.
-    fn learn(&mut self, path: &[Tag], tag: Tag, value: &[u8]) {
+    /// Records what an attribute tells about the pixels; the image attributes that
+    /// describe decoded frames change where the copy re-encodes them.
+    fn learn(&mut self, path: &[Tag], tag: Tag, value: &[u8]) -> Rewrite {
         let text = || {
             String::from_utf8_lossy(value)
                 .trim_matches(['\0', ' '])
@@ -305,82 +333,56 @@ impl Deidentify {
         };
         if path == [tags::SEQUENCE_OF_ULTRASOUND_REGIONS] {
             if let Some(i) = REGION_BOUNDS.iter().position(|t| *t == tag) {
-                self.pixels.region[i] = self.uint(value);
-                if let [Some(x0), Some(y0), Some(x1), Some(y1)] = self.pixels.region {
-                    self.pixels.regions.push(Region { x0, y0, x1, y1 });
-                    self.pixels.region = [None; 4];
+                let bound = self.uint(value);
+                let f = &mut self.pixels.facts;
+                f.region[i] = bound;
+                if let [Some(x0), Some(y0), Some(x1), Some(y1)] = f.region {
+                    f.regions.push(Region { x0, y0, x1, y1 });
+                    f.region = [None; 4];
                 }
             }
-            return;
+            return Rewrite::Keep;
         }
         if !path.is_empty() {
-            return;
+            return Rewrite::Keep;
         }
         let number = self.uint(value);
-        let p = &mut self.pixels;
+        let reencodes = self.pixels.reencodes();
+        let f = &mut self.pixels.facts;
         match tag {
-            t if t == tags::MODALITY => p.modality_us = text() == "US",
-            t if t == tags::BURNED_IN_ANNOTATION => p.burned_in = Some(text() == "YES"),
-            t if t == tags::PHOTOMETRIC_INTERPRETATION => p.photometric = text(),
-            t if t == tags::SAMPLES_PER_PIXEL => p.samples_per_pixel = number.unwrap_or(0),
-            t if t == tags::PLANAR_CONFIGURATION => p.planar = number == Some(1),
-            t if t == tags::ROWS => p.rows = number.unwrap_or(0),
-            t if t == tags::COLUMNS => p.columns = number.unwrap_or(0),
-            t if t == tags::BITS_ALLOCATED => p.bits_allocated = number.unwrap_or(0),
+            t if t == tags::MODALITY => f.modality = text(),
+            t if t == tags::MANUFACTURER => f.manufacturer = text(),
+            t if t == tags::MANUFACTURER_MODEL_NAME => f.model = text(),
+            t if t == tags::BURNED_IN_ANNOTATION => f.burned_in = Some(text() == "YES"),
+            t if t == tags::PHOTOMETRIC_INTERPRETATION => {
+                f.photometric = text();
+                let output = burned_in::output_photometric(&f.photometric);
+                if reencodes && output != f.photometric {
+                    return Rewrite::Value(output.as_bytes().to_vec());
+                }
+            }
+            t if t == tags::SAMPLES_PER_PIXEL => f.samples_per_pixel = number.unwrap_or(0),
+            t if t == tags::PLANAR_CONFIGURATION => {
+                f.planar = number == Some(1);
+                if reencodes && f.planar {
+                    // Decoded frames are interleaved.
+                    return Rewrite::Value(vec![0; value.len()]);
+                }
+            }
+            t if t == tags::ROWS => f.rows = number.unwrap_or(0),
+            t if t == tags::COLUMNS => f.columns = number.unwrap_or(0),
+            t if t == tags::BITS_ALLOCATED => f.bits_allocated = number.unwrap_or(0),
             _ => {}
         }
+        Rewrite::Keep
     }
 
-    /// At the pixel data: blank, keep, or give up on this copy.
+    /// At the pixel data: clean, keep, or give up on this copy.
     fn plan_pixels(&mut self) -> Plan {
-        if !self.needs_cleaning() {
-            return Plan::Keep;
-        }
-        if !self.regions_blank_something() {
-            self.uncleaned = Some(
-                "burned-in text: no ultrasound regions tell where the image is (or one covers the whole frame)"
-                    .into(),
-            );
-            return Plan::Remove;
-        }
-        let p = &self.pixels;
-        if self.encapsulated {
-            if self.jpeg_baseline
-                && matches!(
-                    p.photometric.as_str(),
-                    "YBR_FULL_422" | "YBR_FULL" | "MONOCHROME2"
-                )
-            {
-                return Plan::Filter;
-            }
-            self.uncleaned = Some(format!(
-                "burned-in text cannot be blanked in this compressed pixel data ({})",
-                if self.jpeg_baseline {
-                    p.photometric.as_str()
-                } else {
-                    "not JPEG baseline"
-                }
-            ));
-            return Plan::Remove;
-        }
-        let layout = Layout {
-            rows: p.rows,
-            columns: p.columns,
-            samples_per_pixel: p.samples_per_pixel.max(1),
-            bytes_per_sample: p.bits_allocated.div_ceil(8),
-            planar: p.planar,
-            ybr: p.photometric.starts_with("YBR"),
-            ybr_422: p.photometric == "YBR_FULL_422",
-        };
-        match Blanker::new(layout, &p.regions) {
-            Some(blanker) => {
-                self.blanker = Some(blanker);
-                Plan::Filter
-            }
-            None => {
-                self.uncleaned = Some("burned-in text: the image layout is incomplete".into());
-                Plan::Remove
-            }
+        match self.pixels.decide(&self.syntax) {
+            Decision::Keep => Plan::Keep,
+            Decision::Clean => Plan::Filter,
+            Decision::Drop => Plan::Remove,
         }
     }
 
@@ -450,8 +452,7 @@ impl Transform for Deidentify {
                 tags::EXTENDED_OFFSET_TABLE_LENGTHS,
             ]
             .contains(&tag)
-            && self.encapsulated
-            && self.blanking_planned()
+            && self.pixels.rewritten()
         {
             return Plan::Remove;
         }
@@ -550,10 +551,7 @@ impl Transform for Deidentify {
         match self.action(tag) {
             Some(Action::Uid) => Rewrite::Value(self.replace_uids(value)),
             Some(Action::Dummy) => Rewrite::Value(self.dummy(header, value)),
-            _ => {
-                self.learn(path, tag, value);
-                Rewrite::Keep
-            }
+            _ => self.learn(path, tag, value),
         }
     }
 
@@ -613,70 +611,51 @@ impl Transform for Deidentify {
             VR::CS,
             temporal,
         ));
+        if self.lossy_syntax && self.pixels.reencodes() {
+            // The frames are written losslessly, but what they hold was lossy.
+            additions.push(text(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01"));
+        }
         additions.sort_by_key(|a| a.tag);
         additions
     }
 
     fn decide(&mut self, tag: Tag) -> Option<Vec<u8>> {
-        (tag == tags::BURNED_IN_ANNOTATION && self.blanking_planned()).then(|| b"NO".to_vec())
+        (tag == tags::BURNED_IN_ANNOTATION && self.pixels.blanking_planned())
+            .then(|| b"NO".to_vec())
     }
 
-    fn filter(&mut self, offset: u64, bytes: &mut [u8]) {
-        if let Some(blanker) = &self.blanker {
-            blanker.apply(offset, bytes);
-        }
+    fn filter(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        self.pixels.filter(bytes, out);
     }
 
-    fn fragment(&mut self, _index: usize, bytes: &[u8]) -> Option<Vec<u8>> {
-        if self.uncleaned.is_some() {
-            return Some(Vec::new());
-        }
-        let size = (self.pixels.rows, self.pixels.columns);
-        match jpeg::blank_frame(bytes, &self.pixels.regions, &self.pixels.photometric, size) {
-            Ok(frame) => Some(frame),
-            Err(reason) => {
-                // One frame split over several fragments lands here too. Nothing of
-                // it is written: the copy is dropped.
-                self.uncleaned = Some(format!("burned-in text: {reason}"));
-                Some(Vec::new())
-            }
-        }
+    fn filter_end(&mut self, out: &mut Vec<u8>) {
+        self.pixels.filter_end(out);
+    }
+
+    fn fragment(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.pixels.fragment(bytes)
+    }
+
+    fn fragments_end(&mut self) -> Vec<Vec<u8>> {
+        self.pixels.fragments_end()
     }
 
     fn uncleaned(&self) -> Option<String> {
-        self.uncleaned.clone()
+        self.uncleaned
+            .clone()
+            .or_else(|| self.pixels.uncleaned().map(str::to_owned))
+    }
+
+    fn discarded(&self) -> bool {
+        self.pixels.discarded()
+    }
+
+    fn inferred_area(&self) -> bool {
+        self.pixels.inferred()
     }
 
     fn preserves_encoding(&self) -> bool {
         false
-    }
-}
-
-impl Deidentify {
-    /// Whether the pixels will be blanked, as far as the attributes so far tell.
-    fn blanking_planned(&self) -> bool {
-        self.needs_cleaning()
-            && self.regions_blank_something()
-            && (!self.encapsulated || self.jpeg_baseline)
-    }
-
-    /// Ultrasound, or an image that says it carries burned-in text.
-    fn needs_cleaning(&self) -> bool {
-        let p = &self.pixels;
-        self.ultrasound || p.modality_us || p.burned_in == Some(true)
-    }
-
-    /// Whether the regions leave anything outside them: one that covers the whole
-    /// frame blanks nothing, and says nothing about where the text is.
-    fn regions_blank_something(&self) -> bool {
-        let p = &self.pixels;
-        let whole = |r: &Region| {
-            r.x0 == 0
-                && r.y0 == 0
-                && r.x1.saturating_add(1) >= p.columns
-                && r.y1.saturating_add(1) >= p.rows
-        };
-        !p.regions.is_empty() && !p.regions.iter().any(whole)
     }
 }
 
@@ -695,6 +674,7 @@ mod tests {
             StrictValues::default(),
             DocumentPassword::PerStudy,
             book,
+            &[],
         )
     }
 
@@ -726,10 +706,16 @@ mod tests {
             iod: iod_of("1.2.840.10008.5.1.4.1.1.6.1"),
             ultrasound: true,
             big_endian: false,
-            encapsulated: false,
-            jpeg_baseline: false,
-            pixels: PixelFacts::default(),
-            blanker: None,
+            syntax: "1.2.840.10008.1.2.1".into(),
+            lossy_syntax: false,
+            pixels: Pixels::new(
+                "1.2.840.10008.5.1.4.1.1.6.1",
+                true,
+                false,
+                false,
+                None,
+                Arc::new([]),
+            ),
             uncleaned: None,
             document: None,
             study_uid: None,

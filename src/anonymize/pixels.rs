@@ -29,6 +29,17 @@ pub struct Layout {
     pub ybr_422: bool,
 }
 
+impl Layout {
+    /// The bytes of one native frame.
+    pub fn frame_bytes(&self) -> u64 {
+        let bytes = u64::from(self.rows)
+            * u64::from(self.columns)
+            * u64::from(self.samples_per_pixel)
+            * u64::from(self.bytes_per_sample);
+        if self.ybr_422 { bytes * 2 / 3 } else { bytes }
+    }
+}
+
 /// Blanks the bytes of native pixel data outside the regions.
 #[derive(Debug)]
 pub struct Blanker {
@@ -63,15 +74,7 @@ impl Blanker {
                 spans
             })
             .collect();
-        let frame_bytes = u64::from(layout.rows)
-            * u64::from(layout.columns)
-            * u64::from(layout.samples_per_pixel)
-            * u64::from(layout.bytes_per_sample);
-        let frame_bytes = if layout.ybr_422 {
-            frame_bytes * 2 / 3
-        } else {
-            frame_bytes
-        };
+        let frame_bytes = layout.frame_bytes();
         Some(Blanker {
             layout,
             kept,

@@ -76,10 +76,17 @@ pub fn run(
             Err(discard) => copies.push((profile, ProfileCopy::Discarded(discard))),
         }
     }
-    let summary = copy_into(input, instance.transfer_syntax, &mut started)?;
+    let mut summary = copy_into(input, instance.transfer_syntax, &mut started)?;
     for (part, transform) in started {
         let profile = part.profile;
+        if transform.uncleaned().is_none() && transform.inferred_area() {
+            log::info!(
+                "profile {profile}: no ultrasound regions, image area inferred from the pixels"
+            );
+            summary.area_inferred = true;
+        }
         let copy = match transform.uncleaned() {
+            _ if transform.discarded() => ProfileCopy::Discarded(Discard::PixelRule),
             None => ProfileCopy::Made(part),
             Some(reason) => ProfileCopy::Uncleaned(reason),
         };
@@ -88,13 +95,15 @@ pub fn run(
     Ok((summary, copies))
 }
 
-/// The file meta of `profile`'s copy: its own SOP Instance UID, the input's
-/// transfer syntax (never transcoded).
+/// The file meta of `profile`'s copy: its own SOP Instance UID, and the transfer
+/// syntax the profile writes (the input's, or RLE Lossless for re-encoded frames).
 fn file_meta(instance: &Instance, anonymizer: &Anonymizer, profile: Profile) -> FileMeta {
     FileMeta {
         sop_class_uid: instance.sop_class_uid.to_owned(),
         sop_instance_uid: anonymizer.instance_uid(profile, instance.sop_instance_uid),
-        transfer_syntax_uid: instance.transfer_syntax.uid().to_owned(),
+        transfer_syntax_uid: anonymizer
+            .output_syntax(profile, instance.transfer_syntax)
+            .to_owned(),
         source_ae_title: instance
             .source_ae_title
             .filter(|_| profile == Profile::Identified)

@@ -43,6 +43,7 @@ pub fn run(
         config.strict.clone(),
         config.typical.document_password,
         PasswordBook::new(data_dir),
+        &config.pixel_rules,
     );
     fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut files = Vec::new();

@@ -104,21 +104,45 @@ pub trait Transform {
         None
     }
 
-    /// Changes the bytes of a value planned [`Plan::Filter`], which start at `offset`
-    /// in the value.
-    fn filter(&mut self, _offset: u64, _bytes: &mut [u8]) {}
+    /// Takes the next bytes of a value planned [`Plan::Filter`] and appends to `out`
+    /// what to write now: the same number of bytes in the end, but it may hold some
+    /// back (a frame it must see whole) until a later call or [`Transform::filter_end`].
+    fn filter(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(bytes);
+    }
 
-    /// For encapsulated pixel data planned [`Plan::Filter`]: the new content of
-    /// fragment `index` (0 is the first after the offset table, which is dropped
-    /// since offsets change), or `None` to keep it.
-    fn fragment(&mut self, _index: usize, _bytes: &[u8]) -> Option<Vec<u8>> {
-        None
+    /// At the end of a value planned [`Plan::Filter`]: the bytes still held back.
+    fn filter_end(&mut self, _out: &mut Vec<u8>) {}
+
+    /// For encapsulated pixel data planned [`Plan::Filter`]: the fragments to write
+    /// for the next fragment read (after the offset table, which is dropped since
+    /// offsets change). A transform may hold fragments back until a frame is whole.
+    fn fragment(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        vec![bytes.to_vec()]
+    }
+
+    /// At the end of encapsulated pixel data planned [`Plan::Filter`]: the
+    /// fragments still held back.
+    fn fragments_end(&mut self) -> Vec<Vec<u8>> {
+        Vec::new()
     }
 
     /// After the data set: why this output could not be cleaned as its profile
     /// must, in which case it is dropped, never kept or sent.
     fn uncleaned(&self) -> Option<String> {
         None
+    }
+
+    /// After the data set: whether the profile sends no copy of such an instance
+    /// after all (a rule learnt from its attributes), acknowledged and counted.
+    fn discarded(&self) -> bool {
+        false
+    }
+
+    /// After the data set: whether the burned-in text was blanked around an image
+    /// area inferred from the pixels (the image said nothing of where it lies).
+    fn inferred_area(&self) -> bool {
+        false
     }
 
     /// Whether the output may keep the input's encoding byte for byte, including
@@ -151,6 +175,8 @@ pub struct Output<'a, W> {
 pub struct Summary {
     pub sop_class_uid: Option<String>,
     pub sop_instance_uid: Option<String>,
+    /// A kept copy was cleaned around an image area inferred from its pixels.
+    pub area_inferred: bool,
 }
 
 impl Summary {
@@ -274,6 +300,13 @@ impl<W: Write> Sink<'_, W> {
         self.exact
             .encode_item_header(&mut bytes, len)
             .expect("a header encodes into memory");
+        self.encoder.write_raw_bytes(&bytes)
+    }
+
+    /// One fragment of rewritten pixel data, as an item of its own.
+    fn write_fragment(&mut self, fragment: &[u8]) -> WriteResult {
+        let bytes = padded(VR::OB, fragment);
+        self.encoder.encode_item_header(bytes.len() as u32)?;
         self.encoder.write_raw_bytes(&bytes)
     }
 
@@ -514,7 +547,11 @@ impl<W: Write> Walk<'_, W> {
         self.path.pop();
         let depth = self.levels.len();
         for sink in self.sinks.iter_mut() {
-            sink.fragments = false;
+            if std::mem::take(&mut sink.fragments) && sink.skip_from.is_none() {
+                for fragment in sink.transform.fragments_end() {
+                    sink.write_fragment(&fragment).map_err(write_failed)?;
+                }
+            }
             match sink.skip_from {
                 Some(from) if from == depth => sink.skip_from = None,
                 Some(_) => {}
@@ -576,9 +613,10 @@ impl<W: Write> Walk<'_, W> {
             let written = match sink.plan {
                 Plan::Keep => sink.write_element(header, value),
                 Plan::Filter => {
-                    let mut value = value.to_vec();
-                    sink.transform.filter(0, &mut value);
-                    sink.write_element(header, &value)
+                    let mut filtered = Vec::with_capacity(value.len());
+                    sink.transform.filter(value, &mut filtered);
+                    sink.transform.filter_end(&mut filtered);
+                    sink.write_element(header, &filtered)
                 }
                 Plan::Empty => sink.write_element(header, &[]),
                 Plan::Remove => Ok(()),
@@ -606,6 +644,12 @@ impl<W: Write> Walk<'_, W> {
         }
         let len = header.length().0;
         copy_value(decoder, len, header.tag, &mut self.sinks)?;
+        let mut held = Vec::new();
+        for sink in self.sinks.iter_mut().filter(|s| s.plan == Plan::Filter) {
+            held.clear();
+            sink.transform.filter_end(&mut held);
+            sink.encoder.write_raw_bytes(&held).map_err(write_failed)?;
+        }
         if len % 2 == 1 {
             // The encoder wrote an even length; pad as PS3.5 6.2 says.
             let pad = padded(header.vr, &[0])[1..].to_vec();
@@ -646,12 +690,9 @@ impl<W: Write> Walk<'_, W> {
                 sink.encoder.encode_item_header(0).map_err(write_failed)?;
                 continue;
             }
-            let new = sink.transform.fragment(self.fragment_index - 1, &value);
-            let bytes = padded(VR::OB, new.as_deref().unwrap_or(&value));
-            sink.encoder
-                .encode_item_header(bytes.len() as u32)
-                .map_err(write_failed)?;
-            sink.encoder.write_raw_bytes(&bytes).map_err(write_failed)?;
+            for fragment in sink.transform.fragment(&value) {
+                sink.write_fragment(&fragment).map_err(write_failed)?;
+            }
         }
         Ok(())
     }
@@ -761,8 +802,7 @@ impl<W: Write> Write for Fanout<'_, '_, W> {
                 Plan::Keep => sink.encoder.write_raw_bytes(buf),
                 Plan::Filter => {
                     self.scratch.clear();
-                    self.scratch.extend_from_slice(buf);
-                    sink.transform.filter(self.written, &mut self.scratch);
+                    sink.transform.filter(buf, &mut self.scratch);
                     sink.encoder.write_raw_bytes(&self.scratch)
                 }
                 _ => Ok(()),

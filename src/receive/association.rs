@@ -171,6 +171,7 @@ fn converse<S: Read + Write>(
                 match &outcome.reason {
                     None => shared.board.record(Event::InstanceStored {
                         bytes: outcome.bytes,
+                        area_inferred: outcome.area_inferred,
                     }),
                     Some(reason) => {
                         log::warn!(

@@ -31,6 +31,8 @@ pub struct Outcome {
     pub bytes: u64,
     /// Profiles that keep no copy of a stored instance, and why.
     pub withheld: Vec<(Profile, Withheld)>,
+    /// A copy was cleaned around an image area inferred from the pixels.
+    pub area_inferred: bool,
 }
 
 impl Outcome {
@@ -40,6 +42,7 @@ impl Outcome {
             reason: Some(reason.into()),
             bytes: 0,
             withheld: Vec::new(),
+            area_inferred: false,
         }
     }
 }
@@ -93,7 +96,9 @@ pub fn receive<S: Read + Write>(
     if let Err(mismatch) = check_identity(&summary, sop_class_uid, sop_instance_uid) {
         return Ok(mismatch);
     }
-    Ok(commit(queue, copies, sop_class_uid, data.payload_bytes()))
+    let mut outcome = commit(queue, copies, sop_class_uid, data.payload_bytes());
+    outcome.area_inferred = summary.area_inferred && outcome.reason.is_none();
+    Ok(outcome)
 }
 
 /// Drains what is left of the data set, so the association can go on, and refuses.
@@ -221,6 +226,7 @@ fn commit(
             reason: None,
             bytes,
             withheld,
+            area_inferred: false,
         },
         Err(crate::queue::QueueError::Io(e)) => {
             Outcome::refuse(Status::OUT_OF_RESOURCES, storage_reason(&e))

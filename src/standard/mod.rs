@@ -13,6 +13,8 @@ pub const ENCAPSULATED_PDF: &str = "1.2.840.10008.5.1.4.1.1.104.1";
 pub const RAW_DATA: &str = "1.2.840.10008.5.1.4.1.1.66";
 /// JPEG Baseline (Process 1).
 pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+/// RLE Lossless: what cleaned copies of other compressed pixel data are written in.
+pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// Our implementation class UID (a UUID-derived UID under 2.25) and version name,
 /// in associations and in the file meta of what we write.

@@ -25,6 +25,8 @@ pub enum Event {
     /// An instance was stored durably and acknowledged.
     InstanceStored {
         bytes: u64,
+        /// Its burned-in text was blanked around an image area found in its pixels.
+        area_inferred: bool,
     },
     /// A C-STORE was answered with a failure status.
     InstanceRefused {
@@ -146,6 +148,9 @@ pub struct Counters {
     pub instances_received: u64,
     pub bytes_received: u64,
     pub instances_refused: u64,
+    /// Instances cleaned around an image area inferred from their pixels.
+    #[serde(default)]
+    pub image_areas_inferred: u64,
     pub last_received: Option<String>,
     pub last_error: Option<Stamped>,
     pub destinations: std::collections::BTreeMap<String, DestinationCounters>,
@@ -170,8 +175,12 @@ impl Board {
                 c.associations_refused += 1;
                 c.last_error = Some(Stamped::now(format!("association refused: {reason}")));
             }
-            Event::InstanceStored { bytes } => {
+            Event::InstanceStored {
+                bytes,
+                area_inferred,
+            } => {
                 c.instances_received += 1;
+                c.image_areas_inferred += u64::from(area_inferred);
                 c.bytes_received += bytes;
                 c.last_received = Some(now_rfc3339());
             }
@@ -350,8 +359,14 @@ mod tests {
     fn events_fold_into_counters() {
         let board = Board::default();
         board.record(Event::AssociationOpened);
-        board.record(Event::InstanceStored { bytes: 100 });
-        board.record(Event::InstanceStored { bytes: 50 });
+        board.record(Event::InstanceStored {
+            bytes: 100,
+            area_inferred: true,
+        });
+        board.record(Event::InstanceStored {
+            bytes: 50,
+            area_inferred: false,
+        });
         board.record(Event::InstanceRefused {
             status: 0xA700,
             reason: "disk full".into(),
@@ -386,6 +401,7 @@ mod tests {
             (c.instances_received, c.bytes_received, c.instances_refused),
             (2, 150, 1)
         );
+        assert_eq!(c.image_areas_inferred, 1);
         assert!(c.last_error.unwrap().message.contains("outbox: read-only"));
         let d = &c.destinations["outbox"];
         assert_eq!(d.delivered, 1);

@@ -145,6 +145,12 @@ impl Snapshot {
             c.associations_active,
             c.associations_refused,
         );
+        if c.image_areas_inferred > 0 {
+            out += &format!(
+                "pixels:    {} instances without ultrasound regions cleaned around an image area found in their pixels\n",
+                c.image_areas_inferred
+            );
+        }
         out += &format!("queue:     {} pending in all\n", self.queue_depth());
         out += &format!("clock:     {}\n", self.clock.describe());
         if let Some(reason) = &self.provisioning {

@@ -1,0 +1,233 @@
+//! Compressed pixel data, one frame at a time: which syntaxes the profiles can
+//! decode, how fragments make frames, and the decoders.
+//!
+//! A clinic does not choose its machines' transfer syntax, so burned-in text must
+//! be blanked in whatever arrives. JPEG baseline is blanked in the DCT domain
+//! (`jpeg.rs`); RLE, JPEG lossless, JPEG extended and JPEG 2000 frames are decoded
+//! here, blanked as native pixels and written again as RLE Lossless (`rle.rs`), so
+//! the image keeps every value the machine sent. Memory holds one compressed and
+//! one decoded frame, never the clip.
+
+use jpeg_decoder::{ColorTransform, Decoder};
+
+use super::rle;
+use crate::standard::{JPEG_BASELINE, RLE_LOSSLESS};
+
+/// How a transfer syntax's frames are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Blanked in the DCT domain; decoded only to find the image area.
+    JpegBaseline,
+    /// JPEG extended (8-bit) and JPEG lossless (processes 14 and 14 SV1).
+    Jpeg,
+    Rle,
+    /// JPEG 2000, lossless and lossy (Part 1).
+    Jpeg2000,
+}
+
+impl Codec {
+    pub fn of(ts: &str) -> Option<Codec> {
+        match ts {
+            JPEG_BASELINE => Some(Codec::JpegBaseline),
+            "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70" => {
+                Some(Codec::Jpeg)
+            }
+            RLE_LOSSLESS => Some(Codec::Rle),
+            "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => Some(Codec::Jpeg2000),
+            _ => None,
+        }
+    }
+
+    /// Whether a cleaned copy is written in RLE Lossless rather than the input's syntax.
+    pub fn reencodes(self) -> bool {
+        self != Codec::JpegBaseline
+    }
+
+    /// Whether a fragment starts a new frame: RLE puts each frame in one fragment
+    /// (PS3.5 A.4.2); the JPEG family's frames open with a start marker.
+    fn starts_frame(self, fragment: &[u8]) -> bool {
+        match self {
+            Codec::Rle => true,
+            Codec::Jpeg | Codec::JpegBaseline => fragment.starts_with(&[0xFF, 0xD8]),
+            Codec::Jpeg2000 => {
+                fragment.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
+                    || fragment.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20])
+            }
+        }
+    }
+
+    /// Decodes one frame into native pixels laid out as `frame` (interleaved,
+    /// little endian), the sender's color components as they are.
+    pub fn decode(self, data: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
+        let native = match self {
+            Codec::Rle => return rle::decode(data, frame),
+            Codec::Jpeg | Codec::JpegBaseline => decode_jpeg(data, frame)?,
+            Codec::Jpeg2000 => decode_jpeg2000(data, frame)?,
+        };
+        if native.len() != frame.len() {
+            return Err(format!(
+                "the frame decodes to {} bytes where Rows, Columns and Samples per Pixel call for {}",
+                native.len(),
+                frame.len()
+            ));
+        }
+        Ok(native)
+    }
+}
+
+fn decode_jpeg(data: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
+    let mut decoder = Decoder::new(data);
+    // The components as stored: YBR stays YBR (and the copy says YBR_FULL).
+    decoder.set_color_transform(ColorTransform::None);
+    let pixels = decoder
+        .decode()
+        .map_err(|e| format!("the JPEG frame cannot be decoded: {e}"))?;
+    let info = decoder.info().ok_or("the JPEG frame has no header")?;
+    check_size(u32::from(info.height), u32::from(info.width), frame)?;
+    if frame.bytes_per_sample == 2 && info.pixel_format.pixel_bytes() == frame.samples_per_pixel {
+        // 8-bit samples in 16-bit words.
+        return Ok(pixels.iter().flat_map(|&b| [b, 0]).collect());
+    }
+    if frame.bytes_per_sample == 2 {
+        // jpeg-decoder writes 16-bit samples in the machine's byte order.
+        return Ok(pixels
+            .chunks_exact(2)
+            .flat_map(|b| u16::from_ne_bytes([b[0], b[1]]).to_le_bytes())
+            .collect());
+    }
+    Ok(pixels)
+}
+
+fn decode_jpeg2000(data: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
+    let image = jpeg2k::Image::from_bytes(data)
+        .map_err(|e| format!("the JPEG 2000 frame cannot be decoded: {e}"))?;
+    let components = image.components();
+    if components.len() != frame.samples_per_pixel {
+        return Err(format!(
+            "the JPEG 2000 frame has {} components where Samples per Pixel is {}",
+            components.len(),
+            frame.samples_per_pixel
+        ));
+    }
+    check_size(image.height(), image.width(), frame)?;
+    let pixels = frame.rows * frame.columns;
+    let mut native = Vec::with_capacity(frame.len());
+    for pixel in 0..pixels {
+        for component in components {
+            let value = *component
+                .data()
+                .get(pixel)
+                .ok_or("a JPEG 2000 component is smaller than the image")?;
+            if frame.bytes_per_sample == 1 {
+                native.push(value.clamp(0, 255) as u8);
+            } else if component.is_signed() {
+                native.extend((value.clamp(-32768, 32767) as i16).to_le_bytes());
+            } else {
+                native.extend((value.clamp(0, 65535) as u16).to_le_bytes());
+            }
+        }
+    }
+    Ok(native)
+}
+
+fn check_size(height: u32, width: u32, frame: rle::Frame) -> Result<(), String> {
+    if (height as usize, width as usize) != (frame.rows, frame.columns) {
+        return Err(format!(
+            "the frame is {width}×{height} where Columns × Rows say {}×{}",
+            frame.columns, frame.rows
+        ));
+    }
+    Ok(())
+}
+
+/// A compressed frame is read fragment by fragment; this gathers a frame's
+/// fragments until the next frame (or the end of the pixel data) begins.
+#[derive(Debug)]
+pub struct Gather {
+    codec: Codec,
+    pending: Vec<u8>,
+    open: bool,
+}
+
+/// A gathered frame larger than this is refused: a frame of the largest screens,
+/// uncompressed, is a fraction of it.
+const FRAME_LIMIT: usize = 64 * 1024 * 1024;
+
+impl Gather {
+    pub fn new(codec: Codec) -> Gather {
+        Gather {
+            codec,
+            pending: Vec::new(),
+            open: false,
+        }
+    }
+
+    /// Takes the next fragment; returns the frame it completes, if it starts another.
+    pub fn push(&mut self, fragment: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let done = if self.open && self.codec.starts_frame(fragment) {
+            Some(std::mem::take(&mut self.pending))
+        } else {
+            None
+        };
+        if self.pending.len() + fragment.len() > FRAME_LIMIT {
+            return Err(format!(
+                "a compressed frame is over {} MiB",
+                FRAME_LIMIT >> 20
+            ));
+        }
+        self.pending.extend_from_slice(fragment);
+        self.open = true;
+        Ok(done)
+    }
+
+    /// The last frame, at the end of the pixel data.
+    pub fn end(&mut self) -> Option<Vec<u8>> {
+        std::mem::replace(&mut self.open, false).then(|| std::mem::take(&mut self.pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_gather_into_frames_at_each_start_marker() {
+        let mut gather = Gather::new(Codec::Jpeg);
+        assert_eq!(gather.push(&[0xFF, 0xD8, 1]).unwrap(), None);
+        assert_eq!(gather.push(&[2, 3]).unwrap(), None);
+        assert_eq!(
+            gather.push(&[0xFF, 0xD8, 4]).unwrap(),
+            Some(vec![0xFF, 0xD8, 1, 2, 3])
+        );
+        assert_eq!(gather.end(), Some(vec![0xFF, 0xD8, 4]));
+        assert_eq!(gather.end(), None);
+
+        let mut rle = Gather::new(Codec::Rle);
+        assert_eq!(rle.push(&[1]).unwrap(), None);
+        assert_eq!(rle.push(&[2]).unwrap(), Some(vec![1]));
+    }
+
+    #[test]
+    fn syntaxes_without_a_decoder_have_no_codec() {
+        assert_eq!(Codec::of("1.2.840.10008.1.2.4.100"), None, "MPEG-2");
+        assert_eq!(Codec::of("1.2.840.10008.1.2.1"), None, "native");
+        assert!(Codec::of(RLE_LOSSLESS).unwrap().reencodes());
+        assert!(!Codec::of(JPEG_BASELINE).unwrap().reencodes());
+    }
+
+    #[test]
+    fn a_frame_of_the_wrong_size_is_refused() {
+        let frame = rle::Frame {
+            rows: 2,
+            columns: 2,
+            samples_per_pixel: 1,
+            bytes_per_sample: 1,
+        };
+        let encoded = rle::encode(&[1, 2, 3, 4], frame).unwrap();
+        assert!(Codec::Rle.decode(&encoded, frame).is_ok());
+        let err = Codec::Jpeg
+            .decode(&[0xFF, 0xD8, 0xFF, 0xD9], frame)
+            .unwrap_err();
+        assert!(err.contains("JPEG"), "{err}");
+    }
+}

@@ -9,8 +9,11 @@
 # An entry is COMMAND:PACKAGE, or /FILE:PACKAGE, or COMMAND:PACKAGE@SUITE for a
 # package from another suite (bookworm-backports).
 
+# Building the agent: CharLS (the JPEG-LS decoder) is C++ built with CMake.
+tools_build=(cc:gcc c++:g++ cmake:cmake)
 # The end-to-end tests: the real DICOM peers and tools they run.
 tools_test=(
+  "${tools_build[@]}" dcmdrle:dcmtk dcmdjpls:dcmtk gdcmconv:libgdcm-tools
   dcmdump:dcmtk echoscu:dcmtk storescu:dcmtk storescp:dcmtk pdf2dcm:dcmtk dcmdjpeg:dcmtk
   Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
   stunnel:stunnel4 openssl:openssl curl:curl qpdf:qpdf dciodvfy:dicom3tools
@@ -18,12 +21,18 @@ tools_test=(
 )
 # scripts/arm.sh: cross linkers, the targets' C libraries, qemu-user.
 tools_arm=(
-  aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
+  "${tools_build[@]}"
+  aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu aarch64-linux-gnu-g++:g++-aarch64-linux-gnu
+  arm-linux-gnueabihf-g++:g++-arm-linux-gnueabihf
   /usr/aarch64-linux-gnu/include/stdio.h:libc6-dev-arm64-cross
   arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf
   /usr/arm-linux-gnueabihf/include/stdio.h:libc6-dev-armhf-cross
   qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static
   echoscu:dcmtk storescu:dcmtk
+)
+# scripts/fixtures.sh: the real ultrasound files and their transcodes (dcmtk, GDCM).
+tools_fixtures=(
+  python3:python3 dcmcrle:dcmtk dcmcjpeg:dcmtk dcmcjpls:dcmtk gdcmconv:libgdcm-tools
 )
 # board/build-image.sh: mmdebstrap for a foreign architecture (it needs arch-test),
 # qemu-user through binfmt_misc, genimage and the file system tools it calls.

@@ -9,10 +9,12 @@ source scripts/apt.sh
 
 # Everything the whole command will call, installed and checked up front: a
 # missing tool fails here, in the first minute, not after the builds.
-require test arm image smoke
+require test arm image smoke fixtures
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+# Real ultrasound files from PyPI, and their transcodes (tests/pixels.rs).
+scripts/fixtures.sh
 cargo test --locked
 
 # The Raspberry Pi builds: cross-compiled, unit tests and an end-to-end smoke test

@@ -15,7 +15,7 @@ use super::pixels::{Layout, Region};
 /// The side of a block, in pixels.
 const BLOCK: usize = 8;
 /// A pixel is lit when it differs from the background by more than this (of 255).
-const LIT_BY: u8 = 12;
+const LIT_BY: u8 = 5;
 /// A block is image when at least this share of its pixels is lit ...
 const LIT_SHARE: f32 = 0.7;
 /// ... and no single value covers more than this share of it.
@@ -113,13 +113,48 @@ pub fn infer(frame: &Luma) -> Vec<Region> {
     }
     areas
         .into_iter()
-        .map(|g| Region {
-            x0: (g.x0 * BLOCK) as u32,
-            y0: (g.y0 * BLOCK) as u32,
-            x1: ((g.x1 + 1) * BLOCK).min(frame.columns) as u32 - 1,
-            y1: ((g.y1 + 1) * BLOCK).min(frame.rows) as u32 - 1,
+        .map(|g| {
+            grown(
+                frame,
+                background.0,
+                [
+                    g.x0 * BLOCK,
+                    g.y0 * BLOCK,
+                    ((g.x1 + 1) * BLOCK).min(frame.columns) - 1,
+                    ((g.y1 + 1) * BLOCK).min(frame.rows) - 1,
+                ],
+            )
         })
         .collect()
+}
+
+/// A box of whole blocks leaves out the image's rim (the blocks it half fills):
+/// each side grows, line by line and by less than a block, while the next line
+/// still holds lit pixels. Text set apart by a line of background stays out.
+fn grown(frame: &Luma, background: u8, [mut x0, mut y0, mut x1, mut y1]: [usize; 4]) -> Region {
+    let lit = |v: u8| v.abs_diff(background) > LIT_BY;
+    let row_lit = |y: usize, x0: usize, x1: usize| (x0..=x1).any(|x| lit(frame.at(x, y)));
+    let column_lit = |x: usize, y0: usize, y1: usize| (y0..=y1).any(|y| lit(frame.at(x, y)));
+    for _ in 1..BLOCK {
+        if y0 > 0 && row_lit(y0 - 1, x0, x1) {
+            y0 -= 1;
+        }
+        if y1 + 1 < frame.rows && row_lit(y1 + 1, x0, x1) {
+            y1 += 1;
+        }
+        if x0 > 0 && column_lit(x0 - 1, y0, y1) {
+            x0 -= 1;
+        }
+        if x1 + 1 < frame.columns && column_lit(x1 + 1, y0, y1) {
+            x1 += 1;
+        }
+    }
+    Region {
+        x0: x0 as u32,
+        y0: y0 as u32,
+        x1: x1 as u32,
+        y1: y1 as u32,
+    }
 }
 
 fn most_common(values: impl Iterator<Item = u8>) -> (u8, usize) {

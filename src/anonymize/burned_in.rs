@@ -237,8 +237,10 @@ impl Pixels {
         Decision::Clean
     }
 
-    /// Whether the regions leave anything outside them: one that covers the whole
-    /// frame blanks nothing, and says nothing about where the text is.
+    /// Whether the regions can be trusted to tell where the image is: one that
+    /// covers the whole frame blanks nothing and says nothing about the text; one
+    /// that reaches past the frame describes another image (a screen scaled down
+    /// without its regions). One pixel past is a common exclusive bound, not that.
     fn regions_blank_something(&self) -> bool {
         let f = &self.facts;
         let whole = |r: &Region| {
@@ -247,7 +249,8 @@ impl Pixels {
                 && r.x1.saturating_add(1) >= f.columns
                 && r.y1.saturating_add(1) >= f.rows
         };
-        !f.regions.is_empty() && !f.regions.iter().any(whole)
+        let outside = |r: &Region| r.x1 > f.columns || r.y1 > f.rows;
+        !f.regions.is_empty() && !f.regions.iter().any(|r| whole(r) || outside(r))
     }
 
     /// The image area of the first frame, from its pixels; a copy without one is

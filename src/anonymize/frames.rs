@@ -7,6 +7,10 @@
 //! here, blanked as native pixels and written again as RLE Lossless (`rle.rs`), so
 //! the image keeps every value the machine sent. Memory holds one compressed and
 //! one decoded frame, never the clip.
+//!
+//! The decoders: jpeg-decoder (JPEG), jpeg2k over openjp2 (a pure-Rust port of
+//! OpenJPEG), CharLS (the JPEG-LS reference implementation, in C++: no Rust one
+//! exists).
 
 use jpeg_decoder::{ColorTransform, Decoder};
 
@@ -23,6 +27,8 @@ pub enum Codec {
     Rle,
     /// JPEG 2000, lossless and lossy (Part 1).
     Jpeg2000,
+    /// JPEG-LS, lossless and near-lossless.
+    JpegLs,
 }
 
 impl Codec {
@@ -33,6 +39,7 @@ impl Codec {
                 Some(Codec::Jpeg)
             }
             RLE_LOSSLESS => Some(Codec::Rle),
+            "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => Some(Codec::JpegLs),
             "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => Some(Codec::Jpeg2000),
             _ => None,
         }
@@ -48,7 +55,9 @@ impl Codec {
     fn starts_frame(self, fragment: &[u8]) -> bool {
         match self {
             Codec::Rle => true,
-            Codec::Jpeg | Codec::JpegBaseline => fragment.starts_with(&[0xFF, 0xD8]),
+            Codec::Jpeg | Codec::JpegBaseline | Codec::JpegLs => {
+                fragment.starts_with(&[0xFF, 0xD8])
+            }
             Codec::Jpeg2000 => {
                 fragment.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
                     || fragment.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20])
@@ -59,11 +68,14 @@ impl Codec {
     /// Decodes one frame into native pixels laid out as `frame` (interleaved,
     /// little endian), the sender's color components as they are.
     pub fn decode(self, data: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
-        let native = match self {
-            Codec::Rle => return rle::decode(data, frame),
-            Codec::Jpeg | Codec::JpegBaseline => decode_jpeg(data, frame)?,
-            Codec::Jpeg2000 => decode_jpeg2000(data, frame)?,
-        };
+        // A decoder's bug on a hostile frame must cost this copy, not the association.
+        let decoded = std::panic::catch_unwind(|| match self {
+            Codec::Rle => rle::decode(data, frame),
+            Codec::Jpeg | Codec::JpegBaseline => decode_jpeg(data, frame),
+            Codec::Jpeg2000 => decode_jpeg2000(data, frame),
+            Codec::JpegLs => decode_jpeg_ls(data, frame),
+        });
+        let native = decoded.map_err(|_| "the frame's decoder failed on it".to_owned())??;
         if native.len() != frame.len() {
             return Err(format!(
                 "the frame decodes to {} bytes where Rows, Columns and Samples per Pixel call for {}",
@@ -77,13 +89,20 @@ impl Codec {
 
 fn decode_jpeg(data: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
     let mut decoder = Decoder::new(data);
-    // The components as stored: YBR stays YBR (and the copy says YBR_FULL).
-    decoder.set_color_transform(ColorTransform::None);
-    let pixels = decoder
-        .decode()
+    decoder
+        .read_info()
         .map_err(|e| format!("the JPEG frame cannot be decoded: {e}"))?;
     let info = decoder.info().ok_or("the JPEG frame has no header")?;
     check_size(u32::from(info.height), u32::from(info.width), frame)?;
+    decoder.set_max_decoding_buffer_size(frame.len().max(1) * 2);
+    if info.pixel_format == jpeg_decoder::PixelFormat::RGB24 {
+        // The components as stored, interleaved: YBR stays YBR (the copy says
+        // YBR_FULL). jpeg-decoder's `None` transform writes planes, not pixels.
+        decoder.set_color_transform(ColorTransform::RGB);
+    }
+    let pixels = decoder
+        .decode()
+        .map_err(|e| format!("the JPEG frame cannot be decoded: {e}"))?;
     if frame.bytes_per_sample == 2 && info.pixel_format.pixel_bytes() == frame.samples_per_pixel {
         // 8-bit samples in 16-bit words.
         return Ok(pixels.iter().flat_map(|&b| [b, 0]).collect());
@@ -128,6 +147,92 @@ fn decode_jpeg2000(data: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
         }
     }
     Ok(native)
+}
+
+fn decode_jpeg_ls(data: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
+    let header = JpegLsHeader::parse(data)?;
+    check_size(header.height, header.width, frame)?;
+    if header.components != frame.samples_per_pixel
+        || header.precision.div_ceil(8) != frame.bytes_per_sample
+    {
+        return Err(format!(
+            "the JPEG-LS frame has {} components of {} bits where the image attributes say {} of {} bytes",
+            header.components, header.precision, frame.samples_per_pixel, frame.bytes_per_sample
+        ));
+    }
+    let decoded = charls::CharLS::default()
+        .decode(data)
+        .map_err(|e| format!("the JPEG-LS frame cannot be decoded: {e}"))?;
+    if decoded.len() != frame.len() {
+        return Err(format!(
+            "the JPEG-LS frame decodes to {} bytes, not {}",
+            decoded.len(),
+            frame.len()
+        ));
+    }
+    // 16-bit samples come in the machine's byte order.
+    let mut native: Vec<u8> = if frame.bytes_per_sample == 2 {
+        decoded
+            .chunks_exact(2)
+            .flat_map(|b| u16::from_ne_bytes([b[0], b[1]]).to_le_bytes())
+            .collect()
+    } else {
+        decoded
+    };
+    if header.planes {
+        // One scan per component: CharLS gives the planes one after the other.
+        let (pixels, size) = (frame.rows * frame.columns, frame.bytes_per_sample);
+        let planar = std::mem::take(&mut native);
+        native = (0..pixels)
+            .flat_map(|p| (0..frame.samples_per_pixel).map(move |s| (s * pixels + p) * size))
+            .flat_map(|at| planar[at..at + size].to_vec())
+            .collect();
+    }
+    Ok(native)
+}
+
+/// What a JPEG-LS frame's SOF55 and first SOS say (T.87 C.2).
+struct JpegLsHeader {
+    width: u32,
+    height: u32,
+    precision: usize,
+    components: usize,
+    /// Interleave mode none: each component in a scan of its own.
+    planes: bool,
+}
+
+impl JpegLsHeader {
+    fn parse(data: &[u8]) -> Result<JpegLsHeader, String> {
+        let bad = || "the JPEG-LS frame's header is damaged".to_owned();
+        let mut at = 2;
+        let mut sof = None;
+        while at + 4 <= data.len() {
+            if data[at] != 0xFF {
+                return Err(bad());
+            }
+            let marker = data[at + 1];
+            let len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
+            let body = data.get(at + 4..at + 2 + len).ok_or_else(bad)?;
+            match marker {
+                0xF7 if body.len() >= 6 => sof = Some(body.to_vec()),
+                0xDA => {
+                    let sof = sof.ok_or("the JPEG-LS frame has no SOF55 before its scan")?;
+                    let scan_components = usize::from(*body.first().ok_or_else(bad)?);
+                    let components = usize::from(sof[5]);
+                    return Ok(JpegLsHeader {
+                        precision: usize::from(sof[0]),
+                        height: u32::from(u16::from_be_bytes([sof[1], sof[2]])),
+                        width: u32::from(u16::from_be_bytes([sof[3], sof[4]])),
+                        components,
+                        planes: components > 1 && scan_components == 1,
+                    });
+                }
+                _ => {}
+            }
+            at += 2 + len;
+        }
+        Err(bad())
+    }
 }
 
 fn check_size(height: u32, width: u32, frame: rle::Frame) -> Result<(), String> {
@@ -211,6 +316,7 @@ mod tests {
     fn syntaxes_without_a_decoder_have_no_codec() {
         assert_eq!(Codec::of("1.2.840.10008.1.2.4.100"), None, "MPEG-2");
         assert_eq!(Codec::of("1.2.840.10008.1.2.1"), None, "native");
+        assert_eq!(Codec::of("1.2.840.10008.1.2.4.80"), Some(Codec::JpegLs));
         assert!(Codec::of(RLE_LOSSLESS).unwrap().reencodes());
         assert!(!Codec::of(JPEG_BASELINE).unwrap().reencodes());
     }

@@ -347,7 +347,7 @@ impl Deidentify {
             return Rewrite::Keep;
         }
         let number = self.uint(value);
-        let reencodes = self.pixels.reencodes();
+        let (reencodes, ultrasound) = (self.pixels.reencodes(), self.ultrasound);
         let f = &mut self.pixels.facts;
         match tag {
             t if t == tags::MODALITY => f.modality = text(),
@@ -364,9 +364,14 @@ impl Deidentify {
             t if t == tags::SAMPLES_PER_PIXEL => f.samples_per_pixel = number.unwrap_or(0),
             t if t == tags::PLANAR_CONFIGURATION => {
                 f.planar = number == Some(1);
-                if reencodes && f.planar {
-                    // Decoded frames are interleaved.
-                    return Rewrite::Value(vec![0; value.len()]);
+                // RLE keeps every sample in a segment of its own whatever this says;
+                // it tells decoders the layout to give: by pixel, but by plane for
+                // an ultrasound image in YBR_FULL (PS3.3 C.8.5.6.1.16).
+                let by_plane =
+                    ultrasound && burned_in::output_photometric(&f.photometric) == "YBR_FULL";
+                let wanted = [u8::from(by_plane), 0];
+                if reencodes && value != wanted {
+                    return Rewrite::Value(wanted.to_vec());
                 }
             }
             t if t == tags::ROWS => f.rows = number.unwrap_or(0),

@@ -1,7 +1,7 @@
 //! Burned-in text on real ultrasound screens: public vendor files (GE, Philips,
 //! Siemens, ALOKA, ...) in every transfer syntax a modality sends, with and
-//! without a Sequence of Ultrasound Regions, sent over C-STORE to a strict cloud
-//! (Orthanc with DICOMweb). The text boxes were read off each screen by eye, once;
+//! without a Sequence of Ultrasound Regions, sent over C-STORE to a cloud (Orthanc
+//! with DICOMweb) under strict and typical. The text boxes were read off each screen by eye, once;
 //! every one must come out flat in every frame, the image area unchanged, the copy
 //! decodable by dcmtk, GDCM and pydicom, and valid to dciodvfy where its input was.
 //!
@@ -396,7 +396,7 @@ fn syntax(file: &Path) -> String {
 }
 
 #[test]
-fn every_real_ultrasound_screen_arrives_cleaned_at_a_strict_cloud() {
+fn every_real_ultrasound_screen_arrives_cleaned_in_the_cloud_under_both_profiles() {
     let fixtures = fixtures_dir();
     let work = tempfile::tempdir().unwrap();
     let inputs: Vec<PathBuf> = FIXTURES
@@ -405,9 +405,16 @@ fn every_real_ultrasound_screen_arrives_cleaned_at_a_strict_cloud() {
         .map(|(n, f)| with_own_uid(&fixtures.join("ultrasound").join(f.file), n, work.path()))
         .collect();
     let orthanc = Orthanc::start();
+    let destination = |name: &str, profile: &str| {
+        format!(
+            "\n[[destination]]\nname = \"{name}\"\nurl = \"{}\"\nprofile = \"{profile}\"\ninsecure = true\n",
+            orthanc.dicomweb_url()
+        )
+    };
     let agent = Agent::start(&format!(
-        "\n[[destination]]\nname = \"cloud\"\nurl = \"{}\"\nprofile = \"strict\"\ninsecure = true\n{THUMBNAIL_RULE}",
-        orthanc.dicomweb_url()
+        "{}{}{THUMBNAIL_RULE}",
+        destination("research", "strict"),
+        destination("patient", "typical")
     ));
     // Each file in its own syntax, as the machine sends it.
     let port = agent.port.to_string();
@@ -415,66 +422,59 @@ fn every_real_ultrasound_screen_arrives_cleaned_at_a_strict_cloud() {
     args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
     let sent = dcmtk("dcmsend", &args);
     assert!(sent.status.success(), "{}", text(&sent));
-    orthanc.wait_instances(FIXTURES.len(), 120, || agent.log());
+    orthanc.wait_instances(2 * FIXTURES.len(), 180, || agent.log());
     agent.wait_destination(10, "pending", 0);
     let status = agent.status_json();
-    assert_eq!(
-        status["destinations"][0]["not_deliverable"],
-        serde_json::json!({}),
-        "none held: {status}"
-    );
-    // The strict UIDs are keyed by the box: the offline command names its copies
-    // by them, with the same key.
-    let offline = work.path().join("offline");
-    let ran = Command::new(env!("CARGO_BIN_EXE_uplink"))
-        .args(["anonymize", "--profile", "strict", "--config"])
-        .arg(&agent.config)
-        .arg("--out")
-        .arg(&offline)
-        .args(&inputs)
-        .output()
-        .unwrap();
-    assert!(ran.status.success(), "{}", text(&ran));
-    let report = text(&ran);
-    let mut outcomes = Vec::new();
-    for (fixture, input) in FIXTURES.iter().zip(&inputs) {
-        let line = report
-            .lines()
-            .find(|l| l.contains(&format!("/{} -> ", fixture.file)))
-            .unwrap_or_else(|| panic!("{}: not anonymized offline: {report}", fixture.file));
-        let uid = Path::new(line.rsplit(" -> ").next().unwrap())
-            .file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let cloud = orthanc.file(&uid, work.path());
-        outcomes.push(check(fixture, input, &cloud, work.path()));
+    for destination in 0..2 {
+        assert_eq!(
+            status["destinations"][destination]["not_deliverable"],
+            serde_json::json!({}),
+            "none held: {status}"
+        );
     }
-    // pydicom decodes every copy too.
     let python = fixtures.join("python");
-    let clouds: Vec<String> = std::fs::read_dir(work.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
+    for profile in ["strict", "typical"] {
+        let dir = work.path().join(profile);
+        std::fs::create_dir(&dir).unwrap();
+        // A copy's UID is keyed by the box: the offline command names its copies
+        // by them, with the same key.
+        let ran = Command::new(env!("CARGO_BIN_EXE_uplink"))
+            .args(["anonymize", "--profile", profile, "--config"])
+            .arg(&agent.config)
+            .arg("--out")
+            .arg(dir.join("offline"))
+            .args(&inputs)
+            .output()
+            .unwrap();
+        assert!(ran.status.success(), "{}", text(&ran));
+        let report = text(&ran);
+        let mut clouds = Vec::new();
+        for (fixture, input) in FIXTURES.iter().zip(&inputs) {
+            let line = report
+                .lines()
+                .find(|l| l.contains(&format!("/{} -> ", fixture.file)))
+                .unwrap_or_else(|| panic!("{}: not anonymized offline: {report}", fixture.file));
+            let uid = Path::new(line.rsplit(" -> ").next().unwrap())
+                .file_stem()
                 .unwrap()
                 .to_string_lossy()
-                .starts_with("orthanc-")
-        })
-        .map(|p| p.display().to_string())
-        .collect();
-    assert_eq!(clouds.len(), FIXTURES.len());
-    let decoded = Command::new("python3")
-        .env("PYTHONPATH", &python)
-        .args([
-            "-c",
-            "import sys, pydicom\nfor f in sys.argv[1:]:\n    pydicom.dcmread(f).pixel_array\nprint('decoded', len(sys.argv) - 1)",
-        ])
-        .args(&clouds)
-        .output()
-        .unwrap();
-    assert!(decoded.status.success(), "pydicom: {}", text(&decoded));
-    eprintln!("{}", outcomes.join("\n"));
+                .into_owned();
+            let cloud = orthanc.file(&uid, &dir);
+            eprintln!("{profile} {}", check(fixture, input, &cloud, &dir));
+            clouds.push(cloud);
+        }
+        // pydicom decodes every copy too.
+        let decoded = Command::new("python3")
+            .env("PYTHONPATH", &python)
+            .args([
+                "-c",
+                "import sys, pydicom\nfor f in sys.argv[1:]:\n    pydicom.dcmread(f).pixel_array",
+            ])
+            .args(&clouds)
+            .output()
+            .unwrap();
+        assert!(decoded.status.success(), "pydicom: {}", text(&decoded));
+    }
 }
 
 /// One fixture's copy in the cloud against its input; the outcome line for the log.

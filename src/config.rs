@@ -1020,6 +1020,32 @@ profile = "identified"
     }
 
     #[test]
+    fn the_shipped_pixel_rules_are_valid_and_bad_ones_say_how_to_fix_them() {
+        let example = include_str!("../board/pixel-rules.example.toml");
+        let config = Config::parse(example).unwrap();
+        assert_eq!(config.pixel_rules.len(), 3);
+        assert_eq!(config.pixel_rules[1].action, PixelAction::Keep);
+        for (rule, says) in [
+            ("action = \"keep\"\n", "matches every image"),
+            ("model = \"X\"\n", "give the rectangles to blank"),
+            (
+                "model = \"X\"\naction = \"discard\"\nblank = [[0, 0, 1, 1]]\n",
+                "blanks nothing",
+            ),
+            (
+                "rows = 10\ncolumns = 10\nblank = [[0, 0, 10, 5]]\n",
+                "is not inside the image",
+            ),
+            ("model = \"X\"\nblank = [[5, 0, 1, 1]]\n", "x0 <= x1"),
+            ("model = \"X\"\naction = \"hide\"\n", "unknown variant"),
+        ] {
+            let e = error_of(&format!("[[pixel_rule]]\n{rule}"));
+            assert!(e.contains(says), "{rule}: {e}");
+        }
+        assert!(error_of("[[pixel_rule]]\nmodel = \"X\"\n").contains("[[pixel_rule]] number 1"));
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let e = error_of("[listener]\nport = 104\naetitle = \"X\"\n");
         assert!(e.contains("line 3"), "{e}");

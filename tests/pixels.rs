@@ -587,3 +587,88 @@ fn check(fixture: &Fixture, input: &Path, cloud: &Path, dir: &Path) -> String {
         fixture.text.len()
     )
 }
+
+/// Runs `uplink anonymize --profile strict` on `input` with `rules` in the config.
+fn anonymize_with(rules: &str, input: &Path, dir: &Path) -> (std::process::Output, PathBuf) {
+    let config = dir.join("uplink.toml");
+    let out = dir.join("out");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\ndata_dir = \"{}\"\n{rules}",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let ran = Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["anonymize", "--profile", "strict", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .arg(input)
+        .output()
+        .unwrap();
+    (ran, out)
+}
+
+#[test]
+fn the_clinics_pixel_rule_wins_and_a_screen_nobody_can_read_names_the_rule_to_write() {
+    let fixtures = fixtures_dir().join("ultrasound");
+    let work = tempfile::tempdir().unwrap();
+    let thumbnail = fixtures.join("ExplVR_BigEnd.dcm");
+    let step = |name: &str| {
+        let dir = work.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    };
+
+    // No regions, no image area in 80×60 pixels: held, with the rule that decides.
+    let (ran, _) = anonymize_with("", &thumbnail, &step("none"));
+    let said = text(&ran);
+    assert_eq!(ran.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "a [[pixel_rule]] with manufacturer = \"G.E. Medical Systems\", model = \"LOGIQ 700\", rows = 60, columns = 80"
+        ),
+        "{said}"
+    );
+
+    // That rule, saying discard: acknowledged as the clinic's choice, not sent.
+    let discard = "[[pixel_rule]]\nmodel = \"logiq 700 \"\nrows = 60\naction = \"discard\"\n";
+    let (ran, out) = anonymize_with(discard, &thumbnail, &step("discard"));
+    let said = text(&ran);
+    assert!(ran.status.success(), "{said}");
+    assert!(
+        said.contains("0 anonymized, 1 discarded, 0 failed"),
+        "{said}"
+    );
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+
+    // On the GE screen, a rule blanking the top band only: its text goes, the
+    // image and the label below it stay, where the pixels alone would blank it.
+    let dir = step("blank");
+    let screen = fixtures.join("US1_UNCR.dcm");
+    let rule = "[[pixel_rule]]\nmanufacturer = \"G.E. Medical Systems\"\nrows = 480\ncolumns = 640\nblank = [[0, 0, 639, 106]]\n";
+    let (ran, out) = anonymize_with(rule, &screen, &dir);
+    assert!(ran.status.success(), "{}", text(&ran));
+    let copy = std::fs::read_dir(&out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (before, after) = (decoded(&screen, &dir), decoded(&copy, &dir));
+    for y in 0..480 {
+        for x in 0..640 {
+            let (was, is) = (before.at(0, x, y), after.at(0, x, y));
+            if y <= 106 {
+                assert_eq!(is, vec![0, 0, 0], "({x},{y}) is in the rule's rectangle");
+            } else {
+                assert_eq!(is, was, "({x},{y}) is outside the rule's rectangle");
+            }
+        }
+    }
+    let (x0, y0, x1, y1) = GE_TEXT[3];
+    let label_kept = (y0..=y1).any(|y| (x0..=x1).any(|x| after.at(0, x, y) != vec![0, 0, 0]));
+    assert!(label_kept, "the rule, not the pixels, decided");
+}

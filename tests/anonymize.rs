@@ -819,3 +819,95 @@ fn structured_reports_keep_measurements_and_lose_what_identifies() {
         "Clean Structured Content is declared:\n{dump}"
     );
 }
+
+/// dciodvfy's errors of a file, without the values they quote.
+fn dciodvfy_errors(file: &Path) -> std::collections::BTreeSet<String> {
+    let out = std::process::Command::new("dciodvfy")
+        .arg(file)
+        .output()
+        .expect("dciodvfy (dicom3tools) runs");
+    text(&out)
+        .lines()
+        .filter(|l| l.starts_with("Error"))
+        .map(|l| l.split(" = <").next().unwrap().to_owned())
+        .collect()
+}
+
+/// Every copy validates with dciodvfy no worse than its input: Type 1 attributes the
+/// profile must clean get a dummy, Type 2 ones stay present and empty (sequences
+/// too), a removed attribute takes its conditional partners with it.
+#[test]
+fn anonymized_headers_are_as_valid_as_they_came() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    write_phi_image(
+        &input.join("image.dcm"),
+        &Phi {
+            patient: "IRMA",
+            study: 81,
+            instance: 1,
+            rows: 60,
+            cols: 80,
+        },
+    );
+    write_phi_jpeg(
+        &input.join("clip.dcm"),
+        &Phi {
+            patient: "IRMA",
+            study: 81,
+            instance: 2,
+            rows: 64,
+            cols: 64,
+        },
+        2,
+    );
+    write_phi_sr(&input.join("sr.dcm"), "1.2.826.0.1.3680043.10.81.3");
+    let config = work.path().join("uplink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\ndata_dir = \"{}\"\n",
+            work.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut worse = Vec::new();
+    for profile in ["typical", "strict"] {
+        let out = work.path().join(profile);
+        let ran = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
+            .args(["anonymize", "--profile", profile, "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&out)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(ran.status.success(), "{}", text(&ran));
+        for line in text(&ran).lines().filter(|l| l.starts_with("anonymized")) {
+            let (from, to) = line["anonymized".len()..]
+                .trim()
+                .split_once(" -> ")
+                .unwrap();
+            // Strict's study list names no procedure; typical keeps it.
+            let bytes = std::fs::read(to).unwrap();
+            let named = bytes
+                .windows(PROCEDURE_MEANING.len())
+                .any(|w| w == PROCEDURE_MEANING.as_bytes());
+            assert_eq!(
+                named,
+                profile == "typical",
+                "{profile} {from}: procedure named"
+            );
+            let before = dciodvfy_errors(Path::new(from));
+            for error in dciodvfy_errors(Path::new(to)).difference(&before) {
+                worse.push(format!("{profile} {from}: {error}"));
+            }
+        }
+    }
+    assert!(
+        worse.is_empty(),
+        "errors the profiles made:\n{}",
+        worse.join("\n")
+    );
+}

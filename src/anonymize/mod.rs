@@ -267,7 +267,9 @@ const STRICT_YEAR_DATES: [Tag; 5] = [
     tags::CONTENT_DATE,
     tags::ACQUISITION_DATE_TIME,
 ];
-/// Times that `strict` empties.
+/// Conditional partners: (attribute, the attribute whose presence it requires).
+const PARTNERS: [(Tag, Tag); 1] = [(tags::RESPONSIBLE_PERSON_ROLE, tags::RESPONSIBLE_PERSON)];
+/// Times that `strict` empties (or sets to a dummy where the IOD requires a value).
 const STRICT_TIMES: [Tag; 4] = [
     tags::STUDY_TIME,
     tags::SERIES_TIME,
@@ -283,21 +285,44 @@ impl Deidentify {
         }
     }
 
-    fn action(&self, tag: Tag) -> Option<Action> {
-        let rule = rules::RULES
-            .binary_search_by_key(&(tag.group(), tag.element()), |r| r.tag)
-            .ok()
-            .map(|i| &rules::RULES[i])?;
-        Some(
-            self.iod
-                .and_then(|iod| {
-                    rule.by_iod
-                        .iter()
-                        .find(|(name, _)| *name == iod)
-                        .map(|(_, a)| *a)
-                })
-                .unwrap_or(rule.basic),
-        )
+    /// The action for `tag` inside the sequences `path`: resolved by the Type the
+    /// attribute has there (in the IOD at the top level, in the sequence's items
+    /// below it), so that what the IOD requires stays present.
+    fn action(&self, path: &[Tag], tag: Tag) -> Option<Action> {
+        let find = |table: &'static [rules::Rule]| {
+            table
+                .binary_search_by_key(&(tag.group(), tag.element()), |r| r.tag)
+                .ok()
+                .map(|i| &table[i])
+        };
+        let strict_rule = self.strict.as_ref().and_then(|_| find(rules::STRICT_RULES));
+        let rule = strict_rule.or_else(|| find(rules::RULES))?;
+        let resolved = match path.last() {
+            None => self.iod.and_then(|iod| {
+                rule.by_iod
+                    .iter()
+                    .find(|(name, _)| *name == iod)
+                    .map(|(_, a)| *a)
+            }),
+            Some(parent) => rule
+                .in_sequence
+                .iter()
+                .find(|(sequence, _)| *sequence == (parent.group(), parent.element()))
+                .map(|(_, a)| *a),
+        };
+        Some(resolved.unwrap_or(rule.basic))
+    }
+
+    /// An attribute whose presence is conditional on another's value (a 1C partner)
+    /// goes when that one is removed or emptied.
+    fn partner_removed(&self, path: &[Tag], tag: Tag) -> bool {
+        PARTNERS.iter().any(|&(partner, principal)| {
+            partner == tag
+                && matches!(
+                    self.action(path, principal),
+                    Some(Action::Remove | Action::Empty)
+                )
+        })
     }
 
     fn uint(&self, value: &[u8]) -> Option<u32> {
@@ -418,6 +443,12 @@ impl Deidentify {
     }
 }
 
+/// Free text in structured content can say anything; it is required (1C) where it
+/// stands, so it becomes a dummy, never empty.
+fn free_text_in_content(path: &[Tag], tag: Tag) -> bool {
+    tag == tags::TEXT_VALUE && path.contains(&tags::CONTENT_SEQUENCE)
+}
+
 /// `YYYY....` -> `YYYY0101`, or with the year cut to its decade, or nothing.
 fn cut_date(value: &[u8], cut: DateCut) -> Rewrite {
     let text = String::from_utf8_lossy(value);
@@ -474,11 +505,17 @@ impl Transform for Deidentify {
             if STRICT_YEAR_DATES.contains(&tag) || tag == tags::PATIENT_BIRTH_DATE {
                 return Plan::Inspect;
             }
-            if STRICT_TIMES.contains(&tag) {
+            if STRICT_TIMES.contains(&tag) && self.action(path, tag) != Some(Action::Dummy) {
                 return Plan::Empty;
             }
         }
-        match self.action(tag) {
+        if self.partner_removed(path, tag) {
+            return Plan::Remove;
+        }
+        if free_text_in_content(path, tag) {
+            return Plan::Inspect;
+        }
+        match self.action(path, tag) {
             Some(Action::Remove) => Plan::Remove,
             Some(Action::Empty) => Plan::Empty,
             // Structured content (an SR's measurements) is kept and cleaned item by
@@ -488,10 +525,6 @@ impl Transform for Deidentify {
                 Plan::Keep
             }
             Some(Action::Dummy) if header.vr == VR::SQ => Plan::Remove,
-            // Free text in structured content can say anything.
-            None if tag == tags::TEXT_VALUE && path.contains(&tags::CONTENT_SEQUENCE) => {
-                Plan::Empty
-            }
             Some(Action::Dummy) => Plan::Inspect,
             Some(Action::Uid) if header.vr == VR::SQ => Plan::Keep,
             Some(Action::Uid) => Plan::Inspect,
@@ -553,7 +586,10 @@ impl Transform for Deidentify {
                 return cut_date(value, strict.birth_date);
             }
         }
-        match self.action(tag) {
+        if free_text_in_content(path, tag) {
+            return Rewrite::Value(self.dummy(header, value));
+        }
+        match self.action(path, tag) {
             Some(Action::Uid) => Rewrite::Value(self.replace_uids(value)),
             Some(Action::Dummy) => Rewrite::Value(self.dummy(header, value)),
             _ => self.learn(path, tag, value),
@@ -727,10 +763,24 @@ mod tests {
             birth_date: None,
         };
         assert_eq!(d.iod, Some("US Image"));
-        assert_eq!(d.action(tags::PATIENT_NAME), Some(Action::Empty));
-        assert_eq!(d.action(tags::SOP_INSTANCE_UID), Some(Action::Uid));
-        assert_eq!(d.action(tags::INSTITUTION_NAME), Some(Action::Remove));
-        assert_eq!(d.action(tags::ROWS), None);
+        assert_eq!(d.action(&[], tags::PATIENT_NAME), Some(Action::Empty));
+        assert_eq!(d.action(&[], tags::SOP_INSTANCE_UID), Some(Action::Uid));
+        assert_eq!(d.action(&[], tags::INSTITUTION_NAME), Some(Action::Remove));
+        assert_eq!(d.action(&[], tags::ROWS), None);
+        // Type 2 in the items of the SR's Referenced Request Sequence: kept, empty.
+        let request = [tags::REFERENCED_REQUEST_SEQUENCE];
+        assert_eq!(
+            d.action(&request, tags::REQUESTED_PROCEDURE_DESCRIPTION),
+            Some(Action::Empty)
+        );
+        assert_eq!(
+            d.action(&request, tags::REFERENCED_STUDY_SEQUENCE),
+            Some(Action::Empty)
+        );
+        assert_eq!(
+            d.action(&[], tags::REQUESTED_PROCEDURE_DESCRIPTION),
+            Some(Action::Remove)
+        );
     }
 
     #[test]

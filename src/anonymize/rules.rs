@@ -14,6 +14,8 @@ pub struct Rule {
     pub basic: Action,
     /// (IOD name, action) where the IOD's Type decides.
     pub by_iod: &'static [(&'static str, Action)],
+    /// (sequence tag, action) inside that sequence's items, where the Type there decides.
+    pub in_sequence: &'static [((u16, u16), Action)],
 }
 
 const IODS_1: &[(&str, Action)] = &[
@@ -300,7 +302,9 @@ const IODS_6: &[(&str, Action)] = &[
     ("X-Ray Radiation Dose SR", Action::Dummy),
 ];
 
-const IODS_7: &[(&str, Action)] = &[
+const IODS_7: &[(&str, Action)] = &[("Simplified Adult Echo SR", Action::Dummy)];
+
+const IODS_8: &[(&str, Action)] = &[
     ("RT Beams Treatment Record", Action::Empty),
     ("RT Brachy Treatment Record", Action::Empty),
     ("RT Dose", Action::Empty),
@@ -312,7 +316,7 @@ const IODS_7: &[(&str, Action)] = &[
     ("RT Treatment Summary Record", Action::Empty),
 ];
 
-const IODS_8: &[(&str, Action)] = &[
+const IODS_9: &[(&str, Action)] = &[
     ("Acquisition Context SR", Action::Empty),
     ("Autorefraction Measurements", Action::Dummy),
     ("Basic Text SR", Action::Empty),
@@ -394,7 +398,7 @@ const IODS_8: &[(&str, Action)] = &[
     ("X-Ray Radiation Dose SR", Action::Empty),
 ];
 
-const IODS_9: &[(&str, Action)] = &[
+const IODS_10: &[(&str, Action)] = &[
     ("12-Lead ECG", Action::Empty),
     ("Acquisition Context SR", Action::Empty),
     ("Advanced Blending Presentation State", Action::Empty),
@@ -559,7 +563,173 @@ const IODS_9: &[(&str, Action)] = &[
     ),
 ];
 
-const IODS_10: &[(&str, Action)] = &[
+const IODS_11: &[(&str, Action)] = &[
+    ("12-Lead ECG", Action::Empty),
+    ("Acquisition Context SR", Action::Empty),
+    ("Advanced Blending Presentation State", Action::Empty),
+    ("Ambulatory ECG", Action::Empty),
+    ("Arterial Pulse Waveform", Action::Empty),
+    ("Autorefraction Measurements", Action::Empty),
+    ("Basic Cardiac Electrophysiology Waveform", Action::Empty),
+    ("Basic Structured Display", Action::Empty),
+    ("Basic Text SR", Action::Empty),
+    ("Basic Voice Audio Waveform", Action::Empty),
+    ("Blending Softcopy Presentation State", Action::Empty),
+    ("Breast Projection X-Ray Image", Action::Empty),
+    ("Breast Tomosynthesis Image", Action::Empty),
+    ("C-Arm Photon-Electron Radiation", Action::Empty),
+    ("Chest CAD SR", Action::Empty),
+    ("Colon CAD SR", Action::Empty),
+    ("Color Softcopy Presentation State", Action::Empty),
+    ("Comprehensive 3D SR", Action::Empty),
+    ("Comprehensive SR", Action::Empty),
+    ("Content Assessment Results", Action::Empty),
+    ("Corneal Topography Map", Action::Empty),
+    ("CR Image", Action::Empty),
+    ("CT Image", Action::Empty),
+    ("CT Performed Procedure Protocol", Action::Empty),
+    ("Deformable Spatial Registration", Action::Empty),
+    ("Digital Intra-Oral X-Ray Image", Action::Empty),
+    ("Digital Mammography X-Ray Image", Action::Empty),
+    ("Digital X-Ray Image", Action::Empty),
+    ("Encapsulated CDA", Action::Empty),
+    ("Encapsulated MTL", Action::Empty),
+    ("Encapsulated OBJ", Action::Empty),
+    ("Encapsulated PDF", Action::Empty),
+    ("Encapsulated STL", Action::Empty),
+    ("Enhanced CT Image", Action::Empty),
+    ("Enhanced MR Color Image", Action::Empty),
+    ("Enhanced MR Image", Action::Empty),
+    ("Enhanced PET Image", Action::Empty),
+    ("Enhanced SR", Action::Empty),
+    ("Enhanced US Volume", Action::Empty),
+    ("Enhanced XA Image", Action::Empty),
+    ("Enhanced XRF Image", Action::Empty),
+    ("Extensible SR", Action::Empty),
+    ("General Audio Waveform", Action::Empty),
+    ("General ECG", Action::Empty),
+    ("Grayscale Softcopy Presentation State", Action::Empty),
+    ("Hemodynamic Waveform", Action::Empty),
+    ("Implantation Plan SR Document", Action::Empty),
+    ("Intraocular Lens Calculations", Action::Empty),
+    (
+        "Intravascular Optical Coherence Tomography Image",
+        Action::Empty,
+    ),
+    ("Keratometry Measurements", Action::Empty),
+    ("Key Object Selection Document", Action::Empty),
+    ("Legacy Converted Enhanced CT Image", Action::Empty),
+    ("Legacy Converted Enhanced MR Image", Action::Empty),
+    ("Legacy Converted Enhanced PET Image", Action::Empty),
+    ("Lensometry Measurements", Action::Empty),
+    ("Macular Grid Thickness and Volume Report", Action::Empty),
+    ("Mammography CAD SR", Action::Empty),
+    ("MR Image", Action::Empty),
+    ("MR Spectroscopy", Action::Empty),
+    ("Multi-frame Grayscale Byte SC Image", Action::Empty),
+    ("Multi-frame Grayscale Word SC Image", Action::Empty),
+    ("Multi-frame Single Bit SC Image", Action::Empty),
+    ("Multi-frame True Color SC Image", Action::Empty),
+    ("NM Image", Action::Empty),
+    ("Ophthalmic Axial Measurements", Action::Empty),
+    (
+        "Ophthalmic Optical Coherence Tomography B-scan Volume Analysis",
+        Action::Empty,
+    ),
+    (
+        "Ophthalmic Optical Coherence Tomography En Face Image",
+        Action::Empty,
+    ),
+    ("Ophthalmic Photography 16 Bit Image", Action::Empty),
+    ("Ophthalmic Photography 8 Bit Image", Action::Empty),
+    ("Ophthalmic Thickness Map", Action::Empty),
+    ("Ophthalmic Tomography Image", Action::Empty),
+    (
+        "Ophthalmic Visual Field Static Perimetry Measurements",
+        Action::Empty,
+    ),
+    ("Parametric Map", Action::Empty),
+    ("Patient Radiation Dose Structured Report", Action::Empty),
+    ("Performed Imaging Agent Administration SR", Action::Empty),
+    ("PET Image", Action::Empty),
+    ("Planar MPR Volumetric Presentation State", Action::Empty),
+    ("Planned Imaging Agent Administration SR", Action::Empty),
+    ("Procedure Log", Action::Empty),
+    ("Pseudo-Color Softcopy Presentation State", Action::Empty),
+    ("Radiopharmaceutical Radiation Dose SR", Action::Empty),
+    ("Raw Data", Action::Empty),
+    ("Real-Time Audio Waveform", Action::Empty),
+    ("Real-Time Video Endoscopic Image", Action::Empty),
+    ("Real-Time Video Photographic Image", Action::Empty),
+    ("Real World Value Mapping", Action::Empty),
+    ("Rendition Selection Document", Action::Empty),
+    ("Respiratory Waveform", Action::Empty),
+    ("Robotic-Arm Radiation", Action::Empty),
+    ("RT Beams Delivery Instruction", Action::Empty),
+    ("RT Beams Treatment Record", Action::Empty),
+    (
+        "RT Brachy Application Setup Delivery Instruction",
+        Action::Empty,
+    ),
+    ("RT Brachy Treatment Record", Action::Empty),
+    ("RT Dose", Action::Empty),
+    ("RT Image", Action::Empty),
+    ("RT Ion Beams Treatment Record", Action::Empty),
+    ("RT Ion Plan", Action::Empty),
+    ("RT Physician Intent", Action::Empty),
+    ("RT Plan", Action::Empty),
+    ("RT Radiation Set", Action::Empty),
+    ("RT Segment Annotation", Action::Empty),
+    ("RT Structure Set", Action::Empty),
+    ("RT Treatment Summary Record", Action::Empty),
+    ("Secondary Capture Image", Action::Empty),
+    ("Segmentation", Action::Empty),
+    ("Simplified Adult Echo SR", Action::Empty),
+    ("Spatial Fiducials", Action::Empty),
+    ("Spatial Registration", Action::Empty),
+    ("Spectacle Prescription Report", Action::Empty),
+    ("Stereometric Relationship", Action::Empty),
+    ("Subjective Refraction Measurements", Action::Empty),
+    ("Surface Scan Mesh", Action::Empty),
+    ("Surface Scan Point Cloud", Action::Empty),
+    ("Surface Segmentation", Action::Empty),
+    ("Tomotherapeutic Radiation", Action::Empty),
+    ("Tractography Results", Action::Empty),
+    ("US Image", Action::Empty),
+    ("US Multi-frame Image", Action::Empty),
+    ("Video Endoscopic Image", Action::Empty),
+    ("Video Microscopic Image", Action::Empty),
+    ("Video Photographic Image", Action::Empty),
+    ("Visual Acuity Measurements", Action::Empty),
+    ("VL Endoscopic Image", Action::Empty),
+    ("VL Microscopic Image", Action::Empty),
+    ("VL Photographic Image", Action::Empty),
+    ("VL Slide-Coordinates Microscopic Image", Action::Empty),
+    ("VL Whole Slide Microscopy Image", Action::Empty),
+    (
+        "Volume Rendering Volumetric Presentation State",
+        Action::Empty,
+    ),
+    (
+        "Wide Field Ophthalmic Photography 3D Coordinates Image",
+        Action::Empty,
+    ),
+    (
+        "Wide Field Ophthalmic Photography Stereographic Projection Image",
+        Action::Empty,
+    ),
+    ("X-Ray 3D Angiographic Image", Action::Empty),
+    ("X-Ray 3D Craniofacial Image", Action::Empty),
+    ("X-Ray Angiographic Image", Action::Empty),
+    ("X-Ray Radiation Dose SR", Action::Empty),
+    ("X-Ray Radiofluoroscopic Image", Action::Empty),
+    (
+        "XA/XRF Grayscale Softcopy Presentation State",
+        Action::Empty,
+    ),
+];
+
+const IODS_12: &[(&str, Action)] = &[
     ("Acquisition Context SR", Action::Dummy),
     ("Advanced Blending Presentation State", Action::Dummy),
     ("Arterial Pulse Waveform", Action::Dummy),
@@ -666,12 +836,12 @@ const IODS_10: &[(&str, Action)] = &[
     ),
 ];
 
-const IODS_11: &[(&str, Action)] = &[
+const IODS_13: &[(&str, Action)] = &[
     ("CT Defined Procedure Protocol", Action::Dummy),
     ("CT Performed Procedure Protocol", Action::Dummy),
 ];
 
-const IODS_12: &[(&str, Action)] = &[
+const IODS_14: &[(&str, Action)] = &[
     ("12-Lead ECG", Action::Empty),
     ("Ambulatory ECG", Action::Empty),
     ("Arterial Pulse Waveform", Action::Empty),
@@ -733,7 +903,7 @@ const IODS_12: &[(&str, Action)] = &[
     ("X-Ray 3D Craniofacial Image", Action::Empty),
 ];
 
-const IODS_13: &[(&str, Action)] = &[
+const IODS_15: &[(&str, Action)] = &[
     ("Acquisition Context SR", Action::Dummy),
     ("Basic Text SR", Action::Dummy),
     ("Chest CAD SR", Action::Dummy),
@@ -757,13 +927,55 @@ const IODS_13: &[(&str, Action)] = &[
     ("X-Ray Radiation Dose SR", Action::Dummy),
 ];
 
-const IODS_14: &[(&str, Action)] = &[("VL Whole Slide Microscopy Image", Action::Empty)];
+const IODS_16: &[(&str, Action)] = &[
+    ("Advanced Blending Presentation State", Action::Dummy),
+    ("Basic Structured Display", Action::Dummy),
+    ("Blending Softcopy Presentation State", Action::Dummy),
+    ("Color Softcopy Presentation State", Action::Dummy),
+    ("Grayscale Softcopy Presentation State", Action::Dummy),
+    ("Planar MPR Volumetric Presentation State", Action::Dummy),
+    ("Pseudo-Color Softcopy Presentation State", Action::Dummy),
+    (
+        "Volume Rendering Volumetric Presentation State",
+        Action::Dummy,
+    ),
+    (
+        "XA/XRF Grayscale Softcopy Presentation State",
+        Action::Dummy,
+    ),
+];
 
-const IODS_15: &[(&str, Action)] = &[
+const IODS_17: &[(&str, Action)] = &[("VL Whole Slide Microscopy Image", Action::Empty)];
+
+const IODS_18: &[(&str, Action)] = &[
     ("RT Image", Action::Empty),
     ("RT Ion Plan", Action::Empty),
     ("RT Plan", Action::Empty),
     ("RT Structure Set", Action::Empty),
+];
+
+const IODS_19: &[(&str, Action)] = &[("Enhanced US Volume", Action::Dummy)];
+
+const IODS_20: &[(&str, Action)] = &[
+    ("Acquisition Context SR", Action::Empty),
+    ("Basic Text SR", Action::Empty),
+    ("Chest CAD SR", Action::Empty),
+    ("Colon CAD SR", Action::Empty),
+    ("Comprehensive 3D SR", Action::Empty),
+    ("Comprehensive SR", Action::Empty),
+    ("Enhanced SR", Action::Empty),
+    ("Extensible SR", Action::Empty),
+    ("Implantation Plan SR Document", Action::Empty),
+    ("Macular Grid Thickness and Volume Report", Action::Empty),
+    ("Mammography CAD SR", Action::Empty),
+    ("Patient Radiation Dose Structured Report", Action::Empty),
+    ("Performed Imaging Agent Administration SR", Action::Empty),
+    ("Planned Imaging Agent Administration SR", Action::Empty),
+    ("Procedure Log", Action::Empty),
+    ("Radiopharmaceutical Radiation Dose SR", Action::Empty),
+    ("Simplified Adult Echo SR", Action::Empty),
+    ("Spectacle Prescription Report", Action::Empty),
+    ("X-Ray Radiation Dose SR", Action::Empty),
 ];
 
 /// 617 rows with plain tags, sorted by tag (for binary search).
@@ -773,3702 +985,4428 @@ pub static RULES: &[Rule] = &[
         tag: (0x0000, 0x1000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Requested SOP Instance UID
     Rule {
         tag: (0x0000, 0x1001),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Media Storage SOP Instance UID
     Rule {
         tag: (0x0002, 0x0003),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced SOP Instance UID in File
     Rule {
         tag: (0x0004, 0x1511),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Instance Creation Date
     Rule {
         tag: (0x0008, 0x0012),
         basic: Action::Remove,
         by_iod: IODS_1,
+        in_sequence: &[],
     },
     // Instance Creation Time
     Rule {
         tag: (0x0008, 0x0013),
         basic: Action::Remove,
         by_iod: IODS_1,
+        in_sequence: &[],
     },
     // Instance Creator UID
     Rule {
         tag: (0x0008, 0x0014),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Instance Coercion DateTime
     Rule {
         tag: (0x0008, 0x0015),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Acquisition UID
     Rule {
         tag: (0x0008, 0x0017),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // SOP Instance UID
     Rule {
         tag: (0x0008, 0x0018),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Pyramid UID
     Rule {
         tag: (0x0008, 0x0019),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Date
     Rule {
         tag: (0x0008, 0x0020),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Series Date
     Rule {
         tag: (0x0008, 0x0021),
         basic: Action::Remove,
         by_iod: IODS_2,
+        in_sequence: &[],
     },
     // Acquisition Date
     Rule {
         tag: (0x0008, 0x0022),
         basic: Action::Remove,
         by_iod: IODS_3,
+        in_sequence: &[],
     },
     // Content Date
     Rule {
         tag: (0x0008, 0x0023),
         basic: Action::Empty,
         by_iod: IODS_4,
+        in_sequence: &[],
     },
     // Overlay Date
     Rule {
         tag: (0x0008, 0x0024),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Curve Date
     Rule {
         tag: (0x0008, 0x0025),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Acquisition DateTime
     Rule {
         tag: (0x0008, 0x002A),
         basic: Action::Remove,
         by_iod: IODS_5,
+        in_sequence: &[((0x0018, 0x9506), Action::Dummy)],
     },
     // Study Time
     Rule {
         tag: (0x0008, 0x0030),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Series Time
     Rule {
         tag: (0x0008, 0x0031),
         basic: Action::Remove,
         by_iod: IODS_2,
+        in_sequence: &[],
     },
     // Acquisition Time
     Rule {
         tag: (0x0008, 0x0032),
         basic: Action::Remove,
         by_iod: IODS_3,
+        in_sequence: &[],
     },
     // Content Time
     Rule {
         tag: (0x0008, 0x0033),
         basic: Action::Empty,
         by_iod: IODS_6,
+        in_sequence: &[],
     },
     // Overlay Time
     Rule {
         tag: (0x0008, 0x0034),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Curve Time
     Rule {
         tag: (0x0008, 0x0035),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Accession Number
     Rule {
         tag: (0x0008, 0x0050),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Retrieve AE Title
     Rule {
         tag: (0x0008, 0x0054),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0040, 0xE021), Action::Dummy)],
     },
     // Station AE Title
     Rule {
         tag: (0x0008, 0x0055),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Failed SOP Instance UID List
     Rule {
         tag: (0x0008, 0x0058),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Institution Name
     Rule {
         tag: (0x0008, 0x0080),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[
+            ((0x0008, 0x0096), Action::Dummy),
+            ((0x0008, 0x009D), Action::Dummy),
+            ((0x0008, 0x1049), Action::Dummy),
+            ((0x0008, 0x1052), Action::Dummy),
+            ((0x0008, 0x1062), Action::Dummy),
+            ((0x0008, 0x1072), Action::Dummy),
+            ((0x0028, 0x7000), Action::Dummy),
+            ((0x0032, 0x1031), Action::Dummy),
+            ((0x0040, 0x000B), Action::Dummy),
+            ((0x0040, 0x1011), Action::Dummy),
+            ((0x0040, 0xA078), Action::Empty),
+            ((0x0040, 0xA07A), Action::Empty),
+            ((0x0040, 0xA07C), Action::Empty),
+            ((0x0044, 0x0103), Action::Empty),
+            ((0x0070, 0x0086), Action::Dummy),
+            ((0x0082, 0x0017), Action::Empty),
+            ((0x300A, 0x0206), Action::Empty),
+            ((0x3010, 0x0019), Action::Empty),
+        ],
     },
     // Institution Address
     Rule {
         tag: (0x0008, 0x0081),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Institution Code Sequence
     Rule {
         tag: (0x0008, 0x0082),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[
+            ((0x0008, 0x0096), Action::Dummy),
+            ((0x0008, 0x009D), Action::Dummy),
+            ((0x0008, 0x1049), Action::Dummy),
+            ((0x0008, 0x1052), Action::Dummy),
+            ((0x0008, 0x1062), Action::Dummy),
+            ((0x0008, 0x1072), Action::Dummy),
+            ((0x0028, 0x7000), Action::Dummy),
+            ((0x0032, 0x1031), Action::Dummy),
+            ((0x0040, 0x000B), Action::Dummy),
+            ((0x0040, 0x1011), Action::Dummy),
+            ((0x0040, 0xA078), Action::Empty),
+            ((0x0040, 0xA07A), Action::Empty),
+            ((0x0040, 0xA07C), Action::Empty),
+            ((0x0044, 0x0100), Action::Dummy),
+            ((0x0044, 0x0103), Action::Empty),
+            ((0x0070, 0x0086), Action::Dummy),
+            ((0x0082, 0x0017), Action::Empty),
+            ((0x3010, 0x0019), Action::Empty),
+        ],
     },
     // Referring Physician's Name
     Rule {
         tag: (0x0008, 0x0090),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referring Physician's Address
     Rule {
         tag: (0x0008, 0x0092),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referring Physician's Telephone Numbers
     Rule {
         tag: (0x0008, 0x0094),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referring Physician Identification Sequence
     Rule {
         tag: (0x0008, 0x0096),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Consulting Physician's Name
     Rule {
         tag: (0x0008, 0x009C),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Consulting Physician Identification Sequence
     Rule {
         tag: (0x0008, 0x009D),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Context Group Version
     Rule {
         tag: (0x0008, 0x0106),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Context Group Local Version
     Rule {
         tag: (0x0008, 0x0107),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Timezone Offset From UTC
     Rule {
         tag: (0x0008, 0x0201),
         basic: Action::Remove,
-        by_iod: &[],
+        by_iod: IODS_7,
+        in_sequence: &[],
     },
     // Network ID
     Rule {
         tag: (0x0008, 0x1000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Station Name
     Rule {
         tag: (0x0008, 0x1010),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[
+            ((0x0018, 0x9506), Action::Dummy),
+            ((0x0040, 0xA078), Action::Empty),
+            ((0x0040, 0xA07A), Action::Empty),
+            ((0x0044, 0x0103), Action::Empty),
+            ((0x0082, 0x0017), Action::Empty),
+            ((0x3010, 0x0019), Action::Empty),
+        ],
     },
     // Study Description
     Rule {
         tag: (0x0008, 0x1030),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Series Description
     Rule {
         tag: (0x0008, 0x103E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Institutional Department Name
     Rule {
         tag: (0x0008, 0x1040),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Institutional Department Type Code Sequence
     Rule {
         tag: (0x0008, 0x1041),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Physician(s) of Record
     Rule {
         tag: (0x0008, 0x1048),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Physician(s) of Record Identification Sequence
     Rule {
         tag: (0x0008, 0x1049),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performing Physician's Name
     Rule {
         tag: (0x0008, 0x1050),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performing Physician Identification Sequence
     Rule {
         tag: (0x0008, 0x1052),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Name of Physician(s) Reading Study
     Rule {
         tag: (0x0008, 0x1060),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Physician(s) Reading Study Identification Sequence
     Rule {
         tag: (0x0008, 0x1062),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Operators' Name
     Rule {
         tag: (0x0008, 0x1070),
         basic: Action::Remove,
-        by_iod: IODS_7,
+        by_iod: IODS_8,
+        in_sequence: &[
+            ((0x0018, 0x9506), Action::Dummy),
+            ((0x3008, 0x0060), Action::Empty),
+        ],
     },
     // Operator Identification Sequence
     Rule {
         tag: (0x0008, 0x1072),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0018, 0x9506), Action::Dummy)],
     },
     // Admitting Diagnoses Description
     Rule {
         tag: (0x0008, 0x1080),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Admitting Diagnoses Code Sequence
     Rule {
         tag: (0x0008, 0x1084),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Pyramid Description
     Rule {
         tag: (0x0008, 0x1088),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Study Sequence
     Rule {
         tag: (0x0008, 0x1110),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[
+            ((0x0040, 0xA370), Action::Empty),
+            ((0x3010, 0x005F), Action::Empty),
+            ((0x3010, 0x0076), Action::Empty),
+        ],
     },
     // Referenced Performed Procedure Step Sequence
     Rule {
         tag: (0x0008, 0x1111),
         basic: Action::Remove,
-        by_iod: IODS_8,
+        by_iod: IODS_9,
+        in_sequence: &[],
     },
     // Referenced Patient Sequence
     Rule {
         tag: (0x0008, 0x1120),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Image Sequence
     Rule {
         tag: (0x0008, 0x1140),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced SOP Instance UID
     Rule {
         tag: (0x0008, 0x1155),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Transaction UID
     Rule {
         tag: (0x0008, 0x1195),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Derivation Description
     Rule {
         tag: (0x0008, 0x2111),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Source Image Sequence
     Rule {
         tag: (0x0008, 0x2112),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Irradiation Event UID
     Rule {
         tag: (0x0008, 0x3010),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Identifying Comments
     Rule {
         tag: (0x0008, 0x4000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Name
     Rule {
         tag: (0x0010, 0x0010),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient ID
     Rule {
         tag: (0x0010, 0x0020),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[
+            ((0x0010, 0x0026), Action::Dummy),
+            ((0x0010, 0x0027), Action::Dummy),
+            ((0x0010, 0x1002), Action::Dummy),
+        ],
     },
     // Issuer of Patient ID
     Rule {
         tag: (0x0010, 0x0021),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Birth Date
     Rule {
         tag: (0x0010, 0x0030),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Birth Time
     Rule {
         tag: (0x0010, 0x0032),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Sex
     Rule {
         tag: (0x0010, 0x0040),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Insurance Plan Code Sequence
     Rule {
         tag: (0x0010, 0x0050),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Primary Language Code Sequence
     Rule {
         tag: (0x0010, 0x0101),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Primary Language Modifier Code Sequence
     Rule {
         tag: (0x0010, 0x0102),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Other Patient IDs
     Rule {
         tag: (0x0010, 0x1000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Other Patient Names
     Rule {
         tag: (0x0010, 0x1001),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Other Patient IDs Sequence
     Rule {
         tag: (0x0010, 0x1002),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Birth Name
     Rule {
         tag: (0x0010, 0x1005),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Age
     Rule {
         tag: (0x0010, 0x1010),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Size
     Rule {
         tag: (0x0010, 0x1020),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Weight
     Rule {
         tag: (0x0010, 0x1030),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Address
     Rule {
         tag: (0x0010, 0x1040),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Insurance Plan Identification
     Rule {
         tag: (0x0010, 0x1050),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Mother's Birth Name
     Rule {
         tag: (0x0010, 0x1060),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Military Rank
     Rule {
         tag: (0x0010, 0x1080),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Branch of Service
     Rule {
         tag: (0x0010, 0x1081),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Medical Record Locator
     Rule {
         tag: (0x0010, 0x1090),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Patient Photo Sequence
     Rule {
         tag: (0x0010, 0x1100),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Medical Alerts
     Rule {
         tag: (0x0010, 0x2000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Allergies
     Rule {
         tag: (0x0010, 0x2110),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Country of Residence
     Rule {
         tag: (0x0010, 0x2150),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Region of Residence
     Rule {
         tag: (0x0010, 0x2152),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Telephone Numbers
     Rule {
         tag: (0x0010, 0x2154),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Telecom Information
     Rule {
         tag: (0x0010, 0x2155),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Ethnic Group
     Rule {
         tag: (0x0010, 0x2160),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Occupation
     Rule {
         tag: (0x0010, 0x2180),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Smoking Status
     Rule {
         tag: (0x0010, 0x21A0),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Additional Patient History
     Rule {
         tag: (0x0010, 0x21B0),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Pregnancy Status
     Rule {
         tag: (0x0010, 0x21C0),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Last Menstrual Date
     Rule {
         tag: (0x0010, 0x21D0),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Religious Preference
     Rule {
         tag: (0x0010, 0x21F0),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Sex Neutered
     Rule {
         tag: (0x0010, 0x2203),
         basic: Action::Remove,
-        by_iod: IODS_9,
+        by_iod: IODS_10,
+        in_sequence: &[],
     },
     // Responsible Person
     Rule {
         tag: (0x0010, 0x2297),
         basic: Action::Remove,
-        by_iod: &[],
+        by_iod: IODS_11,
+        in_sequence: &[],
     },
     // Responsible Organization
     Rule {
         tag: (0x0010, 0x2299),
         basic: Action::Remove,
-        by_iod: &[],
+        by_iod: IODS_11,
+        in_sequence: &[],
     },
     // Patient Comments
     Rule {
         tag: (0x0010, 0x4000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Sponsor Name
     Rule {
         tag: (0x0012, 0x0010),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Protocol ID
     Rule {
         tag: (0x0012, 0x0020),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Protocol Name
     Rule {
         tag: (0x0012, 0x0021),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of Clinical Trial Protocol ID
     Rule {
         tag: (0x0012, 0x0022),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Other Clinical Trial Protocol IDs Sequence
     Rule {
         tag: (0x0012, 0x0023),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Site ID
     Rule {
         tag: (0x0012, 0x0030),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Site Name
     Rule {
         tag: (0x0012, 0x0031),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of Clinical Trial Site ID
     Rule {
         tag: (0x0012, 0x0032),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Subject ID
     Rule {
         tag: (0x0012, 0x0040),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of Clinical Trial Subject ID
     Rule {
         tag: (0x0012, 0x0041),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Subject Reading ID
     Rule {
         tag: (0x0012, 0x0042),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of Clinical Trial Subject Reading ID
     Rule {
         tag: (0x0012, 0x0043),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Time Point ID
     Rule {
         tag: (0x0012, 0x0050),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Time Point Description
     Rule {
         tag: (0x0012, 0x0051),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of Clinical Trial Time Point ID
     Rule {
         tag: (0x0012, 0x0055),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Coordinating Center Name
     Rule {
         tag: (0x0012, 0x0060),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Series ID
     Rule {
         tag: (0x0012, 0x0071),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Series Description
     Rule {
         tag: (0x0012, 0x0072),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of Clinical Trial Series ID
     Rule {
         tag: (0x0012, 0x0073),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Protocol Ethics Committee Name
     Rule {
         tag: (0x0012, 0x0081),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Clinical Trial Protocol Ethics Committee Approval Number
     Rule {
         tag: (0x0012, 0x0082),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Ethics Committee Approval Effectiveness Start Date
     Rule {
         tag: (0x0012, 0x0086),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Ethics Committee Approval Effectiveness End Date
     Rule {
         tag: (0x0012, 0x0087),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Calibration Time
     Rule {
         tag: (0x0014, 0x407C),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Calibration Date
     Rule {
         tag: (0x0014, 0x407E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Maker Note
     Rule {
         tag: (0x0016, 0x002B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Device Setting Description
     Rule {
         tag: (0x0016, 0x004B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Camera Owner Name
     Rule {
         tag: (0x0016, 0x004D),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Lens Specification
     Rule {
         tag: (0x0016, 0x004E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Lens Make
     Rule {
         tag: (0x0016, 0x004F),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Lens Model
     Rule {
         tag: (0x0016, 0x0050),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Lens Serial Number
     Rule {
         tag: (0x0016, 0x0051),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Version ID
     Rule {
         tag: (0x0016, 0x0070),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Latitude Ref
     Rule {
         tag: (0x0016, 0x0071),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Latitude
     Rule {
         tag: (0x0016, 0x0072),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Longitude Ref
     Rule {
         tag: (0x0016, 0x0073),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Longitude
     Rule {
         tag: (0x0016, 0x0074),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Altitude Ref
     Rule {
         tag: (0x0016, 0x0075),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Altitude
     Rule {
         tag: (0x0016, 0x0076),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Time Stamp
     Rule {
         tag: (0x0016, 0x0077),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Satellites
     Rule {
         tag: (0x0016, 0x0078),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Status
     Rule {
         tag: (0x0016, 0x0079),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Measure Mode
     Rule {
         tag: (0x0016, 0x007A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS DOP
     Rule {
         tag: (0x0016, 0x007B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Speed Ref
     Rule {
         tag: (0x0016, 0x007C),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Speed
     Rule {
         tag: (0x0016, 0x007D),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Track Ref
     Rule {
         tag: (0x0016, 0x007E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Track
     Rule {
         tag: (0x0016, 0x007F),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Img Direction Ref
     Rule {
         tag: (0x0016, 0x0080),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Img Direction
     Rule {
         tag: (0x0016, 0x0081),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Map Datum
     Rule {
         tag: (0x0016, 0x0082),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Dest Latitude Ref
     Rule {
         tag: (0x0016, 0x0083),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Dest Latitude
     Rule {
         tag: (0x0016, 0x0084),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Dest Longitude Ref
     Rule {
         tag: (0x0016, 0x0085),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Dest Longitude
     Rule {
         tag: (0x0016, 0x0086),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Dest Bearing Ref
     Rule {
         tag: (0x0016, 0x0087),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Dest Bearing
     Rule {
         tag: (0x0016, 0x0088),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Dest Distance Ref
     Rule {
         tag: (0x0016, 0x0089),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Dest Distance
     Rule {
         tag: (0x0016, 0x008A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Processing Method
     Rule {
         tag: (0x0016, 0x008B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Area Information
     Rule {
         tag: (0x0016, 0x008C),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Date Stamp
     Rule {
         tag: (0x0016, 0x008D),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // GPS Differential
     Rule {
         tag: (0x0016, 0x008E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Contrast/Bolus Agent
     Rule {
         tag: (0x0018, 0x0010),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[((0x0018, 0x9507), Action::Dummy)],
     },
     // Intervention Drug Stop Time
     Rule {
         tag: (0x0018, 0x0027),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Intervention Drug Start Time
     Rule {
         tag: (0x0018, 0x0035),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Device Serial Number
     Rule {
         tag: (0x0018, 0x1000),
         basic: Action::Remove,
-        by_iod: IODS_10,
+        by_iod: IODS_12,
+        in_sequence: &[
+            ((0x0018, 0x9506), Action::Dummy),
+            ((0x300A, 0x0206), Action::Empty),
+            ((0x300A, 0x0614), Action::Empty),
+            ((0x300A, 0x063A), Action::Empty),
+            ((0x300A, 0x064D), Action::Empty),
+            ((0x300A, 0x0651), Action::Empty),
+            ((0x300A, 0x0662), Action::Empty),
+            ((0x300A, 0x066A), Action::Empty),
+            ((0x300A, 0x0671), Action::Empty),
+            ((0x300A, 0x0673), Action::Empty),
+            ((0x300A, 0x0686), Action::Empty),
+            ((0x3010, 0x0026), Action::Empty),
+        ],
     },
     // Device UID
     Rule {
         tag: (0x0018, 0x1002),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Plate ID
     Rule {
         tag: (0x0018, 0x1004),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Generator ID
     Rule {
         tag: (0x0018, 0x1005),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Cassette ID
     Rule {
         tag: (0x0018, 0x1007),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Gantry ID
     Rule {
         tag: (0x0018, 0x1008),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Unique Device Identifier
     Rule {
         tag: (0x0018, 0x1009),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0018, 0x100A), Action::Dummy)],
     },
     // UDI Sequence
     Rule {
         tag: (0x0018, 0x100A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Manufacturer's Device Class UID
     Rule {
         tag: (0x0018, 0x100B),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Date of Secondary Capture
     Rule {
         tag: (0x0018, 0x1012),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Time of Secondary Capture
     Rule {
         tag: (0x0018, 0x1014),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Protocol Name
     Rule {
         tag: (0x0018, 0x1030),
         basic: Action::Remove,
-        by_iod: IODS_11,
+        by_iod: IODS_13,
+        in_sequence: &[((0x0018, 0x9506), Action::Dummy)],
     },
     // Contrast/Bolus Start Time
     Rule {
         tag: (0x0018, 0x1042),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Contrast/Bolus Stop Time
     Rule {
         tag: (0x0018, 0x1043),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Radiopharmaceutical Start Time
     Rule {
         tag: (0x0018, 0x1072),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Radiopharmaceutical Stop Time
     Rule {
         tag: (0x0018, 0x1073),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Radiopharmaceutical Start DateTime
     Rule {
         tag: (0x0018, 0x1078),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0054, 0x0016), Action::Dummy)],
     },
     // Radiopharmaceutical Stop DateTime
     Rule {
         tag: (0x0018, 0x1079),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Acquisition Field Of View Label
     Rule {
         tag: (0x0018, 0x11BB),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Date of Last Calibration
     Rule {
         tag: (0x0018, 0x1200),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Time of Last Calibration
     Rule {
         tag: (0x0018, 0x1201),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // DateTime of Last Calibration
     Rule {
         tag: (0x0018, 0x1202),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Calibration DateTime
     Rule {
         tag: (0x0018, 0x1203),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Date of Manufacture
     Rule {
         tag: (0x0018, 0x1204),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Date of Installation
     Rule {
         tag: (0x0018, 0x1205),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Acquisition Device Processing Description
     Rule {
         tag: (0x0018, 0x1400),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0018, 0x9506), Action::Dummy)],
     },
     // Target UID
     Rule {
         tag: (0x0018, 0x2042),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Acquisition Comments
     Rule {
         tag: (0x0018, 0x4000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Transducer Identification Sequence
     Rule {
         tag: (0x0018, 0x5011),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Detector ID
     Rule {
         tag: (0x0018, 0x700A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0018, 0x9506), Action::Dummy)],
     },
     // Date of Last Detector Calibration
     Rule {
         tag: (0x0018, 0x700C),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0018, 0x9506), Action::Dummy)],
     },
     // Time of Last Detector Calibration
     Rule {
         tag: (0x0018, 0x700E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0018, 0x9506), Action::Dummy)],
     },
     // Frame Acquisition DateTime
     Rule {
         tag: (0x0018, 0x9074),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Frame Reference DateTime
     Rule {
         tag: (0x0018, 0x9151),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Respiratory Motion Compensation Technique Description
     Rule {
         tag: (0x0018, 0x9185),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // X-Ray Source ID
     Rule {
         tag: (0x0018, 0x9367),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Source Start DateTime
     Rule {
         tag: (0x0018, 0x9369),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Source End DateTime
     Rule {
         tag: (0x0018, 0x936A),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // X-Ray Detector ID
     Rule {
         tag: (0x0018, 0x9371),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // X-Ray Detector Label
     Rule {
         tag: (0x0018, 0x9373),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Multi-energy Acquisition Description
     Rule {
         tag: (0x0018, 0x937B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Decomposition Description
     Rule {
         tag: (0x0018, 0x937F),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Acquisition Protocol Description
     Rule {
         tag: (0x0018, 0x9424),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Start Acquisition DateTime
     Rule {
         tag: (0x0018, 0x9516),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0018, 0x9507), Action::Dummy)],
     },
     // End Acquisition DateTime
     Rule {
         tag: (0x0018, 0x9517),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0018, 0x9507), Action::Dummy)],
     },
     // Functional Sync Pulse
     Rule {
         tag: (0x0018, 0x9623),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Decay Correction DateTime
     Rule {
         tag: (0x0018, 0x9701),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Exclusion Start DateTime
     Rule {
         tag: (0x0018, 0x9804),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Instruction Performed DateTime
     Rule {
         tag: (0x0018, 0x9919),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[((0x0018, 0x991B), Action::Dummy)],
     },
     // Requested Series Description
     Rule {
         tag: (0x0018, 0x9937),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Contribution DateTime
     Rule {
         tag: (0x0018, 0xA002),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Contribution Description
     Rule {
         tag: (0x0018, 0xA003),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Instance UID
     Rule {
         tag: (0x0020, 0x000D),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Series Instance UID
     Rule {
         tag: (0x0020, 0x000E),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study ID
     Rule {
         tag: (0x0020, 0x0010),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Pyramid Label
     Rule {
         tag: (0x0020, 0x0027),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Frame of Reference UID
     Rule {
         tag: (0x0020, 0x0052),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Synchronization Frame of Reference UID
     Rule {
         tag: (0x0020, 0x0200),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Modifying Device ID
     Rule {
         tag: (0x0020, 0x3401),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Modified Image Date
     Rule {
         tag: (0x0020, 0x3403),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Modified Image Time
     Rule {
         tag: (0x0020, 0x3405),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Modified Image Description
     Rule {
         tag: (0x0020, 0x3406),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Image Comments
     Rule {
         tag: (0x0020, 0x4000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Frame Comments
     Rule {
         tag: (0x0020, 0x9158),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Concatenation UID
     Rule {
         tag: (0x0020, 0x9161),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Dimension Organization UID
     Rule {
         tag: (0x0020, 0x9164),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Palette Color Lookup Table UID
     Rule {
         tag: (0x0028, 0x1199),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Large Palette Color Lookup Table UID
     Rule {
         tag: (0x0028, 0x1214),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Image Presentation Comments
     Rule {
         tag: (0x0028, 0x4000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study ID Issuer
     Rule {
         tag: (0x0032, 0x0012),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Verified Date
     Rule {
         tag: (0x0032, 0x0032),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Verified Time
     Rule {
         tag: (0x0032, 0x0033),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Read Date
     Rule {
         tag: (0x0032, 0x0034),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Read Time
     Rule {
         tag: (0x0032, 0x0035),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Study Start Date
     Rule {
         tag: (0x0032, 0x1000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Study Start Time
     Rule {
         tag: (0x0032, 0x1001),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Study Stop Date
     Rule {
         tag: (0x0032, 0x1010),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Study Stop Time
     Rule {
         tag: (0x0032, 0x1011),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Study Location
     Rule {
         tag: (0x0032, 0x1020),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Study Location AE Title
     Rule {
         tag: (0x0032, 0x1021),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Reason for Study
     Rule {
         tag: (0x0032, 0x1030),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Requesting Physician
     Rule {
         tag: (0x0032, 0x1032),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Requesting Service
     Rule {
         tag: (0x0032, 0x1033),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Arrival Date
     Rule {
         tag: (0x0032, 0x1040),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Arrival Time
     Rule {
         tag: (0x0032, 0x1041),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Completion Date
     Rule {
         tag: (0x0032, 0x1050),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Completion Time
     Rule {
         tag: (0x0032, 0x1051),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Requested Procedure Description
     Rule {
         tag: (0x0032, 0x1060),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0040, 0xA370), Action::Empty)],
     },
     // Reason for Visit
     Rule {
         tag: (0x0032, 0x1066),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Reason for Visit Code Sequence
     Rule {
         tag: (0x0032, 0x1067),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Requested Contrast Agent
     Rule {
         tag: (0x0032, 0x1070),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Study Comments
     Rule {
         tag: (0x0032, 0x4000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Flow Identifier Sequence
     Rule {
         tag: (0x0034, 0x0001),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Flow Identifier
     Rule {
         tag: (0x0034, 0x0002),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Source Identifier
     Rule {
         tag: (0x0034, 0x0005),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Frame Origin Timestamp
     Rule {
         tag: (0x0034, 0x0007),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Patient Alias Sequence
     Rule {
         tag: (0x0038, 0x0004),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Admission ID
     Rule {
         tag: (0x0038, 0x0010),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of Admission ID
     Rule {
         tag: (0x0038, 0x0011),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of Admission ID Sequence
     Rule {
         tag: (0x0038, 0x0014),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Admission Date
     Rule {
         tag: (0x0038, 0x001A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Admission Time
     Rule {
         tag: (0x0038, 0x001B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Discharge Date
     Rule {
         tag: (0x0038, 0x001C),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Discharge Time
     Rule {
         tag: (0x0038, 0x001D),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Patient Institution Residence
     Rule {
         tag: (0x0038, 0x001E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Admitting Date
     Rule {
         tag: (0x0038, 0x0020),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Admitting Time
     Rule {
         tag: (0x0038, 0x0021),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Discharge Date
     Rule {
         tag: (0x0038, 0x0030),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Discharge Time
     Rule {
         tag: (0x0038, 0x0032),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Discharge Diagnosis Description
     Rule {
         tag: (0x0038, 0x0040),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Special Needs
     Rule {
         tag: (0x0038, 0x0050),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Service Episode ID
     Rule {
         tag: (0x0038, 0x0060),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of Service Episode ID
     Rule {
         tag: (0x0038, 0x0061),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Service Episode Description
     Rule {
         tag: (0x0038, 0x0062),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of Service Episode ID Sequence
     Rule {
         tag: (0x0038, 0x0064),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Current Patient Location
     Rule {
         tag: (0x0038, 0x0300),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient's Institution Residence
     Rule {
         tag: (0x0038, 0x0400),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient State
     Rule {
         tag: (0x0038, 0x0500),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Visit Comments
     Rule {
         tag: (0x0038, 0x4000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Multiplex Group UID
     Rule {
         tag: (0x003A, 0x0310),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Impedance Measurement DateTime
     Rule {
         tag: (0x003A, 0x0314),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Waveform Filter Description
     Rule {
         tag: (0x003A, 0x0329),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Filter Lookup Table Description
     Rule {
         tag: (0x003A, 0x032B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Station AE Title
     Rule {
         tag: (0x0040, 0x0001),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Procedure Step Start Date
     Rule {
         tag: (0x0040, 0x0002),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Procedure Step Start Time
     Rule {
         tag: (0x0040, 0x0003),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Procedure Step End Date
     Rule {
         tag: (0x0040, 0x0004),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Procedure Step End Time
     Rule {
         tag: (0x0040, 0x0005),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Performing Physician's Name
     Rule {
         tag: (0x0040, 0x0006),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Procedure Step Description
     Rule {
         tag: (0x0040, 0x0007),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Procedure Step ID
     Rule {
         tag: (0x0040, 0x0009),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0040, 0x0275), Action::Dummy)],
     },
     // Scheduled Performing Physician Identification Sequence
     Rule {
         tag: (0x0040, 0x000B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Station Name
     Rule {
         tag: (0x0040, 0x0010),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Procedure Step Location
     Rule {
         tag: (0x0040, 0x0011),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Pre-Medication
     Rule {
         tag: (0x0040, 0x0012),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Station AE Title
     Rule {
         tag: (0x0040, 0x0241),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Station Name
     Rule {
         tag: (0x0040, 0x0242),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Location
     Rule {
         tag: (0x0040, 0x0243),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Procedure Step Start Date
     Rule {
         tag: (0x0040, 0x0244),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Procedure Step Start Time
     Rule {
         tag: (0x0040, 0x0245),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Procedure Step End Date
     Rule {
         tag: (0x0040, 0x0250),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Procedure Step End Time
     Rule {
         tag: (0x0040, 0x0251),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Procedure Step ID
     Rule {
         tag: (0x0040, 0x0253),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Procedure Step Description
     Rule {
         tag: (0x0040, 0x0254),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Request Attributes Sequence
     Rule {
         tag: (0x0040, 0x0275),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Comments on the Performed Procedure Step
     Rule {
         tag: (0x0040, 0x0280),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Comments on Radiation Dose
     Rule {
         tag: (0x0040, 0x0310),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Specimen Accession Number
     Rule {
         tag: (0x0040, 0x050A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Container Identifier
     Rule {
         tag: (0x0040, 0x0512),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issuer of the Container Identifier Sequence
     Rule {
         tag: (0x0040, 0x0513),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Container Description
     Rule {
         tag: (0x0040, 0x051A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Specimen Identifier
     Rule {
         tag: (0x0040, 0x0551),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Specimen UID
     Rule {
         tag: (0x0040, 0x0554),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Acquisition Context Sequence
     Rule {
         tag: (0x0040, 0x0555),
         basic: Action::Remove,
-        by_iod: IODS_12,
+        by_iod: IODS_14,
+        in_sequence: &[],
     },
     // Issuer of the Specimen Identifier Sequence
     Rule {
         tag: (0x0040, 0x0562),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Specimen Short Description
     Rule {
         tag: (0x0040, 0x0600),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Specimen Detailed Description
     Rule {
         tag: (0x0040, 0x0602),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Specimen Preparation Sequence
     Rule {
         tag: (0x0040, 0x0610),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Slide Identifier
     Rule {
         tag: (0x0040, 0x06FA),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Requested Procedure ID
     Rule {
         tag: (0x0040, 0x1001),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[
+            ((0x0040, 0x0275), Action::Dummy),
+            ((0x0040, 0xA370), Action::Empty),
+        ],
     },
     // Reason for the Requested Procedure
     Rule {
         tag: (0x0040, 0x1002),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient Transport Arrangements
     Rule {
         tag: (0x0040, 0x1004),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Requested Procedure Location
     Rule {
         tag: (0x0040, 0x1005),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Reason for Requested Procedure Code Sequence
     Rule {
         tag: (0x0040, 0x100A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0072, 0x000C), Action::Empty)],
     },
     // Names of Intended Recipients of Results
     Rule {
         tag: (0x0040, 0x1010),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Intended Recipients of Results Identification Sequence
     Rule {
         tag: (0x0040, 0x1011),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Person Identification Code Sequence
     Rule {
         tag: (0x0040, 0x1101),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Person's Address
     Rule {
         tag: (0x0040, 0x1102),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Person's Telephone Numbers
     Rule {
         tag: (0x0040, 0x1103),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Person's Telecom Information
     Rule {
         tag: (0x0040, 0x1104),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Requested Procedure Comments
     Rule {
         tag: (0x0040, 0x1400),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Reason for the Imaging Service Request
     Rule {
         tag: (0x0040, 0x2001),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issue Date of Imaging Service Request
     Rule {
         tag: (0x0040, 0x2004),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Issue Time of Imaging Service Request
     Rule {
         tag: (0x0040, 0x2005),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Order Entered By
     Rule {
         tag: (0x0040, 0x2008),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Order Enterer's Location
     Rule {
         tag: (0x0040, 0x2009),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Order Callback Phone Number
     Rule {
         tag: (0x0040, 0x2010),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Order Callback Telecom Information
     Rule {
         tag: (0x0040, 0x2011),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Placer Order Number / Imaging Service Request
     Rule {
         tag: (0x0040, 0x2016),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Filler Order Number / Imaging Service Request
     Rule {
         tag: (0x0040, 0x2017),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Imaging Service Request Comments
     Rule {
         tag: (0x0040, 0x2400),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Confidentiality Constraint on Patient Data Description
     Rule {
         tag: (0x0040, 0x3001),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Procedure Step Start DateTime
     Rule {
         tag: (0x0040, 0x4005),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Procedure Step Expiration DateTime
     Rule {
         tag: (0x0040, 0x4008),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Procedure Step Modification DateTime
     Rule {
         tag: (0x0040, 0x4010),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Expected Completion DateTime
     Rule {
         tag: (0x0040, 0x4011),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced General Purpose Scheduled Procedure Step Transaction UID
     Rule {
         tag: (0x0040, 0x4023),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Station Name Code Sequence
     Rule {
         tag: (0x0040, 0x4025),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Station Geographic Location Code Sequence
     Rule {
         tag: (0x0040, 0x4027),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Station Name Code Sequence
     Rule {
         tag: (0x0040, 0x4028),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Station Geographic Location Code Sequence
     Rule {
         tag: (0x0040, 0x4030),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Scheduled Human Performers Sequence
     Rule {
         tag: (0x0040, 0x4034),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Actual Human Performers Sequence
     Rule {
         tag: (0x0040, 0x4035),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Human Performer's Organization
     Rule {
         tag: (0x0040, 0x4036),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Human Performer's Name
     Rule {
         tag: (0x0040, 0x4037),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Procedure Step Start DateTime
     Rule {
         tag: (0x0040, 0x4050),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Performed Procedure Step End DateTime
     Rule {
         tag: (0x0040, 0x4051),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Procedure Step Cancellation DateTime
     Rule {
         tag: (0x0040, 0x4052),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Findings Group Recording Date (Trial)
     Rule {
         tag: (0x0040, 0xA023),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Findings Group Recording Time (Trial)
     Rule {
         tag: (0x0040, 0xA024),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Verifying Organization
     Rule {
         tag: (0x0040, 0xA027),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Verification DateTime
     Rule {
         tag: (0x0040, 0xA030),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Observation DateTime
     Rule {
         tag: (0x0040, 0xA032),
         basic: Action::Remove,
-        by_iod: IODS_13,
+        by_iod: IODS_15,
+        in_sequence: &[((0x0040, 0xA730), Action::Dummy)],
     },
     // Observation Start DateTime
     Rule {
         tag: (0x0040, 0xA033),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Verifying Observer Sequence
     Rule {
         tag: (0x0040, 0xA073),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Verifying Observer Name
     Rule {
         tag: (0x0040, 0xA075),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Author Observer Sequence
     Rule {
         tag: (0x0040, 0xA078),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Participant Sequence
     Rule {
         tag: (0x0040, 0xA07A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Custodial Organization Sequence
     Rule {
         tag: (0x0040, 0xA07C),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Participation DateTime
     Rule {
         tag: (0x0040, 0xA082),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Verifying Observer Identification Code Sequence
     Rule {
         tag: (0x0040, 0xA088),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Date of Document or Verbal Transaction (Trial)
     Rule {
         tag: (0x0040, 0xA110),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Time of Document Creation or Verbal Transaction (Trial)
     Rule {
         tag: (0x0040, 0xA112),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // DateTime
     Rule {
         tag: (0x0040, 0xA120),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Date
     Rule {
         tag: (0x0040, 0xA121),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Time
     Rule {
         tag: (0x0040, 0xA122),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Person Name
     Rule {
         tag: (0x0040, 0xA123),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // UID
     Rule {
         tag: (0x0040, 0xA124),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced DateTime
     Rule {
         tag: (0x0040, 0xA13A),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Observation UID
     Rule {
         tag: (0x0040, 0xA171),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Observation UID (Trial)
     Rule {
         tag: (0x0040, 0xA172),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Observation Date (Trial)
     Rule {
         tag: (0x0040, 0xA192),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Observation Time (Trial)
     Rule {
         tag: (0x0040, 0xA193),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Current Observer (Trial)
     Rule {
         tag: (0x0040, 0xA307),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Verbal Source (Trial)
     Rule {
         tag: (0x0040, 0xA352),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Address (Trial)
     Rule {
         tag: (0x0040, 0xA353),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Telephone Number (Trial)
     Rule {
         tag: (0x0040, 0xA354),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Verbal Source Identifier Code Sequence (Trial)
     Rule {
         tag: (0x0040, 0xA358),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Observation Subject UID (Trial)
     Rule {
         tag: (0x0040, 0xA402),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Content Sequence
     Rule {
         tag: (0x0040, 0xA730),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Template Version
     Rule {
         tag: (0x0040, 0xDB06),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Template Local Version
     Rule {
         tag: (0x0040, 0xDB07),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Template Extension Organization UID
     Rule {
         tag: (0x0040, 0xDB0C),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Template Extension Creator UID
     Rule {
         tag: (0x0040, 0xDB0D),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // HL7 Document Effective Time
     Rule {
         tag: (0x0040, 0xE004),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Encapsulated Document
     Rule {
         tag: (0x0042, 0x0011),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Approval Status DateTime
     Rule {
         tag: (0x0044, 0x0004),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Product Expiration DateTime
     Rule {
         tag: (0x0044, 0x000B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Substance Administration DateTime
     Rule {
         tag: (0x0044, 0x0010),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Assertion DateTime
     Rule {
         tag: (0x0044, 0x0104),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Assertion Expiration DateTime
     Rule {
         tag: (0x0044, 0x0105),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Container Component ID
     Rule {
         tag: (0x0050, 0x001B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Device Description
     Rule {
         tag: (0x0050, 0x0020),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Long Device Description
     Rule {
         tag: (0x0050, 0x0021),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Tracking UID
     Rule {
         tag: (0x0062, 0x0021),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Source Frame of Reference UID
     Rule {
         tag: (0x0064, 0x0003),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Effective DateTime
     Rule {
         tag: (0x0068, 0x6226),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Information Issue DateTime
     Rule {
         tag: (0x0068, 0x6270),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Annotation Group UID
     Rule {
         tag: (0x006A, 0x0003),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Annotation Group Label
     Rule {
         tag: (0x006A, 0x0005),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Annotation Group Description
     Rule {
         tag: (0x006A, 0x0006),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Graphic Annotation Sequence
     Rule {
         tag: (0x0070, 0x0001),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Presentation Creation Date
     Rule {
         tag: (0x0070, 0x0082),
         basic: Action::Remove,
-        by_iod: &[],
+        by_iod: IODS_16,
+        in_sequence: &[],
     },
     // Presentation Creation Time
     Rule {
         tag: (0x0070, 0x0083),
         basic: Action::Remove,
-        by_iod: &[],
+        by_iod: IODS_16,
+        in_sequence: &[],
     },
     // Content Creator's Name
     Rule {
         tag: (0x0070, 0x0084),
         basic: Action::Empty,
-        by_iod: IODS_11,
+        by_iod: IODS_13,
+        in_sequence: &[],
     },
     // Content Creator's Identification Code Sequence
     Rule {
         tag: (0x0070, 0x0086),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Fiducial UID
     Rule {
         tag: (0x0070, 0x031A),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Presentation Display Collection UID
     Rule {
         tag: (0x0070, 0x1101),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Presentation Sequence Collection UID
     Rule {
         tag: (0x0070, 0x1102),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Hanging Protocol Creation DateTime
     Rule {
         tag: (0x0072, 0x000A),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector AE Value
     Rule {
         tag: (0x0072, 0x005E),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector AS Value
     Rule {
         tag: (0x0072, 0x005F),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector DA Value
     Rule {
         tag: (0x0072, 0x0061),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector DT Value
     Rule {
         tag: (0x0072, 0x0063),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector OB Value
     Rule {
         tag: (0x0072, 0x0065),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector LO Value
     Rule {
         tag: (0x0072, 0x0066),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector LT Value
     Rule {
         tag: (0x0072, 0x0068),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector PN Value
     Rule {
         tag: (0x0072, 0x006A),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector TM Value
     Rule {
         tag: (0x0072, 0x006B),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector SH Value
     Rule {
         tag: (0x0072, 0x006C),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector UN Value
     Rule {
         tag: (0x0072, 0x006D),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector ST Value
     Rule {
         tag: (0x0072, 0x006E),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector UT Value
     Rule {
         tag: (0x0072, 0x0070),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Selector UR Value
     Rule {
         tag: (0x0072, 0x0071),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Receiving AE
     Rule {
         tag: (0x0074, 0x1234),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Requesting AE
     Rule {
         tag: (0x0074, 0x1236),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Storage Media File-set UID
     Rule {
         tag: (0x0088, 0x0140),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Icon Image Sequence (see Note 11)
     Rule {
         tag: (0x0088, 0x0200),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Topic Title
     Rule {
         tag: (0x0088, 0x0904),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Topic Subject
     Rule {
         tag: (0x0088, 0x0906),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Topic Author
     Rule {
         tag: (0x0088, 0x0910),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Topic Keywords
     Rule {
         tag: (0x0088, 0x0912),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // SOP Authorization DateTime
     Rule {
         tag: (0x0100, 0x0420),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Digital Signature UID
     Rule {
         tag: (0x0400, 0x0100),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Digital Signature DateTime
     Rule {
         tag: (0x0400, 0x0105),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Certificate of Signer
     Rule {
         tag: (0x0400, 0x0115),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Certified Timestamp
     Rule {
         tag: (0x0400, 0x0310),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Digital Signature Sequence
     Rule {
         tag: (0x0400, 0x0402),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced SOP Instance MAC Sequence
     Rule {
         tag: (0x0400, 0x0403),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // MAC
     Rule {
         tag: (0x0400, 0x0404),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0400, 0x0403), Action::Dummy)],
     },
     // Modified Attributes Sequence
     Rule {
         tag: (0x0400, 0x0550),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0400, 0x0561), Action::Dummy)],
     },
     // Nonconforming Modified Attributes Sequence
     Rule {
         tag: (0x0400, 0x0551),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Nonconforming Data Element Value
     Rule {
         tag: (0x0400, 0x0552),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x0400, 0x0551), Action::Dummy)],
     },
     // Original Attributes Sequence
     Rule {
         tag: (0x0400, 0x0561),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Attribute Modification DateTime
     Rule {
         tag: (0x0400, 0x0562),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Modifying System
     Rule {
         tag: (0x0400, 0x0563),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Source of Previous Values
     Rule {
         tag: (0x0400, 0x0564),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Reason for the Attribute Modification
     Rule {
         tag: (0x0400, 0x0565),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Instance Origin Status
     Rule {
         tag: (0x0400, 0x0600),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Text String
     Rule {
         tag: (0x2030, 0x0020),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Creation Date
     Rule {
         tag: (0x2100, 0x0040),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Creation Time
     Rule {
         tag: (0x2100, 0x0050),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Originator
     Rule {
         tag: (0x2100, 0x0070),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Destination AE
     Rule {
         tag: (0x2100, 0x0140),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Label Text
     Rule {
         tag: (0x2200, 0x0002),
         basic: Action::Remove,
-        by_iod: IODS_14,
+        by_iod: IODS_17,
+        in_sequence: &[],
     },
     // Barcode Value
     Rule {
         tag: (0x2200, 0x0005),
         basic: Action::Remove,
-        by_iod: IODS_14,
+        by_iod: IODS_17,
+        in_sequence: &[],
     },
     // Position Acquisition Template Name
     Rule {
         tag: (0x3002, 0x0121),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Position Acquisition Template Description
     Rule {
         tag: (0x3002, 0x0123),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Structure Set Label
     Rule {
         tag: (0x3006, 0x0002),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Structure Set Name
     Rule {
         tag: (0x3006, 0x0004),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Structure Set Description
     Rule {
         tag: (0x3006, 0x0006),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Structure Set Date
     Rule {
         tag: (0x3006, 0x0008),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Structure Set Time
     Rule {
         tag: (0x3006, 0x0009),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Frame of Reference UID
     Rule {
         tag: (0x3006, 0x0024),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // ROI Name
     Rule {
         tag: (0x3006, 0x0026),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // ROI Description
     Rule {
         tag: (0x3006, 0x0028),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // ROI DateTime
     Rule {
         tag: (0x3006, 0x002D),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // ROI Observation DateTime
     Rule {
         tag: (0x3006, 0x002E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // ROI Generation Description
     Rule {
         tag: (0x3006, 0x0038),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // ROI Creator Sequence
     Rule {
         tag: (0x3006, 0x004D),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // ROI Interpreter Sequence
     Rule {
         tag: (0x3006, 0x004E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // ROI Observation Label
     Rule {
         tag: (0x3006, 0x0085),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // ROI Observation Description
     Rule {
         tag: (0x3006, 0x0088),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // ROI Interpreter
     Rule {
         tag: (0x3006, 0x00A6),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Related Frame of Reference UID
     Rule {
         tag: (0x3006, 0x00C2),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Control Point Date
     Rule {
         tag: (0x3008, 0x0024),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Control Point Time
     Rule {
         tag: (0x3008, 0x0025),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // First Treatment Date
     Rule {
         tag: (0x3008, 0x0054),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Most Recent Treatment Date
     Rule {
         tag: (0x3008, 0x0056),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Source Serial Number
     Rule {
         tag: (0x3008, 0x0105),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x3008, 0x0100), Action::Empty)],
     },
     // Safe Position Exit Date
     Rule {
         tag: (0x3008, 0x0162),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Safe Position Exit Time
     Rule {
         tag: (0x3008, 0x0164),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Safe Position Return Date
     Rule {
         tag: (0x3008, 0x0166),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Safe Position Return Time
     Rule {
         tag: (0x3008, 0x0168),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Date
     Rule {
         tag: (0x3008, 0x0250),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Time
     Rule {
         tag: (0x3008, 0x0251),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Plan Label
     Rule {
         tag: (0x300A, 0x0002),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Plan Name
     Rule {
         tag: (0x300A, 0x0003),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Plan Description
     Rule {
         tag: (0x300A, 0x0004),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Plan Date
     Rule {
         tag: (0x300A, 0x0006),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Plan Time
     Rule {
         tag: (0x300A, 0x0007),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Sites
     Rule {
         tag: (0x300A, 0x000B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Prescription Description
     Rule {
         tag: (0x300A, 0x000E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Dose Reference UID
     Rule {
         tag: (0x300A, 0x0013),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Dose Reference Description
     Rule {
         tag: (0x300A, 0x0016),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Fraction Group Description
     Rule {
         tag: (0x300A, 0x0072),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Dose Reference UID
     Rule {
         tag: (0x300A, 0x0083),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Machine Name
     Rule {
         tag: (0x300A, 0x00B2),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[
+            ((0x300A, 0x00B0), Action::Empty),
+            ((0x300A, 0x0206), Action::Empty),
+            ((0x300A, 0x03A2), Action::Empty),
+        ],
     },
     // Beam Description
     Rule {
         tag: (0x300A, 0x00C3),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Bolus Description
     Rule {
         tag: (0x300A, 0x00DD),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Fixation Device Description
     Rule {
         tag: (0x300A, 0x0196),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Shielding Device Description
     Rule {
         tag: (0x300A, 0x01A6),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Setup Technique Description
     Rule {
         tag: (0x300A, 0x01B2),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Source Manufacturer
     Rule {
         tag: (0x300A, 0x0216),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x3008, 0x0100), Action::Empty)],
     },
     // Source Strength Reference Date
     Rule {
         tag: (0x300A, 0x022C),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Source Strength Reference Time
     Rule {
         tag: (0x300A, 0x022E),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Compensator Description
     Rule {
         tag: (0x300A, 0x02EB),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Position Group Label
     Rule {
         tag: (0x300A, 0x0608),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Position Group UID
     Rule {
         tag: (0x300A, 0x0609),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Accessory Holder Slot ID
     Rule {
         tag: (0x300A, 0x0611),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[((0x300A, 0x0610), Action::Dummy)],
     },
     // RT Accessory Device Slot ID
     Rule {
         tag: (0x300A, 0x0615),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Radiation Dose Identification Label
     Rule {
         tag: (0x300A, 0x0619),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Radiation Dose In-Vivo Measurement Label
     Rule {
         tag: (0x300A, 0x0623),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Tolerance Set Label
     Rule {
         tag: (0x300A, 0x062A),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient Setup UID
     Rule {
         tag: (0x300A, 0x0650),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Equipment Frame of Reference Description
     Rule {
         tag: (0x300A, 0x0676),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Radiation Generation Mode Label
     Rule {
         tag: (0x300A, 0x067C),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Radiation Generation Mode Description
     Rule {
         tag: (0x300A, 0x067D),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Session UID
     Rule {
         tag: (0x300A, 0x0700),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Tolerance Violation Description
     Rule {
         tag: (0x300A, 0x0734),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Tolerance Violation DateTime
     Rule {
         tag: (0x300A, 0x0736),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Recorded RT Control Point DateTime
     Rule {
         tag: (0x300A, 0x073A),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interlock DateTime
     Rule {
         tag: (0x300A, 0x0741),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interlock Description
     Rule {
         tag: (0x300A, 0x0742),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Override DateTime
     Rule {
         tag: (0x300A, 0x0760),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interlock Origin Description
     Rule {
         tag: (0x300A, 0x0783),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Treatment Position Group UID
     Rule {
         tag: (0x300A, 0x0785),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient Treatment Preparation Procedure Parameter Description
     Rule {
         tag: (0x300A, 0x078E),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient Treatment Preparation Method Description
     Rule {
         tag: (0x300A, 0x0792),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Patient Setup Photo Description
     Rule {
         tag: (0x300A, 0x0794),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Displacement Reference Label
     Rule {
         tag: (0x300A, 0x079A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Reason for Omission Description
     Rule {
         tag: (0x300C, 0x0113),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Beam Hold Transition DateTime
     Rule {
         tag: (0x300C, 0x0127),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Review Date
     Rule {
         tag: (0x300E, 0x0004),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Review Time
     Rule {
         tag: (0x300E, 0x0005),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Reviewer Name
     Rule {
         tag: (0x300E, 0x0008),
         basic: Action::Remove,
-        by_iod: IODS_15,
+        by_iod: IODS_18,
+        in_sequence: &[],
     },
     // Conceptual Volume UID
     Rule {
         tag: (0x3010, 0x0006),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Conceptual Volume UID
     Rule {
         tag: (0x3010, 0x000B),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Conceptual Volume Combination Description
     Rule {
         tag: (0x3010, 0x000F),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Constituent Conceptual Volume UID
     Rule {
         tag: (0x3010, 0x0013),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Source Conceptual Volume UID
     Rule {
         tag: (0x3010, 0x0015),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Conceptual Volume Description
     Rule {
         tag: (0x3010, 0x0017),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Device Alternate Identifier
     Rule {
         tag: (0x3010, 0x001B),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Device Label
     Rule {
         tag: (0x3010, 0x002D),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Fiducials UID
     Rule {
         tag: (0x3010, 0x0031),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // User Content Label
     Rule {
         tag: (0x3010, 0x0033),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // User Content Long Label
     Rule {
         tag: (0x3010, 0x0034),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Entity Label
     Rule {
         tag: (0x3010, 0x0035),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Entity Name
     Rule {
         tag: (0x3010, 0x0036),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Entity Description
     Rule {
         tag: (0x3010, 0x0037),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Entity Long Label
     Rule {
         tag: (0x3010, 0x0038),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Treatment Phase UID
     Rule {
         tag: (0x3010, 0x003B),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Manufacturer's Device Identifier
     Rule {
         tag: (0x3010, 0x0043),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Intended Phase Start Date
     Rule {
         tag: (0x3010, 0x004C),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Intended Phase End Date
     Rule {
         tag: (0x3010, 0x004D),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Prescription Label
     Rule {
         tag: (0x3010, 0x0054),
         basic: Action::Dummy,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Treatment Approach Label
     Rule {
         tag: (0x3010, 0x0056),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // RT Physician Intent Narrative
     Rule {
         tag: (0x3010, 0x005A),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Reason for Superseding
     Rule {
         tag: (0x3010, 0x005C),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Prior Treatment Dose Description
     Rule {
         tag: (0x3010, 0x0061),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x3010, 0x006B), Action::Empty)],
     },
     // Dosimetric Objective UID
     Rule {
         tag: (0x3010, 0x006E),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Referenced Dosimetric Objective UID
     Rule {
         tag: (0x3010, 0x006F),
         basic: Action::Uid,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Treatment Site
     Rule {
         tag: (0x3010, 0x0077),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[((0x3010, 0x0057), Action::Dummy)],
     },
     // Treatment Technique Notes
     Rule {
         tag: (0x3010, 0x007A),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Prescription Notes
     Rule {
         tag: (0x3010, 0x007B),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Fractionation Notes
     Rule {
         tag: (0x3010, 0x007F),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Prescription Notes Sequence
     Rule {
         tag: (0x3010, 0x0081),
         basic: Action::Empty,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Intended Fraction Start Time
     Rule {
         tag: (0x3010, 0x0085),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Arbitrary
     Rule {
         tag: (0x4000, 0x0010),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Text Comments
     Rule {
         tag: (0x4000, 0x4000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Results ID
     Rule {
         tag: (0x4008, 0x0040),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Results ID Issuer
     Rule {
         tag: (0x4008, 0x0042),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Recorded Date
     Rule {
         tag: (0x4008, 0x0100),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Recorded Time
     Rule {
         tag: (0x4008, 0x0101),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Recorder
     Rule {
         tag: (0x4008, 0x0102),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Transcription Date
     Rule {
         tag: (0x4008, 0x0108),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Transcription Time
     Rule {
         tag: (0x4008, 0x0109),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Transcriber
     Rule {
         tag: (0x4008, 0x010A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Text
     Rule {
         tag: (0x4008, 0x010B),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Author
     Rule {
         tag: (0x4008, 0x010C),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Approver Sequence
     Rule {
         tag: (0x4008, 0x0111),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Approval Date
     Rule {
         tag: (0x4008, 0x0112),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Approval Time
     Rule {
         tag: (0x4008, 0x0113),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Physician Approving Interpretation
     Rule {
         tag: (0x4008, 0x0114),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation Diagnosis Description
     Rule {
         tag: (0x4008, 0x0115),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Results Distribution List Sequence
     Rule {
         tag: (0x4008, 0x0118),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Distribution Name
     Rule {
         tag: (0x4008, 0x0119),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Distribution Address
     Rule {
         tag: (0x4008, 0x011A),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation ID
     Rule {
         tag: (0x4008, 0x0200),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Interpretation ID Issuer
     Rule {
         tag: (0x4008, 0x0202),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Impressions
     Rule {
         tag: (0x4008, 0x0300),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Results Comments
     Rule {
         tag: (0x4008, 0x4000),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Digital Signatures Sequence
     Rule {
         tag: (0xFFFA, 0xFFFA),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
     },
     // Data Set Trailing Padding
     Rule {
         tag: (0xFFFC, 0xFFFC),
         basic: Action::Remove,
         by_iod: &[],
+        in_sequence: &[],
+    },
+];
+
+/// What `strict` removes beyond the table (the codes that name the procedure),
+/// resolved by Type the same way; sorted by tag.
+pub static STRICT_RULES: &[Rule] = &[
+    // Procedure Code Sequence
+    Rule {
+        tag: (0x0008, 0x1032),
+        basic: Action::Remove,
+        by_iod: &[],
+        in_sequence: &[((0x0072, 0x000C), Action::Empty)],
+    },
+    // Requested Procedure Code Sequence
+    Rule {
+        tag: (0x0032, 0x1064),
+        basic: Action::Remove,
+        by_iod: &[],
+        in_sequence: &[((0x0040, 0xA370), Action::Empty)],
+    },
+    // Performed Protocol Code Sequence
+    Rule {
+        tag: (0x0040, 0x0260),
+        basic: Action::Remove,
+        by_iod: IODS_19,
+        in_sequence: &[((0x0018, 0x9506), Action::Dummy)],
+    },
+    // Performed Procedure Code Sequence
+    Rule {
+        tag: (0x0040, 0xA372),
+        basic: Action::Remove,
+        by_iod: IODS_20,
+        in_sequence: &[],
     },
 ];
 

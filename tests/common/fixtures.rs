@@ -290,6 +290,9 @@ pub struct Phi<'a> {
     pub cols: u16,
 }
 
+/// The Code Meaning of the procedure the fixtures' studies name.
+pub const PROCEDURE_MEANING: &str = "Third trimester growth scan";
+
 /// Height of the banner burned into the top of every anonymization fixture's pixels.
 pub const BANNER_ROWS: u16 = 10;
 
@@ -425,6 +428,8 @@ fn phi_object(phi: &Phi) -> InMemDicomObject {
             VR::UI,
             &format!("1.2.826.0.1.3680043.10.30.{}.9", phi.study),
         ),
+        text(tags::RESPONSIBLE_PERSON, VR::PN, "ZQXOWNER^PAT"),
+        text(tags::RESPONSIBLE_PERSON_ROLE, VR::CS, "OWNER"),
         text(Tag(0x0011, 0x1001), VR::LO, "ZQX private without creator"),
         text(Tag(0x6000, 0x4000), VR::LT, "ZQX overlay comment"),
     ] {
@@ -441,6 +446,15 @@ fn phi_object(phi: &Phi) -> InMemDicomObject {
         text(tags::REQUESTING_PHYSICIAN, VR::PN, "ZQXREQUESTER"),
     ]);
     obj.put(seq(tags::REQUEST_ATTRIBUTES_SEQUENCE, vec![middle]));
+    // The procedure, by name: typical keeps it, strict's study list shows none.
+    obj.put(seq(
+        tags::PROCEDURE_CODE_SEQUENCE,
+        vec![InMemDicomObject::from_element_iter([
+            text(tags::CODE_VALUE, VR::SH, "US-OB-1"),
+            text(tags::CODING_SCHEME_DESIGNATOR, VR::SH, "99CLINIC"),
+            text(tags::CODE_MEANING, VR::LO, PROCEDURE_MEANING),
+        ])],
+    ));
     // The image refers to the study's first instance.
     obj.put(seq(
         tags::REFERENCED_IMAGE_SEQUENCE,
@@ -610,11 +624,64 @@ pub fn write_phi_sr(path: &Path, uid: &str) {
             VR::UI,
             "1.2.826.0.1.3680043.10.70.2",
         ),
+        text(tags::CONTENT_DATE, VR::DA, "20170304"),
+        text(tags::CONTENT_TIME, VR::TM, "101112"),
         text(tags::VALUE_TYPE, VR::CS, "CONTAINER"),
         text(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"),
         seq(
             tags::CONCEPT_NAME_CODE_SEQUENCE,
             vec![code("125000", "OB-GYN Ultrasound Procedure Report")],
+        ),
+        // The order the report answers: its Type 2 attributes must stay (empty).
+        seq(
+            tags::REFERENCED_REQUEST_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                text(
+                    tags::STUDY_INSTANCE_UID,
+                    VR::UI,
+                    "1.2.826.0.1.3680043.10.70.1",
+                ),
+                seq(
+                    tags::REFERENCED_STUDY_SEQUENCE,
+                    vec![InMemDicomObject::from_element_iter([
+                        text(
+                            tags::REFERENCED_SOP_CLASS_UID,
+                            VR::UI,
+                            "1.2.840.10008.3.1.2.3.1",
+                        ),
+                        text(
+                            tags::REFERENCED_SOP_INSTANCE_UID,
+                            VR::UI,
+                            "1.2.826.0.1.3680043.10.70.1",
+                        ),
+                    ])],
+                ),
+                text(tags::ACCESSION_NUMBER, VR::SH, "ZQXACC"),
+                text(
+                    tags::PLACER_ORDER_NUMBER_IMAGING_SERVICE_REQUEST,
+                    VR::LO,
+                    "ZQXPLACER",
+                ),
+                text(
+                    tags::FILLER_ORDER_NUMBER_IMAGING_SERVICE_REQUEST,
+                    VR::LO,
+                    "ZQXFILLER",
+                ),
+                text(tags::REQUESTED_PROCEDURE_ID, VR::SH, "ZQXRP"),
+                text(
+                    tags::REQUESTED_PROCEDURE_DESCRIPTION,
+                    VR::LO,
+                    "ZQX growth scan for DOE",
+                ),
+                seq(
+                    tags::REQUESTED_PROCEDURE_CODE_SEQUENCE,
+                    vec![code("US-OB-1", PROCEDURE_MEANING)],
+                ),
+            ])],
+        ),
+        seq(
+            tags::PERFORMED_PROCEDURE_CODE_SEQUENCE,
+            vec![code("US-OB-1", PROCEDURE_MEANING)],
         ),
     ]);
     obj.put(seq(tags::CONTENT_SEQUENCE, vec![section]));

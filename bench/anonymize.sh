@@ -4,13 +4,22 @@
 # dicognito (Python; PyPI) on the same files: N ultrasound images 800x600 RGB full of
 # patient data, and one native multi-frame clip.
 #
-#     bench/anonymize.sh [N] [CLIP_MIB]        (default: 200 images, 1024 MiB clip)
+# Then burned-in text in compressed clips: a real GE screen (no regions: the image
+# area is found in the pixels) as a FRAMES-frame clip in RLE, JPEG lossless SV1,
+# JPEG-LS and JPEG 2000. `uplink anonymize --profile strict` decodes every frame,
+# blanks it and writes RLE; beside it, the plain decode + encode of the same frames
+# with dcmtk (dcmdrle/dcmcrle, dcmdjpeg/dcmcjpeg, dcmdjpls/dcmcjpls) and GDCM
+# (gdcmconv --raw, then back). MB/s counts decoded pixels, the same for every tool.
 #
-# Installs what it lacks: libgdcm-tools and time (apt), dicognito (pip).
+#     bench/anonymize.sh [N] [CLIP_MIB] [FRAMES]   (default: 200 images, 1024 MiB, 100)
+#
+# Installs what it lacks: libgdcm-tools and time (apt), dicognito (pip), the real
+# screens (scripts/fixtures.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-200}
 clip_mib=${2:-1024}
+frames=${3:-100}
 command -v gdcmanon >/dev/null && [ -x /usr/bin/time ] || {
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get install -y -q --no-install-recommends libgdcm-tools time >/dev/null
@@ -65,4 +74,74 @@ for corpus in images clip; do
       'BEGIN { printf "| %s | %s | %d | %.2f | %.0f | %.1f |\n", n, c, f, s, b / s / 1e6, k / 1024 }'
   done
   unset times rss files
+done
+
+# Burned-in text in compressed clips.
+scripts/fixtures.sh
+mkdir -p "$work/syntaxes"
+PYTHONPATH=target/fixtures/python python3 - target/fixtures/ultrasound/US1_UNCR.dcm "$work/syntaxes/native.dcm" "$frames" <<'PY'
+import sys
+import numpy as np
+import pydicom
+source, out, frames = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ds = pydicom.dcmread(source)
+frame = ds.pixel_array
+# Frames that differ (the image moves a row each frame), as a cine loop's do.
+clip = np.stack([np.roll(frame, i % 16, axis=0) for i in range(frames)])
+ds.NumberOfFrames = frames
+ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+ds.PixelData = clip.tobytes()
+ds.save_as(out)
+PY
+s=$work/syntaxes
+dcmcrle "$s/native.dcm" "$s/rle.dcm"
+dcmcjpeg +e1 "$s/native.dcm" "$s/jpeg-lossless.dcm"
+dcmcjpls "$s/native.dcm" "$s/jpeg-ls.dcm"
+gdcmconv --j2k "$s/native.dcm" "$s/jpeg-2000.dcm"
+pixels=$(( frames * 640 * 480 * 3 ))
+
+steps() { # "cmd1 ;; cmd2" -> "seconds kib": the sum of the times, the largest peak
+  local total=0 peak=0 step
+  IFS=';' read -ra parts <<<"${1//;;/;}"
+  for step in "${parts[@]}"; do
+    # shellcheck disable=SC2086
+    /usr/bin/time -f "%e %M" -o "$work/time" $step >/dev/null 2>"$work/stderr" ||
+      echo "failed: $step: $(tail -1 "$work/stderr")" >&2
+    read -r t k <"$work/time"
+    total=$(awk -v a="$total" -v b="$t" 'BEGIN { print a + b }')
+    peak=$(( peak > k ? peak : k ))
+  done
+  echo "$total $peak"
+}
+u="target/release/uplink anonymize --config $work/uplink.toml --profile strict --out $work/out"
+declare -A pipeline=(
+  ["rle uplink"]="$u $s/rle.dcm"
+  ["rle dcmtk"]="dcmdrle $s/rle.dcm $work/out/n.dcm ;; dcmcrle $work/out/n.dcm $work/out/r.dcm"
+  ["rle gdcm"]="gdcmconv --raw $s/rle.dcm $work/out/n.dcm ;; gdcmconv --rle $work/out/n.dcm $work/out/r.dcm"
+  ["jpeg-lossless uplink"]="$u $s/jpeg-lossless.dcm"
+  ["jpeg-lossless dcmtk"]="dcmdjpeg $s/jpeg-lossless.dcm $work/out/n.dcm ;; dcmcjpeg +e1 $work/out/n.dcm $work/out/r.dcm"
+  ["jpeg-lossless gdcm"]="gdcmconv --raw $s/jpeg-lossless.dcm $work/out/n.dcm ;; gdcmconv --jpeg $work/out/n.dcm $work/out/r.dcm"
+  ["jpeg-ls uplink"]="$u $s/jpeg-ls.dcm"
+  ["jpeg-ls dcmtk"]="dcmdjpls $s/jpeg-ls.dcm $work/out/n.dcm ;; dcmcjpls $work/out/n.dcm $work/out/r.dcm"
+  ["jpeg-ls gdcm"]="gdcmconv --raw $s/jpeg-ls.dcm $work/out/n.dcm ;; gdcmconv --jpegls $work/out/n.dcm $work/out/r.dcm"
+  ["jpeg-2000 uplink"]="$u $s/jpeg-2000.dcm"
+  ["jpeg-2000 gdcm"]="gdcmconv --raw $s/jpeg-2000.dcm $work/out/n.dcm ;; gdcmconv --j2k $work/out/n.dcm $work/out/r.dcm"
+)
+printf '\n| syntax (%d frames 640x480 RGB) | tool | seconds (median of %d) | MB/s of pixels | peak RSS MiB |\n|---|---|---:|---:|---:|\n' "$frames" "$rounds"
+for syntax in rle jpeg-lossless jpeg-ls jpeg-2000; do
+  for tool in uplink dcmtk gdcm; do
+    key="$syntax $tool"
+    [ -n "${pipeline[$key]:-}" ] || continue
+    times="" peak=0
+    for _ in $(seq 1 "$rounds"); do
+      rm -rf "$work/out"; mkdir -p "$work/out"
+      read -r t k < <(steps "${pipeline[$key]}")
+      times+="$t "
+      peak=$(( peak > k ? peak : k ))
+    done
+    median=$(echo "$times" | tr ' ' '\n' | grep . | sort -n | sed -n "$(( (rounds + 1) / 2 ))p")
+    awk -v s="$syntax" -v n="$tool" -v t="$median" -v k="$peak" -v b="$pixels" \
+      'BEGIN { printf "| %s | %s | %.2f | %.0f | %.1f |\n", s, n, t, b / t / 1e6, k / 1024 }'
+  done
 done

@@ -672,3 +672,71 @@ fn the_clinics_pixel_rule_wins_and_a_screen_nobody_can_read_names_the_rule_to_wr
     let label_kept = (y0..=y1).any(|y| (x0..=x1).any(|x| after.at(0, x, y) != vec![0, 0, 0]));
     assert!(label_kept, "the rule, not the pixels, decided");
 }
+
+#[test]
+fn the_planted_banner_is_blanked_in_every_syntax() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let native = dir.join("native.dcm");
+    write_phi_image(
+        &native,
+        &Phi {
+            patient: "OLGA",
+            study: 91,
+            instance: 1,
+            rows: 60,
+            cols: 80,
+        },
+    );
+    let mut inputs = vec![native.clone()];
+    for (name, tool, args) in [
+        ("rle.dcm", "dcmcrle", &[][..]),
+        ("jpeg-lossless.dcm", "dcmcjpeg", &["+e1"][..]),
+        ("jpeg-14.dcm", "dcmcjpeg", &["+el"][..]),
+        ("jpeg-ls.dcm", "dcmcjpls", &[][..]),
+        ("jpeg-2000.dcm", "gdcmconv", &["--j2k"][..]),
+    ] {
+        let out = dir.join(name);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([native.to_str().unwrap(), out.to_str().unwrap()]);
+        let made = run(tool, &all);
+        assert!(made.status.success(), "{tool}: {}", text(&made));
+        inputs.push(out);
+    }
+    for input in &inputs {
+        let step = dir.join(input.file_stem().unwrap());
+        std::fs::create_dir(&step).unwrap();
+        let (ran, out) = anonymize_with("", input, &step);
+        assert!(ran.status.success(), "{}", text(&ran));
+        let copy = std::fs::read_dir(&out)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let pixels = decoded(&copy, &step);
+        let banner = usize::from(BANNER_ROWS) * 80 * 3;
+        assert!(
+            pixels.data[..banner].iter().all(|&b| b == 0),
+            "{}: the banner is black",
+            input.display()
+        );
+        for marker in MARKERS {
+            assert!(
+                !pixels
+                    .data
+                    .windows(marker.len())
+                    .any(|w| w == marker.as_bytes()),
+                "{}: {marker} in the decoded pixels",
+                input.display()
+            );
+        }
+        let original = decoded(&native, &step);
+        assert_eq!(
+            pixels.data[banner..],
+            original.data[banner..],
+            "{}: the image below the banner is as sent",
+            input.display()
+        );
+    }
+}

@@ -11,11 +11,14 @@
 
 use std::sync::Arc;
 
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+
 use super::area::{self, Luma};
 use super::frames::{Codec, Gather};
 use super::pixels::{Blanker, Layout, Region};
 use super::{jpeg, rle};
 use crate::config::{PixelAction, PixelRule};
+use crate::standard::is_ultrasound;
 
 /// What the attributes before the pixel data say of the image.
 #[derive(Debug, Default)]
@@ -78,7 +81,6 @@ pub enum Decision {
 impl Pixels {
     pub fn new(
         sop_class_uid: &str,
-        ultrasound: bool,
         big_endian: bool,
         encapsulated: bool,
         codec: Option<Codec>,
@@ -87,7 +89,7 @@ impl Pixels {
         Pixels {
             facts: Facts::default(),
             sop_class_uid: sop_class_uid.to_owned(),
-            ultrasound,
+            ultrasound: is_ultrasound(sop_class_uid),
             big_endian,
             encapsulated,
             codec,
@@ -172,8 +174,11 @@ impl Pixels {
         }
         let f = &self.facts;
         if self.encapsulated && self.codec.is_none() {
+            let name = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+                .get(syntax)
+                .map_or("an unknown syntax", |ts| ts.name());
             return self.give_up(format!(
-                "burned-in text cannot be blanked: no decoder for transfer syntax {syntax}"
+                "burned-in text cannot be blanked: no decoder for {name} ({syntax})"
             ));
         }
         if self.codec == Some(Codec::JpegBaseline)
@@ -457,6 +462,29 @@ mod tests {
                 assert_eq!(inside(x, y), !blanked, "({x},{y})");
             }
         }
+    }
+
+    #[test]
+    fn video_is_not_sent_by_a_cleaning_profile_and_says_why() {
+        let mpeg2 = "1.2.840.10008.1.2.4.100";
+        let class = "1.2.840.10008.5.1.4.1.1.3.1";
+        let mut video = Pixels::new(class, false, true, Codec::of(mpeg2), Arc::new([]));
+        assert!(matches!(video.decide(mpeg2), Decision::Drop));
+        let why = video.uncleaned().unwrap();
+        assert!(why.contains("MPEG2") && why.contains(mpeg2), "{why}");
+        // Video a clinic's rule keeps goes as it is.
+        let keep = PixelRule {
+            manufacturer: None,
+            model: None,
+            modality: None,
+            sop_class: Some(class.into()),
+            rows: None,
+            columns: None,
+            action: PixelAction::Keep,
+            blank: Vec::new(),
+        };
+        let mut kept = Pixels::new(class, false, true, None, Arc::new([keep]));
+        assert!(matches!(kept.decide(mpeg2), Decision::Keep));
     }
 
     #[test]

@@ -164,7 +164,6 @@ impl Anonymizer {
             lossy_syntax: LOSSY_SYNTAXES.contains(&ts.uid()),
             pixels: Pixels::new(
                 sop_class_uid,
-                is_ultrasound(sop_class_uid),
                 big_endian,
                 ts.is_encapsulated_pixel_data(),
                 Codec::of(ts.uid()),
@@ -751,7 +750,6 @@ mod tests {
             lossy_syntax: false,
             pixels: Pixels::new(
                 "1.2.840.10008.5.1.4.1.1.6.1",
-                true,
                 false,
                 false,
                 None,

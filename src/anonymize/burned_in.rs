@@ -58,16 +58,22 @@ pub struct Pixels {
 struct Cleaning {
     layout: Layout,
     frame: rle::Frame,
-    /// Whether anything is blanked (else frames are only re-encoded).
-    blank: bool,
-    /// Once the image area is known.
-    blanker: Option<Blanker>,
-    keep: Vec<Region>,
+    blanking: Blanking,
     /// Native pixels: bytes seen so far, and the first frame held while its image
     /// area is inferred.
     offset: u64,
     held: Vec<u8>,
     gather: Option<Gather>,
+}
+
+/// What is blanked.
+enum Blanking {
+    /// Nothing: the frames are only re-encoded.
+    Nothing,
+    /// Outside the image area, once the first frame shows where it is.
+    Inferred,
+    /// Everything outside these areas (none: the whole frame).
+    Outside(Vec<Region>, Blanker),
 }
 
 /// What to do with the pixel data element.
@@ -218,23 +224,28 @@ impl Pixels {
             return self.give_up("burned-in text: the image layout is incomplete".into());
         }
         let keep = if !blank {
-            Vec::new()
+            None
         } else if let Some(rule) = self.rule() {
-            kept_around(&rule.blank, f.columns, f.rows)
+            Some(kept_around(&rule.blank, f.columns, f.rows))
         } else if self.regions_blank_something() {
-            f.regions.clone()
+            Some(f.regions.clone())
         } else {
-            Vec::new()
+            None
         };
-        let blanker = (blank && !keep.is_empty())
-            .then(|| Blanker::new(layout.clone(), &keep))
-            .flatten();
+        let blanking = match keep {
+            _ if !blank => Blanking::Nothing,
+            None => Blanking::Inferred,
+            Some(keep) => match Blanker::new(layout.clone(), &keep) {
+                Some(blanker) => Blanking::Outside(keep, blanker),
+                None => {
+                    return self.give_up("burned-in text: the image layout is incomplete".into());
+                }
+            },
+        };
         self.cleaning = Some(Cleaning {
             layout,
             frame,
-            blank,
-            blanker,
-            keep,
+            blanking,
             offset: 0,
             held: Vec::new(),
             gather: self.codec.filter(|_| self.encapsulated).map(Gather::new),
@@ -281,8 +292,9 @@ impl Pixels {
             return;
         }
         self.inferred = true;
-        c.blanker = Blanker::new(c.layout.clone(), &found);
-        c.keep = found;
+        if let Some(blanker) = Blanker::new(c.layout.clone(), &found) {
+            c.blanking = Blanking::Outside(found, blanker);
+        }
     }
 
     /// Native pixel bytes: blanked as they pass, but the first frame is held whole
@@ -292,7 +304,7 @@ impl Pixels {
             out.extend_from_slice(bytes);
             return;
         };
-        if c.blank && c.blanker.is_none() && self.uncleaned.is_none() {
+        if matches!(c.blanking, Blanking::Inferred) && self.uncleaned.is_none() {
             let frame_bytes = c.layout.frame_bytes() as usize;
             let take = (frame_bytes - c.held.len()).min(bytes.len());
             c.held.extend_from_slice(&bytes[..take]);
@@ -304,7 +316,7 @@ impl Pixels {
             self.infer(&luma);
             let c = self.cleaning.as_mut().expect("cleaning");
             let mut first = held;
-            if let Some(blanker) = &c.blanker {
+            if let Blanking::Outside(_, blanker) = &c.blanking {
                 blanker.apply(0, &mut first);
             }
             c.offset = first.len() as u64;
@@ -313,7 +325,7 @@ impl Pixels {
         }
         let start = out.len();
         out.extend_from_slice(bytes);
-        if let Some(blanker) = &c.blanker {
+        if let Blanking::Outside(_, blanker) = &c.blanking {
             blanker.apply(c.offset, &mut out[start..]);
         }
         c.offset += bytes.len() as u64;
@@ -371,30 +383,32 @@ impl Pixels {
     fn clean_frame(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let codec = self.codec.ok_or("no decoder")?;
         let c = self.cleaning.as_ref().ok_or("no plan")?;
-        let (frame, blank, inferring) = (c.frame, c.blank, c.blank && c.blanker.is_none());
-        if codec == Codec::JpegBaseline {
-            if inferring {
-                let native = codec.decode(data, frame)?;
-                let luma = area::luma(&native, &c.layout, false);
-                self.infer(&luma);
-                if self.uncleaned.is_some() {
-                    return Ok(None);
-                }
-            }
-            let f = &self.facts;
-            let keep = &self.cleaning.as_ref().ok_or("no plan")?.keep;
-            return jpeg::blank_frame(data, keep, &f.photometric, (f.rows, f.columns)).map(Some);
-        }
-        let mut native = codec.decode(data, frame)?;
+        let (frame, layout) = (c.frame, c.layout.clone());
+        let inferring = matches!(c.blanking, Blanking::Inferred);
+        // JPEG baseline is blanked without decoding, unless its area must be found.
+        let baseline = codec == Codec::JpegBaseline;
+        let mut native = if baseline && !inferring {
+            Vec::new()
+        } else {
+            codec.decode(data, frame)?
+        };
         if inferring {
-            let luma = area::luma(&native, &c.layout, false);
-            self.infer(&luma);
+            self.infer(&area::luma(&native, &layout, false));
             if self.uncleaned.is_some() {
                 return Ok(None);
             }
         }
         let c = self.cleaning.as_ref().ok_or("no plan")?;
-        if let (true, Some(blanker)) = (blank, &c.blanker) {
+        let outside = match &c.blanking {
+            Blanking::Outside(keep, blanker) => Some((keep, blanker)),
+            _ => None,
+        };
+        if baseline {
+            let f = &self.facts;
+            let keep = outside.map_or(&[][..], |(keep, _)| keep.as_slice());
+            return jpeg::blank_frame(data, keep, &f.photometric, (f.rows, f.columns)).map(Some);
+        }
+        if let Some((_, blanker)) = outside {
             blanker.apply(0, &mut native);
         }
         rle::encode(&native, frame).map(Some)
@@ -485,6 +499,45 @@ mod tests {
         };
         let mut kept = Pixels::new(class, false, true, None, Arc::new([keep]));
         assert!(matches!(kept.decide(mpeg2), Decision::Keep));
+    }
+
+    #[test]
+    fn a_rule_that_blanks_the_whole_screen_blanks_it_all() {
+        let rule = PixelRule {
+            manufacturer: None,
+            model: Some("WORKSHEET".into()),
+            modality: None,
+            sop_class: None,
+            rows: Some(4),
+            columns: Some(4),
+            action: PixelAction::Blank,
+            blank: vec![[0, 0, 3, 3]],
+        };
+        let mut pixels = Pixels::new(
+            "1.2.840.10008.5.1.4.1.1.7",
+            false,
+            false,
+            None,
+            Arc::new([rule]),
+        );
+        pixels.facts = Facts {
+            model: "worksheet".into(),
+            rows: 4,
+            columns: 4,
+            samples_per_pixel: 1,
+            bits_allocated: 8,
+            photometric: "MONOCHROME2".into(),
+            ..Facts::default()
+        };
+        assert!(matches!(
+            pixels.decide("1.2.840.10008.1.2.1"),
+            Decision::Clean
+        ));
+        let mut out = Vec::new();
+        pixels.filter(&[9; 16], &mut out);
+        pixels.filter_end(&mut out);
+        assert_eq!(out, vec![0; 16]);
+        assert!(!pixels.inferred() && pixels.uncleaned().is_none());
     }
 
     #[test]

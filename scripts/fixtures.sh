@@ -5,7 +5,8 @@
 #   - transcodes of some of them made with dcmtk and GDCM, so that every transfer
 #     syntax a modality sends is there: RLE, JPEG lossless (14, 14 SV1), JPEG
 #     extended, JPEG-LS lossless and near-lossless, JPEG 2000;
-#   - pydicom with numpy, to check that what the agent writes decodes there too.
+#   - pydicom with numpy, Pillow and pyjpegls, to check that what the agent writes
+#     decodes there too.
 # Run by scripts/test.sh before the tests; cheap when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ source scripts/apt.sh
 require fixtures
 
 out=target/fixtures
-stamp=$out/.complete-v3
+stamp=$out/.complete-v4
 [ -f "$stamp" ] && exit 0
 rm -rf "$out"
 mkdir -p "$out/packages" "$out/ultrasound" "$out/python"
@@ -78,5 +79,5 @@ dcmcjpls +in "$us/RGB_IMAGE.dcm" "$us/RGB_IMAGE_JLS_PLANES.dcm"
 dcmcjpls "$us/gdcm-US-ALOKA-16.dcm" "$us/ALOKA_JLS.dcm"
 gdcmconv --j2k "$us/OBXXXX1A.dcm" "$us/OBXXXX1A_J2K.dcm"
 
-python3 -m pip install -q --target "$out/python" pydicom==3.0.2 numpy pillow
+python3 -m pip install -q --target "$out/python" pydicom==3.0.2 numpy pillow pyjpegls
 touch "$stamp"

@@ -411,7 +411,7 @@ impl Pixels {
         if let Some((_, blanker)) = outside {
             blanker.apply(0, &mut native);
         }
-        rle::encode(&native, frame).map(Some)
+        codec.encode(&native, frame).map(Some)
     }
 }
 

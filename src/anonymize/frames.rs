@@ -3,9 +3,12 @@
 //!
 //! A clinic does not choose its machines' transfer syntax, so burned-in text must
 //! be blanked in whatever arrives. JPEG baseline is blanked in the DCT domain
-//! (`jpeg.rs`); RLE, JPEG lossless, JPEG extended and JPEG 2000 frames are decoded
-//! here, blanked as native pixels and written again as RLE Lossless (`rle.rs`), so
-//! the image keeps every value the machine sent. Memory holds one compressed and
+//! (`jpeg.rs`); RLE, JPEG lossless, JPEG extended, JPEG-LS and JPEG 2000 frames are
+//! decoded here, blanked as native pixels and written again losslessly, so the image
+//! keeps every value the machine sent: JPEG-LS as JPEG-LS Lossless (CharLS encodes
+//! it, twice as compact as RLE), the others as RLE Lossless (`rle.rs`), the one
+//! lossless syntax every reader decodes (no lossless JPEG or JPEG 2000 encoder of
+//! ours is worth its cost on the box). Memory holds one compressed and
 //! one decoded frame, never the clip.
 //!
 //! The decoders: jpeg-decoder (JPEG), jpeg2k over openjp2 (a pure-Rust port of
@@ -15,7 +18,7 @@
 use jpeg_decoder::{ColorTransform, Decoder};
 
 use super::rle;
-use crate::standard::{JPEG_BASELINE, RLE_LOSSLESS};
+use crate::standard::{JPEG_BASELINE, JPEG_LS_LOSSLESS, RLE_LOSSLESS};
 
 /// How a transfer syntax's frames are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +48,51 @@ impl Codec {
         }
     }
 
-    /// Whether a cleaned copy is written in RLE Lossless rather than the input's syntax.
+    /// The syntax a cleaned copy's frames are written in, where it is not the
+    /// input's (JPEG baseline stays baseline).
+    pub fn output_syntax(self) -> Option<&'static str> {
+        match self {
+            Codec::JpegBaseline => None,
+            Codec::JpegLs => Some(JPEG_LS_LOSSLESS),
+            Codec::Jpeg | Codec::Rle | Codec::Jpeg2000 => Some(RLE_LOSSLESS),
+        }
+    }
+
+    /// Whether a cleaned copy's frames are decoded and written again.
     pub fn reencodes(self) -> bool {
-        self != Codec::JpegBaseline
+        self.output_syntax().is_some()
+    }
+
+    /// Encodes one native frame (interleaved, little endian) in the output syntax.
+    pub fn encode(self, native: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
+        if self != Codec::JpegLs {
+            return rle::encode(native, frame);
+        }
+        let mut charls = charls::CharLS::default();
+        if frame.samples_per_pixel > 1 {
+            charls
+                .set_interleave_mode(charls::InterleaveMode::Line)
+                .map_err(|e| format!("JPEG-LS cannot encode the frame: {e}"))?;
+        }
+        let info = charls::FrameInfo {
+            width: frame.columns as u32,
+            height: frame.rows as u32,
+            bits_per_sample: (frame.bytes_per_sample * 8) as i32,
+            component_count: frame.samples_per_pixel as i32,
+        };
+        // CharLS takes 16-bit samples in the machine's byte order.
+        let samples: Vec<u8> = if frame.bytes_per_sample == 2 {
+            native
+                .chunks_exact(2)
+                .flat_map(|b| u16::from_le_bytes([b[0], b[1]]).to_ne_bytes())
+                .collect()
+        } else {
+            native.to_vec()
+        };
+        // NEAR = 0: lossless, whatever the input's NEAR was (no second generation of loss).
+        charls
+            .encode(info, 0, &samples)
+            .map_err(|e| format!("JPEG-LS cannot encode the frame: {e}"))
     }
 
     /// Whether a fragment starts a new frame: RLE puts each frame in one fragment
@@ -318,6 +363,10 @@ mod tests {
         assert_eq!(Codec::of("1.2.840.10008.1.2.1"), None, "native");
         assert_eq!(Codec::of("1.2.840.10008.1.2.4.80"), Some(Codec::JpegLs));
         assert!(Codec::of(RLE_LOSSLESS).unwrap().reencodes());
+        assert_eq!(
+            Codec::of("1.2.840.10008.1.2.4.81").unwrap().output_syntax(),
+            Some(JPEG_LS_LOSSLESS)
+        );
         assert!(!Codec::of(JPEG_BASELINE).unwrap().reencodes());
     }
 

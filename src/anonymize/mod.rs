@@ -38,8 +38,8 @@ use pixels::Region;
 use crate::config::{DateCut, DocumentPassword, PixelRule, Profile, StrictValues};
 use crate::pipeline::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
 use crate::standard::{
-    ENCAPSULATED_PDF, RAW_DATA, RLE_LOSSLESS, is_encapsulated_document, is_standard_storage,
-    is_ultrasound, unpadded,
+    ENCAPSULATED_PDF, RAW_DATA, is_encapsulated_document, is_standard_storage, is_ultrasound,
+    unpadded,
 };
 
 /// Why a profile sends no copy of an instance at all: content it cannot anonymize,
@@ -112,15 +112,13 @@ impl Anonymizer {
 
     /// The transfer syntax of `profile`'s copy of an instance sent in `ts`: the
     /// cleaning profiles write compressed pixel data they decode (all but JPEG
-    /// baseline, blanked as it is) in RLE Lossless; everything else keeps its syntax.
+    /// baseline, blanked as it is) losslessly (`frames.rs`); everything else keeps
+    /// its syntax.
     pub fn output_syntax<'a>(&self, profile: Profile, ts: &'a TransferSyntax) -> &'a str {
-        let reencoded =
-            ts.is_encapsulated_pixel_data() && Codec::of(ts.uid()).is_some_and(Codec::reencodes);
-        if profile != Profile::Identified && reencoded {
-            RLE_LOSSLESS
-        } else {
-            ts.uid()
-        }
+        let reencoded = Codec::of(ts.uid())
+            .filter(|_| ts.is_encapsulated_pixel_data() && profile != Profile::Identified)
+            .and_then(Codec::output_syntax);
+        reencoded.unwrap_or(ts.uid())
     }
 
     /// The transform for `profile` on an instance of `sop_class_uid`, or why the

@@ -15,6 +15,8 @@ pub const RAW_DATA: &str = "1.2.840.10008.5.1.4.1.1.66";
 pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 /// RLE Lossless: what cleaned copies of other compressed pixel data are written in.
 pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+/// JPEG-LS Lossless: what cleaned copies of JPEG-LS pixel data are written in.
+pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 
 /// Our implementation class UID (a UUID-derived UID under 2.25) and version name,
 /// in associations and in the file meta of what we write.

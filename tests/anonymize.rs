@@ -619,14 +619,7 @@ fn the_box_and_the_offline_command_give_the_same_bytes() {
     for (profile, dir) in [("strict", &strict_dir), ("typical", &typical_dir)] {
         let delivered = agent.wait_files(dir, 3);
         let offline = out.path().join(format!("offline-{profile}"));
-        let ran = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
-            .args(["anonymize", "--profile", profile, "--config"])
-            .arg(&agent.config)
-            .arg("--out")
-            .arg(&offline)
-            .args(&files)
-            .output()
-            .unwrap();
+        let ran = anonymize_offline(&agent.config, profile, &offline, &files);
         assert!(ran.status.success(), "{}", text(&ran));
         for path in &delivered {
             let twin = offline.join(path.file_name().unwrap());
@@ -643,15 +636,7 @@ fn the_box_and_the_offline_command_give_the_same_bytes() {
 #[test]
 fn offline_anonymize_uses_the_same_engine_and_key() {
     let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("uplink.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\ndata_dir = \"{}\"\n",
-            work.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = offline_config(work.path(), "");
     let input = work.path().join("in");
     std::fs::create_dir_all(input.join("nested")).unwrap();
     phi_study(&input.join("nested"), "GRETA", 50, 3);
@@ -662,16 +647,7 @@ fn offline_anonymize_uses_the_same_engine_and_key() {
         40,
         40,
     );
-    let run = |out: &Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
-            .args(["anonymize", "--profile", "strict", "--config"])
-            .arg(&config)
-            .arg("--out")
-            .arg(out)
-            .arg(&input)
-            .output()
-            .unwrap()
-    };
+    let run = |out: &Path| anonymize_offline(&config, "strict", out, [&input]);
     let (first, second) = (work.path().join("out1"), work.path().join("out2"));
     let report = run(&first);
     let said = text(&report);
@@ -863,26 +839,11 @@ fn anonymized_headers_are_as_valid_as_they_came() {
         2,
     );
     write_phi_sr(&input.join("sr.dcm"), "1.2.826.0.1.3680043.10.81.3");
-    let config = work.path().join("uplink.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\ndata_dir = \"{}\"\n",
-            work.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = offline_config(work.path(), "");
     let mut worse = Vec::new();
     for profile in ["typical", "strict"] {
         let out = work.path().join(profile);
-        let ran = std::process::Command::new(env!("CARGO_BIN_EXE_uplink"))
-            .args(["anonymize", "--profile", profile, "--config"])
-            .arg(&config)
-            .arg("--out")
-            .arg(&out)
-            .arg(&input)
-            .output()
-            .unwrap();
+        let ran = anonymize_offline(&config, profile, &out, [&input]);
         assert!(ran.status.success(), "{}", text(&ran));
         for line in text(&ran).lines().filter(|l| l.starts_with("anonymized")) {
             let (from, to) = line["anonymized".len()..]

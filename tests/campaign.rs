@@ -164,14 +164,7 @@ fn strict_uids(agent: &Agent, files: &[PathBuf]) -> BTreeSet<String> {
         return BTreeSet::new();
     }
     let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_uplink"))
-        .args(["anonymize", "--profile", "strict", "--config"])
-        .arg(&agent.config)
-        .arg("--out")
-        .arg(out_dir.path())
-        .args(files)
-        .output()
-        .unwrap();
+    let out = anonymize_offline(&agent.config, "strict", out_dir.path(), files);
     assert!(out.status.success(), "{}", text(&out));
     let uids: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -439,14 +439,7 @@ fn every_real_ultrasound_screen_arrives_cleaned_in_the_cloud_under_both_profiles
         std::fs::create_dir(&dir).unwrap();
         // A copy's UID is keyed by the box: the offline command names its copies
         // by them, with the same key.
-        let ran = Command::new(env!("CARGO_BIN_EXE_uplink"))
-            .args(["anonymize", "--profile", profile, "--config"])
-            .arg(&agent.config)
-            .arg("--out")
-            .arg(dir.join("offline"))
-            .args(&inputs)
-            .output()
-            .unwrap();
+        let ran = anonymize_offline(&agent.config, profile, &dir.join("offline"), &inputs);
         assert!(ran.status.success(), "{}", text(&ran));
         let report = text(&ran);
         let mut clouds = Vec::new();
@@ -594,24 +587,8 @@ fn check(fixture: &Fixture, input: &Path, cloud: &Path, dir: &Path) -> String {
 
 /// Runs `uplink anonymize --profile strict` on `input` with `rules` in the config.
 fn anonymize_with(rules: &str, input: &Path, dir: &Path) -> (std::process::Output, PathBuf) {
-    let config = dir.join("uplink.toml");
     let out = dir.join("out");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\ndata_dir = \"{}\"\n{rules}",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let ran = Command::new(env!("CARGO_BIN_EXE_uplink"))
-        .args(["anonymize", "--profile", "strict", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&out)
-        .arg(input)
-        .output()
-        .unwrap();
+    let ran = anonymize_offline(&offline_config(dir, rules), "strict", &out, [input]);
     (ran, out)
 }
 

@@ -377,6 +377,35 @@ pub fn storescu(port: u16, extra: &[&str], files: &[&Path]) -> Output {
     dcmtk("storescu", &args)
 }
 
+/// Runs `uplink anonymize --profile PROFILE --config CONFIG --out OUT INPUT...`.
+pub fn anonymize_offline<I: AsRef<std::ffi::OsStr>>(
+    config: &Path,
+    profile: &str,
+    out: &Path,
+    inputs: impl IntoIterator<Item = I>,
+) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_uplink"))
+        .args(["anonymize", "--profile", profile, "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .args(inputs)
+        .output()
+        .unwrap()
+}
+
+/// A configuration for the offline command in `dir`: its data dir (and device key)
+/// there, and `extra` TOML.
+pub fn offline_config(dir: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("uplink.toml");
+    let text = format!(
+        "[storage]\ndata_dir = \"{}\"\n{extra}",
+        dir.join("data").display()
+    );
+    fs::write(&config, text).unwrap();
+    config
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "{}{}",

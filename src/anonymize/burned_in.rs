@@ -112,6 +112,11 @@ impl Pixels {
         self.encapsulated && self.codec.is_some_and(Codec::reencodes)
     }
 
+    /// An ultrasound SOP class: always cleaned.
+    pub fn ultrasound(&self) -> bool {
+        self.ultrasound
+    }
+
     pub fn uncleaned(&self) -> Option<&str> {
         self.uncleaned.as_deref()
     }

@@ -80,15 +80,7 @@ impl Codec {
             bits_per_sample: (frame.bytes_per_sample * 8) as i32,
             component_count: frame.samples_per_pixel as i32,
         };
-        // CharLS takes 16-bit samples in the machine's byte order.
-        let samples: Vec<u8> = if frame.bytes_per_sample == 2 {
-            native
-                .chunks_exact(2)
-                .flat_map(|b| u16::from_le_bytes([b[0], b[1]]).to_ne_bytes())
-                .collect()
-        } else {
-            native.to_vec()
-        };
+        let samples = machine_order(native.to_vec(), frame.bytes_per_sample);
         // NEAR = 0: lossless, whatever the input's NEAR was (no second generation of loss).
         charls
             .encode(info, 0, &samples)
@@ -152,14 +144,7 @@ fn decode_jpeg(data: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
         // 8-bit samples in 16-bit words.
         return Ok(pixels.iter().flat_map(|&b| [b, 0]).collect());
     }
-    if frame.bytes_per_sample == 2 {
-        // jpeg-decoder writes 16-bit samples in the machine's byte order.
-        return Ok(pixels
-            .chunks_exact(2)
-            .flat_map(|b| u16::from_ne_bytes([b[0], b[1]]).to_le_bytes())
-            .collect());
-    }
-    Ok(pixels)
+    Ok(machine_order(pixels, frame.bytes_per_sample))
 }
 
 fn decode_jpeg2000(data: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
@@ -215,15 +200,7 @@ fn decode_jpeg_ls(data: &[u8], frame: rle::Frame) -> Result<Vec<u8>, String> {
             frame.len()
         ));
     }
-    // 16-bit samples come in the machine's byte order.
-    let mut native: Vec<u8> = if frame.bytes_per_sample == 2 {
-        decoded
-            .chunks_exact(2)
-            .flat_map(|b| u16::from_ne_bytes([b[0], b[1]]).to_le_bytes())
-            .collect()
-    } else {
-        decoded
-    };
+    let mut native = machine_order(decoded, frame.bytes_per_sample);
     if header.planes {
         // One scan per component: CharLS gives the planes one after the other.
         let (pixels, size) = (frame.rows * frame.columns, frame.bytes_per_sample);
@@ -278,6 +255,16 @@ impl JpegLsHeader {
         }
         Err(bad())
     }
+}
+
+/// 16-bit samples between little endian (native frames) and the machine's order
+/// (jpeg-decoder's and CharLS's buffers): the same swap either way, none on a
+/// little-endian machine.
+fn machine_order(samples: Vec<u8>, bytes_per_sample: usize) -> Vec<u8> {
+    if bytes_per_sample != 2 || cfg!(target_endian = "little") {
+        return samples;
+    }
+    samples.chunks_exact(2).flat_map(|b| [b[1], b[0]]).collect()
 }
 
 fn check_size(height: u32, width: u32, frame: rle::Frame) -> Result<(), String> {

@@ -38,8 +38,7 @@ use pixels::Region;
 use crate::config::{DateCut, DocumentPassword, PixelRule, Profile, StrictValues};
 use crate::pipeline::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
 use crate::standard::{
-    ENCAPSULATED_PDF, RAW_DATA, is_encapsulated_document, is_standard_storage, is_ultrasound,
-    unpadded,
+    ENCAPSULATED_PDF, RAW_DATA, is_encapsulated_document, is_standard_storage, unpadded,
 };
 
 /// Why a profile sends no copy of an instance at all: content it cannot anonymize,
@@ -156,7 +155,6 @@ impl Anonymizer {
             key: self.key.clone(),
             strict: strict.then(|| self.strict.clone()),
             iod: iod_of(sop_class_uid),
-            ultrasound: is_ultrasound(sop_class_uid),
             big_endian,
             syntax: ts.uid().to_owned(),
             lossy_syntax: LOSSY_SYNTAXES.contains(&ts.uid()),
@@ -220,7 +218,6 @@ struct Deidentify {
     key: Arc<DeviceKey>,
     strict: Option<StrictValues>,
     iod: Option<&'static str>,
-    ultrasound: bool,
     big_endian: bool,
     /// The input's transfer syntax.
     syntax: String,
@@ -369,7 +366,7 @@ impl Deidentify {
             return Rewrite::Keep;
         }
         let number = self.uint(value);
-        let (reencodes, ultrasound) = (self.pixels.reencodes(), self.ultrasound);
+        let (reencodes, ultrasound) = (self.pixels.reencodes(), self.pixels.ultrasound());
         let f = &mut self.pixels.facts;
         match tag {
             t if t == tags::MODALITY => f.modality = text(),
@@ -614,7 +611,7 @@ impl Transform for Deidentify {
             value: AddedValue::Decided,
         }];
         let mut codes = vec![code("113100", "Basic Application Confidentiality Profile")];
-        if self.ultrasound {
+        if self.pixels.ultrasound() {
             // Burned-in text is blanked (or the instance held back, never sent).
             codes.push(code("113101", "Clean Pixel Data Option"));
         }
@@ -742,7 +739,6 @@ mod tests {
             key: Arc::new(DeviceKey::for_tests(1)),
             strict: None,
             iod: iod_of("1.2.840.10008.5.1.4.1.1.6.1"),
-            ultrasound: true,
             big_endian: false,
             syntax: "1.2.840.10008.1.2.1".into(),
             lossy_syntax: false,

@@ -179,14 +179,28 @@ fn requeue(queue: &Queue, anonymizer: &Anonymizer, item: &Misrouted) -> Result<R
             Failure::Storage(e) => format!("cannot write the spool: {e}"),
             Failure::DataSet(reason) => reason,
         })?;
+    let origin = item
+        .entry
+        .record
+        .origin
+        .as_deref()
+        .and_then(crate::queue::ledger::from_hex);
     match copies.pop().map(|(_, copy)| copy) {
         Some(ProfileCopy::Made(part)) => {
             queue
-                .commit_for(vec![part], &sop_class_uid, Some(&item.destination))
+                .commit_for(vec![part], &sop_class_uid, Some(&item.destination), origin)
                 .map_err(|e| format!("cannot queue: {e}"))?;
             Ok(Rederived::Queued)
         }
-        Some(ProfileCopy::Discarded(discard)) => Ok(Rederived::Discarded(discard)),
+        Some(ProfileCopy::Discarded(discard)) => {
+            // Its profile never sends this class: nothing left to confirm.
+            if let Some(origin) = origin {
+                queue
+                    .confirmed(&origin, &item.destination)
+                    .map_err(|e| format!("cannot queue: {e}"))?;
+            }
+            Ok(Rederived::Discarded(discard))
+        }
         Some(ProfileCopy::Uncleaned(reason)) => Ok(Rederived::NotDeliverable(reason)),
         None => Err("no copy was made".into()),
     }

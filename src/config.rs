@@ -33,6 +33,10 @@ pub struct Config {
     /// is, in images that do not say where the image is.
     #[serde(rename = "pixel_rule", skip_serializing_if = "Vec::is_empty")]
     pub pixel_rules: Vec<PixelRule>,
+    /// The ultrasound machines that ask for storage commitment: where a report goes
+    /// when it cannot travel on the association that asked for it.
+    #[serde(rename = "modality", skip_serializing_if = "Vec::is_empty")]
+    pub modalities: Vec<Modality>,
     /// The LED panel.
     pub leds: Leds,
     /// Log output.
@@ -106,6 +110,53 @@ pub struct Listener {
     /// CA certificates (PEM) that sign the ultrasound machines' client certificates;
     /// when set, a peer without such a certificate is refused.
     pub tls_client_ca: Option<PathBuf>,
+    /// What a storage commitment commits to: `stored` (on the card, fsync'd and
+    /// queued, as a C-STORE's Success already says) or `delivered` (every
+    /// destination has confirmed it).
+    pub commit: Commit,
+    /// With `commit = "delivered"`: how long a commitment waits for the
+    /// destinations before it reports what they have not confirmed as failed.
+    pub commit_wait_secs: Bounded<1, 2_592_000>,
+    /// `[[listener.user]]`: with any, an association must name one of these users
+    /// (User Identity negotiation, PS3.7 D.3.3.7); others are refused.
+    #[serde(rename = "user", skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<ListenerUser>,
+}
+
+/// What "committed" means in a storage commitment report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Commit {
+    #[default]
+    Stored,
+    Delivered,
+}
+
+/// `[[listener.user]]`: a user a modality may associate as.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerUser {
+    pub username: String,
+    /// Without one, the username alone is enough (identity type 1).
+    pub password: Option<Secret>,
+}
+
+/// `[[modality]]`: an ultrasound machine the box sends storage commitment reports
+/// to on an association of its own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modality {
+    /// The machine's AE title, as it calls the box.
+    pub ae_title: AeTitle,
+    /// Its address; by default, the one the request came from.
+    pub host: Option<String>,
+    /// The port its storage commitment SCU listens on for reports.
+    #[serde(default = "well_known_port")]
+    pub port: Port,
+}
+
+fn well_known_port() -> Port {
+    Port(104)
 }
 
 /// `[storage]`: the data directory on the SD card.
@@ -551,6 +602,9 @@ impl Default for Listener {
             tls_certificate: None,
             tls_key: None,
             tls_client_ca: None,
+            commit: Commit::Stored,
+            commit_wait_secs: Bounded(86_400),
+            users: Vec::new(),
         }
     }
 }
@@ -649,6 +703,22 @@ impl Config {
             }
         }
         self.network.check().map_err(ConfigError)?;
+        let mut seen = std::collections::HashSet::new();
+        for modality in &self.modalities {
+            if !seen.insert(modality.ae_title.as_str()) {
+                return Err(ConfigError(format!(
+                    "[[modality]] ae_title = \"{}\" is listed twice: give each machine one entry",
+                    modality.ae_title
+                )));
+            }
+        }
+        for user in &self.listener.users {
+            if user.username.is_empty() || user.username.len() > 65_535 {
+                return Err(ConfigError(
+                    "[[listener.user]] username is empty: name the user the modality is set up with".into(),
+                ));
+            }
+        }
         for (n, rule) in self.pixel_rules.iter().enumerate() {
             rule.check(n + 1).map_err(ConfigError)?;
         }

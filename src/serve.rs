@@ -15,6 +15,7 @@ use crate::device::clock::Clock;
 use crate::device::leds::{self, LEDS, Lights};
 use crate::device::systemd as service;
 use crate::queue::{Misrouted, Queue};
+use crate::receive::commitment::Commitments;
 use crate::receive::{Listener, association::Shared};
 use crate::shutdown::{Stop, pause};
 use crate::status::counters::{Board, now_rfc3339};
@@ -37,8 +38,9 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
     log_destinations(&config);
     let key = DeviceKey::load_or_create(&data_dir)
         .map_err(|e| format!("cannot load the device key in {}: {e}", data_dir.display()))?;
+    let key = Arc::new(key);
     let anonymizer = Anonymizer::new(
-        Arc::new(key),
+        key.clone(),
         config.strict.clone(),
         config.typical.document_password,
         PasswordBook::new(&data_dir),
@@ -48,10 +50,15 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
     if let Some(reason) = &provisioning {
         log::error!("{reason}");
     }
+    let queue = Arc::new(queue);
+    let commitments = Commitments::open(queue.clone(), key.clone(), &config)
+        .map_err(|e| format!("cannot open the storage commitment requests: {e}"))?;
     let agent = Agent {
         board: Arc::new(Board::default()),
         started: now_rfc3339(),
-        queue: Arc::new(queue),
+        queue,
+        commitments: Arc::new(commitments),
+        key,
         provisioning,
         data_dir,
         config,
@@ -142,6 +149,8 @@ struct Agent {
     config: Config,
     data_dir: PathBuf,
     queue: Arc<Queue>,
+    commitments: Arc<Commitments>,
+    key: Arc<DeviceKey>,
     board: Arc<Board>,
     started: String,
     /// Why the card's configuration was refused, if it was.
@@ -161,6 +170,8 @@ impl Agent {
             queue: self.queue.clone(),
             board: self.board.clone(),
             anonymizer,
+            key: self.key.clone(),
+            commitments: self.commitments.clone(),
         })
         .map_err(|e| e.to_string())?;
         log::info!(
@@ -209,6 +220,11 @@ impl Agent {
                 ))
             })
             .collect();
+        let reporting = smol::spawn(self.commitments.clone().run(
+            self.config.listener.ae_title.to_string(),
+            self.config.modalities.clone(),
+            stop_rx.clone(),
+        ));
         let stop = stop_rx.clone();
         let listening = listener.run(async move {
             let _ = stop.recv().await;
@@ -220,6 +236,7 @@ impl Agent {
         )
         .await;
         rederive.await;
+        reporting.await;
         for worker in workers {
             worker.await;
         }
@@ -247,6 +264,7 @@ impl Agent {
             running,
         );
         snapshot.provisioning = self.provisioning.clone();
+        snapshot.commitments = self.commitments.stats();
         snapshot
     }
 
@@ -258,7 +276,9 @@ impl Agent {
             crate::control::serve_request(&self.data_dir, &self.queue);
             let current = self.snapshot(true);
             if last.as_ref().is_none_or(|l: &Snapshot| {
-                l.counters != current.counters || l.destinations != current.destinations
+                l.counters != current.counters
+                    || l.destinations != current.destinations
+                    || l.commitments != current.commitments
             }) {
                 if let Err(e) = current.write(&self.data_dir) {
                     log::warn!("cannot write status file: {e}");
@@ -367,5 +387,6 @@ fn snapshot(
         provisioning: None,
         damaged: queue.damaged().into(),
         orphaned: queue.orphaned().clone(),
+        commitments: Default::default(),
     }
 }

@@ -9,10 +9,29 @@ standard edition of 2025-01-28). Run from the repository root:
 import json
 import sys
 
-# Retired storage classes that ultrasound machines in the field still send.
+# Retired storage classes (PS3.6 Table A-1, "(Retired)"): gone from the current
+# table, still sent by machines in the field, and stored like the rest.
 RETIRED = [
+    ("1.2.840.10008.5.1.1.27", "Stored Print Storage (Retired)", "Stored Print"),
+    ("1.2.840.10008.5.1.1.29", "Hardcopy Grayscale Image Storage (Retired)", "Hardcopy Grayscale Image"),
+    ("1.2.840.10008.5.1.1.30", "Hardcopy Color Image Storage (Retired)", "Hardcopy Color Image"),
     ("1.2.840.10008.5.1.4.1.1.3", "Ultrasound Multi-frame Image Storage (Retired)", "Ultrasound Multi-frame Image"),
+    ("1.2.840.10008.5.1.4.1.1.5", "Nuclear Medicine Image Storage (Retired)", "Nuclear Medicine Image"),
     ("1.2.840.10008.5.1.4.1.1.6", "Ultrasound Image Storage (Retired)", "Ultrasound Image"),
+    ("1.2.840.10008.5.1.4.1.1.8", "Standalone Overlay Storage (Retired)", "Standalone Overlay"),
+    ("1.2.840.10008.5.1.4.1.1.9", "Standalone Curve Storage (Retired)", "Standalone Curve"),
+    ("1.2.840.10008.5.1.4.1.1.9.1", "Waveform Storage - Trial (Retired)", "Waveform"),
+    ("1.2.840.10008.5.1.4.1.1.10", "Standalone Modality LUT Storage (Retired)", "Standalone Modality LUT"),
+    ("1.2.840.10008.5.1.4.1.1.11", "Standalone VOI LUT Storage (Retired)", "Standalone VOI LUT"),
+    ("1.2.840.10008.5.1.4.1.1.12.3", "X-Ray Angiographic Bi-Plane Image Storage (Retired)", "X-Ray Angiographic Bi-Plane Image"),
+    ("1.2.840.10008.5.1.4.1.1.77.1", "VL Image Storage - Trial (Retired)", "VL Image"),
+    ("1.2.840.10008.5.1.4.1.1.77.2", "VL Multi-frame Image Storage - Trial (Retired)", "VL Multi-frame Image"),
+    ("1.2.840.10008.5.1.4.1.1.88.1", "Text SR Storage - Trial (Retired)", "Text SR"),
+    ("1.2.840.10008.5.1.4.1.1.88.2", "Audio SR Storage - Trial (Retired)", "Audio SR"),
+    ("1.2.840.10008.5.1.4.1.1.88.3", "Detail SR Storage - Trial (Retired)", "Detail SR"),
+    ("1.2.840.10008.5.1.4.1.1.88.4", "Comprehensive SR Storage - Trial (Retired)", "Comprehensive SR"),
+    ("1.2.840.10008.5.1.4.1.1.129", "Standalone PET Curve Storage (Retired)", "Standalone PET Curve"),
+    ("1.2.840.10008.5.1.4.34.1", "RT Beams Delivery Instruction Storage - Trial (Retired)", "RT Beams Delivery Instruction"),
 ]
 
 

@@ -72,6 +72,17 @@ impl DeviceKey {
         format!("2.25.{number}")
     }
 
+    /// The ledger key of an instance (`queue/ledger.rs`): the first 128 bits of
+    /// its SOP Instance UID's HMAC, in a domain of its own.
+    pub fn ledger_key(&self, sop_instance_uid: &str) -> [u8; 16] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"uplink ledger\0");
+        mac.update(crate::standard::unpadded(sop_instance_uid).as_bytes());
+        mac.finalize().into_bytes()[..16]
+            .try_into()
+            .expect("16 bytes")
+    }
+
     #[cfg(test)]
     pub fn for_tests(seed: u8) -> DeviceKey {
         DeviceKey([seed; 32])

@@ -297,6 +297,7 @@ mod tests {
             provisioning: None,
             damaged: Default::default(),
             orphaned: Default::default(),
+            commitments: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@
 //! and only then may the caller answer Success.
 
 pub mod damaged;
+pub mod ledger;
 pub mod spool;
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Profile;
+use ledger::{LedgerEntry, LedgerKey, Standing};
 use spool::{FileMeta, PartFile, Spool};
 
 const ALL_PROFILES: [Profile; 3] = [Profile::Identified, Profile::Typical, Profile::Strict];
@@ -83,6 +85,9 @@ pub struct Record {
     pub sop_instance_uid: String,
     /// Destinations that have not yet confirmed this instance.
     pub pending: Vec<String>,
+    /// The instance's ledger key (hex), where the ledger has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// The next instance for a destination.
@@ -190,6 +195,8 @@ struct Counts {
 pub struct Queue {
     db: sled::Db,
     items: sled::Tree,
+    /// What was acknowledged, for storage commitment (see `ledger.rs`).
+    ledger: sled::Tree,
     spool: Spool,
     data_dir: PathBuf,
     next_id: AtomicU64,
@@ -231,6 +238,7 @@ impl Queue {
         };
         let mut queue = Queue {
             items: db.open_tree("items")?,
+            ledger: db.open_tree("ledger")?,
             destinations: destinations
                 .iter()
                 .map(|(name, profile)| {
@@ -283,8 +291,14 @@ impl Queue {
 
     /// Makes the instance durable in every profile, then records it for every
     /// destination. When this returns Ok the instance may be acknowledged.
-    pub fn commit(&self, parts: Vec<PartFile>, sop_class_uid: &str) -> Result<(), QueueError> {
-        self.commit_for(parts, sop_class_uid, None)
+    /// `origin`, the instance's ledger key, enters the ledger in the same flush.
+    pub fn commit(
+        &self,
+        parts: Vec<PartFile>,
+        sop_class_uid: &str,
+        origin: Option<LedgerKey>,
+    ) -> Result<(), QueueError> {
+        self.commit_for(parts, sop_class_uid, None, origin)
     }
 
     /// The same, for the destination named `only` (when given) rather than every
@@ -294,6 +308,7 @@ impl Queue {
         parts: Vec<PartFile>,
         sop_class_uid: &str,
         only: Option<&str>,
+        origin: Option<LedgerKey>,
     ) -> Result<(), QueueError> {
         let takes = |d: &Destination, profile: Profile| {
             d.profile == profile && only.is_none_or(|name| name == d.name)
@@ -341,11 +356,28 @@ impl Queue {
                         .filter(|d| takes(d, *profile))
                         .map(|d| d.name.clone())
                         .collect(),
+                    origin: origin.as_ref().map(ledger::to_hex),
                 };
                 self.items.insert(id.to_be_bytes(), encode(&record))?;
                 for d in self.destinations.iter().filter(|d| takes(d, *profile)) {
                     d.pending.insert(pending_key(Lane::of(*size), *id), &[])?;
                 }
+            }
+            if let Some(key) = origin {
+                let awaiting = self
+                    .destinations
+                    .iter()
+                    .filter(|d| sealed.iter().any(|(_, profile, ..)| takes(d, *profile)))
+                    .map(|d| d.name.clone())
+                    .collect();
+                let entry = LedgerEntry {
+                    sop_class_uid: sop_class_uid.to_owned(),
+                    received_ms,
+                    awaiting,
+                };
+                let old = self.ledger.get(key)?.and_then(|v| ledger::decode(&v));
+                self.ledger
+                    .insert(key, ledger::encode(&LedgerEntry::merged(old, entry)))?;
             }
             self.db.flush()?;
             Ok(())
@@ -453,8 +485,11 @@ impl Queue {
     /// once every destination has it.
     pub fn complete(&self, index: usize, id: u64) -> Result<(), QueueError> {
         let d = &self.destinations[index];
-        let size = self.take_off(id, &d.name)?;
+        let (size, origin) = self.take_off(id, &d.name)?;
         d.pending.remove(pending_key(Lane::of(size), id))?;
+        if let Some(key) = origin {
+            self.confirmed(&key, &d.name)?;
+        }
         self.db.flush()?;
         let mut stats = d.stats.lock().expect("stats lock");
         stats.pending = stats.pending.saturating_sub(1);
@@ -463,13 +498,16 @@ impl Queue {
     }
 
     /// Takes destination `name` off the record of `id`, and removes the spool file
-    /// and record once no destination waits for it. Returns the instance's size.
-    fn take_off(&self, id: u64, name: &str) -> Result<u64, QueueError> {
+    /// and record once no destination waits for it. Returns the instance's size
+    /// and ledger key.
+    fn take_off(&self, id: u64, name: &str) -> Result<(u64, Option<LedgerKey>), QueueError> {
         let key = id.to_be_bytes();
         let mut size = 0;
+        let mut origin = None;
         let updated = self.items.update_and_fetch(key, |old| {
             let mut record = decode(old?)?;
             size = record.size;
+            origin = record.origin.as_deref().and_then(ledger::from_hex);
             record.pending.retain(|n| n != name);
             Some(encode(&record))
         })?;
@@ -481,7 +519,34 @@ impl Queue {
                 self.items.remove(key)?;
             }
         }
-        Ok(size)
+        Ok((size, origin))
+    }
+
+    /// Records in the ledger that destination `name` has (or will never be sent)
+    /// the instance `key`.
+    pub fn confirmed(&self, key: &LedgerKey, name: &str) -> Result<(), QueueError> {
+        self.ledger.update_and_fetch(key, |old| {
+            let mut entry = ledger::decode(old?)?;
+            entry.awaiting.retain(|n| n != name);
+            Some(ledger::encode(&entry))
+        })?;
+        Ok(())
+    }
+
+    /// Where the instance `key` stands, as an instance of `sop_class_uid`.
+    pub fn standing(&self, key: &LedgerKey, sop_class_uid: &str) -> Result<Standing, QueueError> {
+        Ok(
+            match self.ledger.get(key)?.and_then(|v| ledger::decode(&v)) {
+                Some(entry) => entry.standing(sop_class_uid),
+                None => Standing::Unknown,
+            },
+        )
+    }
+
+    /// A tree of the queue's database for records that live and are flushed with
+    /// the queue (storage commitment requests).
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, QueueError> {
+        Ok(self.db.open_tree(name)?)
     }
 
     /// Takes destination `name` off the instance `id` without delivering it (its
@@ -504,6 +569,7 @@ impl Queue {
         for item in self.items.iter() {
             let (key, _) = item?;
             let mut renamed = false;
+            let mut origin = None;
             self.items.update_and_fetch(&key, |old| {
                 let mut record = decode(old?)?;
                 renamed = false;
@@ -513,9 +579,20 @@ impl Queue {
                         record.pending.push(to.to_owned());
                     }
                     renamed = true;
+                    origin = record.origin.as_deref().and_then(ledger::from_hex);
                 }
                 Some(encode(&record))
             })?;
+            if let Some(origin) = origin {
+                self.ledger.update_and_fetch(origin, |old| {
+                    let mut entry = ledger::decode(old?)?;
+                    entry.awaiting.retain(|n| n != from);
+                    if !entry.awaiting.iter().any(|n| n == to) {
+                        entry.awaiting.push(to.to_owned());
+                    }
+                    Some(ledger::encode(&entry))
+                })?;
+            }
             moved += u64::from(renamed);
         }
         self.db.flush()?;
@@ -601,6 +678,7 @@ impl Queue {
         let max_record = self.check_records(&mut files, &mut report)?;
         self.adopt_files(&files, &mut report)?;
         self.drop_stale_quarantine()?;
+        self.prune_ledger()?;
         self.rebuild_pending(&mut report)?;
         self.db.flush()?;
         self.next_id = AtomicU64::new(max_file.max(max_record).map_or(1, |id| id + 1));
@@ -687,6 +765,19 @@ impl Queue {
                         report.files_damaged += 1;
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ledger entries go after `ledger::RETENTION`, delivered or not: no
+    /// commitment waits that long.
+    fn prune_ledger(&self) -> Result<(), QueueError> {
+        let oldest = unix_ms().saturating_sub(ledger::RETENTION.as_millis() as u64);
+        for item in self.ledger.iter() {
+            let (key, value) = item?;
+            if ledger::decode(&value).is_none_or(|e| e.received_ms < oldest) {
+                self.ledger.remove(key)?;
             }
         }
         Ok(())
@@ -847,6 +938,9 @@ fn adopt(path: &Path, profile: Profile, pending: Vec<String>) -> io::Result<Reco
         sop_class_uid: meta.media_storage_sop_class_uid().to_owned(),
         sop_instance_uid: meta.media_storage_sop_instance_uid().to_owned(),
         pending,
+        // The ledger went with the index: an adopted file stays deliverable, but
+        // a commitment for it can no longer be answered Success.
+        origin: None,
     })
 }
 
@@ -903,7 +997,7 @@ mod tests {
         let mut part = queue.start(Profile::Identified, &meta(uid)).unwrap();
         part.write_all(b"data set bytes").unwrap();
         queue
-            .commit(vec![part], "1.2.840.10008.5.1.4.1.1.6.1")
+            .commit(vec![part], "1.2.840.10008.5.1.4.1.1.6.1", None)
             .unwrap();
     }
 

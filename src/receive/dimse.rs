@@ -11,10 +11,15 @@ use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 /// Command Field values (PS3.7 E.1).
 pub const C_STORE_RQ: u16 = 0x0001;
 pub const C_ECHO_RQ: u16 = 0x0030;
+pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
+pub const N_ACTION_RQ: u16 = 0x0130;
 /// A response's command field is its request's with this bit set.
 const RESPONSE_BIT: u16 = 0x8000;
-/// Command Data Set Type value meaning "no data set follows".
+pub const N_EVENT_REPORT_RSP: u16 = N_EVENT_REPORT_RQ | RESPONSE_BIT;
+/// Command Data Set Type value meaning "no data set follows", and one meaning
+/// "a data set follows" (any other value does).
 const NO_DATA_SET: u16 = 0x0101;
+const DATA_SET: u16 = 0x0001;
 /// Command sets larger than this are refused: real ones are a few hundred bytes.
 pub const MAX_COMMAND_LENGTH: usize = 64 * 1024;
 
@@ -24,8 +29,16 @@ pub struct Status(pub u16);
 
 impl Status {
     pub const SUCCESS: Status = Status(0x0000);
-    /// Refused: SOP class not supported.
+    /// Refused: SOP class not supported (C-STORE); for N-services, "no such SOP
+    /// class" is 0118H.
     pub const SOP_CLASS_NOT_SUPPORTED: Status = Status(0x0122);
+    /// N-ACTION failures (PS3.7 10.1.4.1.10).
+    pub const PROCESSING_FAILURE: Status = Status(0x0110);
+    pub const NO_SUCH_SOP_INSTANCE: Status = Status(0x0112);
+    pub const INVALID_ARGUMENT_VALUE: Status = Status(0x0115);
+    pub const NO_SUCH_SOP_CLASS: Status = Status(0x0118);
+    pub const NO_SUCH_ACTION: Status = Status(0x0123);
+    pub const RESOURCE_LIMITATION: Status = Status(0x0213);
     /// Unrecognized operation: a DIMSE service we do not provide.
     pub const UNRECOGNIZED_OPERATION: Status = Status(0x0211);
     /// Refused: out of resources (disk full, below the free-space floor, I/O error).
@@ -55,9 +68,16 @@ impl std::fmt::Display for Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
     pub field: u16,
+    /// The Message ID of a request, or the one a response answers.
     pub message_id: u16,
     pub affected_sop_class_uid: Option<String>,
     pub affected_sop_instance_uid: Option<String>,
+    /// What an N-ACTION acts on.
+    pub requested_sop_class_uid: Option<String>,
+    pub requested_sop_instance_uid: Option<String>,
+    pub action_type_id: Option<u16>,
+    /// A response's status.
+    pub status: Option<Status>,
     pub has_data_set: bool,
 }
 
@@ -80,11 +100,31 @@ impl Command {
             let text = crate::standard::unpadded(&text);
             (!text.is_empty()).then(|| text.to_owned())
         };
+        let field = uint(tags::COMMAND_FIELD, "Command Field")?;
+        let message_id = if field & RESPONSE_BIT == 0 {
+            uint(tags::MESSAGE_ID, "Message ID")?
+        } else {
+            uint(
+                tags::MESSAGE_ID_BEING_RESPONDED_TO,
+                "Message ID Being Responded To",
+            )?
+        };
+        let optional = |tag: Tag, name: &str| -> Result<Option<u16>, String> {
+            object
+                .element_opt(tag)
+                .ok()
+                .flatten()
+                .map_or(Ok(None), |_| uint(tag, name).map(Some))
+        };
         Ok(Command {
-            field: uint(tags::COMMAND_FIELD, "Command Field")?,
-            message_id: uint(tags::MESSAGE_ID, "Message ID")?,
+            field,
+            message_id,
             affected_sop_class_uid: uid(tags::AFFECTED_SOP_CLASS_UID),
             affected_sop_instance_uid: uid(tags::AFFECTED_SOP_INSTANCE_UID),
+            requested_sop_class_uid: uid(tags::REQUESTED_SOP_CLASS_UID),
+            requested_sop_instance_uid: uid(tags::REQUESTED_SOP_INSTANCE_UID),
+            action_type_id: optional(tags::ACTION_TYPE_ID, "Action Type ID")?,
+            status: optional(tags::STATUS, "Status")?.map(Status),
             has_data_set: uint(tags::COMMAND_DATA_SET_TYPE, "Command Data Set Type")?
                 != NO_DATA_SET,
         })
@@ -94,7 +134,13 @@ impl Command {
     /// 64 characters) goes with failures only and must hold no patient data.
     pub fn response(&self, status: Status, comment: Option<&str>) -> Vec<u8> {
         let mut body = Vec::with_capacity(160);
-        if let Some(uid) = &self.affected_sop_class_uid {
+        // An N-ACTION's response names as affected what the request named as
+        // requested (PS3.7 10.3.4).
+        let class = self
+            .affected_sop_class_uid
+            .as_ref()
+            .or(self.requested_sop_class_uid.as_ref());
+        if let Some(uid) = class {
             put(&mut body, tags::AFFECTED_SOP_CLASS_UID, uid.as_bytes(), 0);
         }
         put(
@@ -124,26 +170,79 @@ impl Command {
                 .collect();
             put(&mut body, tags::ERROR_COMMENT, comment.as_bytes(), b' ');
         }
-        if self.field == C_STORE_RQ {
-            if let Some(uid) = &self.affected_sop_instance_uid {
-                put(
-                    &mut body,
-                    tags::AFFECTED_SOP_INSTANCE_UID,
-                    uid.as_bytes(),
-                    0,
-                );
-            }
+        let instance = match self.field {
+            C_STORE_RQ => self.affected_sop_instance_uid.as_ref(),
+            N_ACTION_RQ => self.requested_sop_instance_uid.as_ref(),
+            _ => None,
+        };
+        if let Some(uid) = instance {
+            put(
+                &mut body,
+                tags::AFFECTED_SOP_INSTANCE_UID,
+                uid.as_bytes(),
+                0,
+            );
         }
-        let mut command = Vec::with_capacity(body.len() + 12);
-        put(
-            &mut command,
-            tags::COMMAND_GROUP_LENGTH,
-            &(body.len() as u32).to_le_bytes(),
-            0,
-        );
-        command.extend(body);
-        command
+        if let (N_ACTION_RQ, Some(action)) = (self.field, self.action_type_id) {
+            put(&mut body, tags::ACTION_TYPE_ID, &action.to_le_bytes(), 0);
+        }
+        with_group_length(body)
     }
+}
+
+/// An N-EVENT-REPORT-RQ command set (PS3.7 10.3.1), a data set following.
+pub fn event_report_rq(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    event_type_id: u16,
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(160);
+    put(
+        &mut body,
+        tags::AFFECTED_SOP_CLASS_UID,
+        sop_class_uid.as_bytes(),
+        0,
+    );
+    put(
+        &mut body,
+        tags::COMMAND_FIELD,
+        &N_EVENT_REPORT_RQ.to_le_bytes(),
+        0,
+    );
+    put(&mut body, tags::MESSAGE_ID, &message_id.to_le_bytes(), 0);
+    put(
+        &mut body,
+        tags::COMMAND_DATA_SET_TYPE,
+        &DATA_SET.to_le_bytes(),
+        0,
+    );
+    put(
+        &mut body,
+        tags::AFFECTED_SOP_INSTANCE_UID,
+        sop_instance_uid.as_bytes(),
+        0,
+    );
+    put(
+        &mut body,
+        tags::EVENT_TYPE_ID,
+        &event_type_id.to_le_bytes(),
+        0,
+    );
+    with_group_length(body)
+}
+
+/// A command set: Command Group Length, then the elements.
+fn with_group_length(body: Vec<u8>) -> Vec<u8> {
+    let mut command = Vec::with_capacity(body.len() + 12);
+    put(
+        &mut command,
+        tags::COMMAND_GROUP_LENGTH,
+        &(body.len() as u32).to_le_bytes(),
+        0,
+    );
+    command.extend(body);
+    command
 }
 
 /// Appends one Implicit VR Little Endian element, padded to even length with `pad`.
@@ -168,6 +267,10 @@ mod tests {
             message_id: 7,
             affected_sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.6.1".into()),
             affected_sop_instance_uid: Some("1.2.3.4.5".into()),
+            requested_sop_class_uid: None,
+            requested_sop_instance_uid: None,
+            action_type_id: None,
+            status: None,
             has_data_set: true,
         }
     }
@@ -264,6 +367,56 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(comment.trim().len() <= 64 && !comment.contains('\\'));
+    }
+
+    #[test]
+    fn an_n_action_is_answered_for_what_it_requested() {
+        let rq = Command {
+            field: N_ACTION_RQ,
+            message_id: 3,
+            affected_sop_class_uid: None,
+            affected_sop_instance_uid: None,
+            requested_sop_class_uid: Some("1.2.840.10008.1.20.1".into()),
+            requested_sop_instance_uid: Some("1.2.840.10008.1.20.1.1".into()),
+            action_type_id: Some(1),
+            status: None,
+            has_data_set: true,
+        };
+        let rsp = Command::parse(&rq.response(Status::SUCCESS, None)).unwrap();
+        assert_eq!(rsp.field, 0x8130);
+        assert_eq!(rsp.message_id, 3, "read from Message ID Being Responded To");
+        assert_eq!(rsp.status, Some(Status::SUCCESS));
+        assert_eq!(
+            rsp.affected_sop_class_uid.as_deref(),
+            Some("1.2.840.10008.1.20.1")
+        );
+        assert_eq!(
+            rsp.affected_sop_instance_uid.as_deref(),
+            Some("1.2.840.10008.1.20.1.1")
+        );
+        assert_eq!(rsp.action_type_id, Some(1));
+        assert!(!rsp.has_data_set);
+    }
+
+    #[test]
+    fn an_event_report_request_reads_back() {
+        let bytes = event_report_rq(9, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 2);
+        let rq = Command::parse(&bytes).unwrap();
+        assert_eq!(
+            (rq.field, rq.message_id, rq.has_data_set),
+            (N_EVENT_REPORT_RQ, 9, true)
+        );
+        let object =
+            InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap();
+        assert_eq!(
+            object
+                .element(tags::EVENT_TYPE_ID)
+                .unwrap()
+                .to_int::<u16>()
+                .unwrap(),
+            2
+        );
     }
 
     #[test]

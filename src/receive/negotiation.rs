@@ -10,17 +10,21 @@ use dicom_ul::pdu::{
     AssociationAC, AssociationRJ, AssociationRJResult, AssociationRJServiceProviderASCEReason,
     AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
     AssociationRJSource, AssociationRQ, PresentationContextResult, PresentationContextResultReason,
-    UserVariableItem,
+    RequestorRoles, UserIdentity, UserIdentityType, UserVariableItem,
 };
+use sha2::{Digest, Sha256};
 
-use crate::config::{AeTitle, UnknownSopClasses};
+use crate::config::{AeTitle, ListenerUser, UnknownSopClasses};
 use crate::standard::{
-    IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, STANDARD_ROOT, VERIFICATION,
-    is_standard_storage, unpadded,
+    IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, STANDARD_ROOT, STORAGE_COMMITMENT_PUSH,
+    VERIFICATION, is_standard_storage, unpadded,
 };
 
 /// The DICOM application context name (PS3.7 A.2.1).
 const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
+/// The item type of a User Identity sub-item in an A-ASSOCIATE-AC (PS3.7 D.3.3.7.2),
+/// which dicom-ul writes only in its request form.
+const USER_IDENTITY_AC_ITEM: u8 = 0x59;
 
 /// What we accept.
 pub struct Policy<'a> {
@@ -33,6 +37,8 @@ pub struct Policy<'a> {
     /// lists JPEG 2000 first must not lose every anonymized copy). `None`: every
     /// syntax is as good (nothing is cleaned), take the first offered.
     pub cleanable: Option<fn(&str) -> bool>,
+    /// With any, the association must name one of these users.
+    pub users: &'a [ListenerUser],
 }
 
 /// A presentation context we accepted.
@@ -49,6 +55,8 @@ pub struct Accepted {
     pub ac: AssociationAC,
     pub contexts: Vec<Context>,
     pub calling_ae_title: String,
+    /// The largest PDU the requestor takes (0: no limit), for what we send it.
+    pub peer_max_pdu: u32,
 }
 
 /// Answers an association request.
@@ -84,6 +92,29 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
         )));
     }
 
+    let identity = rq.user_variables.iter().find_map(|item| match item {
+        UserVariableItem::UserIdentityItem(identity) => Some(identity),
+        _ => None,
+    });
+    if !identity_accepted(identity, policy.users) {
+        return Err(reject(AssociationRJSource::ServiceUser(
+            AssociationRJServiceUserReason::NoReasonGiven,
+        )));
+    }
+    let roles: Vec<(&str, RequestorRoles)> = rq
+        .user_variables
+        .iter()
+        .filter_map(|item| match item {
+            UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles) => {
+                Some((unpadded(uid), *roles))
+            }
+            _ => None,
+        })
+        .collect();
+    // We act as SCP only: a class the requestor will not be the SCU of has nothing
+    // for us to do.
+    let no_scu_role = |uid: &str| roles.iter().any(|(u, r)| *u == uid && !r.scu);
+
     let mut results = Vec::with_capacity(rq.presentation_contexts.len());
     let mut contexts = Vec::new();
     for pc in rq.presentation_contexts {
@@ -93,6 +124,8 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
                 PresentationContextResultReason::AbstractSyntaxNotSupported,
                 None,
             )
+        } else if no_scu_role(abstract_syntax) {
+            (PresentationContextResultReason::UserRejection, None)
         } else {
             let mut offered = pc
                 .transfer_syntaxes
@@ -130,6 +163,41 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
         });
     }
 
+    // PS3.7 D.3.3: the sub-items in the order of their item types.
+    let mut user_variables = vec![
+        UserVariableItem::MaxLength(policy.max_pdu),
+        UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.into()),
+    ];
+    // PS3.7 D.3.3.4: each proposed role answered, for the classes accepted: the SCU
+    // role as proposed, never the SCP role (we send no C-STOREs, and a storage
+    // commitment report needs no role on the requestor's own association).
+    for (uid, proposed) in &roles {
+        if contexts.iter().any(|c| c.abstract_syntax == *uid) {
+            user_variables.push(UserVariableItem::ScuScpRoleSelectionSubItem(
+                (*uid).to_owned(),
+                RequestorRoles {
+                    scu: proposed.scu,
+                    scp: false,
+                },
+            ));
+        }
+    }
+    user_variables.push(UserVariableItem::ImplementationVersionName(
+        IMPLEMENTATION_VERSION_NAME.into(),
+    ));
+    if identity.is_some_and(|i| i.positive_response_requested()) {
+        // A zero-length server response: what types 1 and 2 call for, and all we
+        // can give for the others, which are accepted unchecked.
+        user_variables.push(UserVariableItem::Unknown(USER_IDENTITY_AC_ITEM, vec![0, 0]));
+    }
+    let peer_max_pdu = rq
+        .user_variables
+        .iter()
+        .find_map(|item| match item {
+            UserVariableItem::MaxLength(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or(0);
     Ok(Accepted {
         ac: AssociationAC {
             protocol_version: 1,
@@ -137,14 +205,39 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
             called_ae_title: rq.called_ae_title,
             application_context_name: APPLICATION_CONTEXT.into(),
             presentation_contexts: results,
-            user_variables: vec![
-                UserVariableItem::MaxLength(policy.max_pdu),
-                UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.into()),
-                UserVariableItem::ImplementationVersionName(IMPLEMENTATION_VERSION_NAME.into()),
-            ],
+            user_variables,
         },
         contexts,
         calling_ae_title: calling.to_owned(),
+        peer_max_pdu,
+    })
+}
+
+/// Whether the association's User Identity (PS3.7 D.3.3.7) lets it in: anything
+/// does when no `[[listener.user]]` is configured; else a username of the list,
+/// with its password where it has one.
+fn identity_accepted(identity: Option<&UserIdentity>, users: &[ListenerUser]) -> bool {
+    if users.is_empty() {
+        return true;
+    }
+    let Some(identity) = identity else {
+        return false;
+    };
+    let username = identity.primary_field();
+    let password = match identity.identity_type() {
+        UserIdentityType::Username => None,
+        UserIdentityType::UsernamePassword => Some(identity.secondary_field()),
+        _ => return false,
+    };
+    // Compared as digests, so the time taken says nothing of the password.
+    let digest = |bytes: &[u8]| Sha256::digest(bytes);
+    users.iter().any(|user| {
+        digest(user.username.as_bytes()) == digest(&username)
+            && match (&user.password, &password) {
+                (None, _) => true,
+                (Some(wanted), Some(given)) => digest(wanted.expose().as_bytes()) == digest(given),
+                (Some(_), None) => false,
+            }
     })
 }
 
@@ -168,7 +261,7 @@ pub fn address_refused() -> AssociationRJ {
 }
 
 fn abstract_syntax_accepted(uid: &str, policy: &Policy) -> bool {
-    if uid == VERIFICATION || is_standard_storage(uid) {
+    if uid == VERIFICATION || uid == STORAGE_COMMITMENT_PUSH || is_standard_storage(uid) {
         return true;
     }
     // Standard UIDs that are not storage (worklist, query/retrieve, MPPS, ...) are
@@ -225,6 +318,7 @@ mod tests {
             unknown_sop_classes: unknown,
             max_pdu: 65536,
             cleanable: None,
+            users: &[],
         })
     }
 
@@ -279,6 +373,7 @@ mod tests {
                 unknown_sop_classes: UnknownSopClasses::Accept,
                 max_pdu: 65536,
                 cleanable,
+                users: &[],
             };
             negotiate(rq("UPLINK", "US1", offered), &policy)
                 .unwrap()
@@ -292,6 +387,135 @@ mod tests {
             chosen(Some(|ts| ts == JPEG_BASELINE || ts == EXPLICIT_LE)),
             [JPEG_BASELINE, JPEG_2000],
             "cleanable first, in the modality's order; else as offered"
+        );
+    }
+
+    #[test]
+    fn storage_commitment_is_accepted_and_roles_are_answered() {
+        let mut request = rq(
+            "UPLINK",
+            "US1",
+            &[
+                (STORAGE_COMMITMENT_PUSH, &[EXPLICIT_LE]),
+                (US_IMAGE, &[EXPLICIT_LE]),
+            ],
+        );
+        let roles = |scu, scp| RequestorRoles { scu, scp };
+        request.user_variables.extend([
+            UserVariableItem::ScuScpRoleSelectionSubItem(
+                STORAGE_COMMITMENT_PUSH.into(),
+                roles(true, true),
+            ),
+            UserVariableItem::ScuScpRoleSelectionSubItem(US_IMAGE.into(), roles(false, true)),
+        ]);
+        let accepted =
+            with_policy(&[], UnknownSopClasses::Accept, |p| negotiate(request, p)).unwrap();
+        assert_eq!(
+            reasons(&accepted),
+            [
+                PresentationContextResultReason::Acceptance,
+                PresentationContextResultReason::UserRejection
+            ],
+            "a requestor that will not be the storage SCU has nothing to send"
+        );
+        let answered: Vec<_> = accepted
+            .ac
+            .user_variables
+            .iter()
+            .filter_map(|item| match item {
+                UserVariableItem::ScuScpRoleSelectionSubItem(uid, r) => Some((uid.as_str(), *r)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answered, [(STORAGE_COMMITMENT_PUSH, roles(true, false))]);
+        assert_eq!(accepted.peer_max_pdu, 16384);
+    }
+
+    fn identified(identity: UserIdentity, users: &str) -> Result<Accepted, AssociationRJ> {
+        #[derive(serde::Deserialize)]
+        struct Users {
+            #[serde(default)]
+            user: Vec<ListenerUser>,
+        }
+        let users: Users = toml::from_str(users).unwrap();
+        let ae = AeTitle::new("UPLINK").unwrap();
+        let mut request = rq("UPLINK", "US1", &[(US_IMAGE, &[EXPLICIT_LE])]);
+        request
+            .user_variables
+            .push(UserVariableItem::UserIdentityItem(identity));
+        negotiate(
+            request,
+            &Policy {
+                ae_title: &ae,
+                allowed_callers: &[],
+                unknown_sop_classes: UnknownSopClasses::Accept,
+                max_pdu: 65536,
+                cleanable: None,
+                users: &users.user,
+            },
+        )
+    }
+
+    #[test]
+    fn a_user_identity_gets_the_positive_response_it_asks_for() {
+        let asked = |positive| {
+            UserIdentity::new(
+                positive,
+                UserIdentityType::UsernamePassword,
+                b"sono".to_vec(),
+                b"pw".to_vec(),
+            )
+        };
+        let answer =
+            |accepted: &Accepted| {
+                accepted.ac.user_variables.iter().any(|item| {
+                    *item == UserVariableItem::Unknown(USER_IDENTITY_AC_ITEM, vec![0, 0])
+                })
+            };
+        assert!(answer(&identified(asked(true), "").unwrap()));
+        assert!(!answer(&identified(asked(false), "").unwrap()));
+    }
+
+    #[test]
+    fn listener_users_admit_only_themselves() {
+        let users = "[[user]]\nusername = 'sono'\npassword = 'pw'\n[[user]]\nusername = 'echo'\n";
+        let id = |kind, user: &str, password: &str| {
+            UserIdentity::new(
+                true,
+                kind,
+                user.as_bytes().to_vec(),
+                password.as_bytes().to_vec(),
+            )
+        };
+        use UserIdentityType::{Jwt, Username, UsernamePassword};
+        assert!(identified(id(UsernamePassword, "sono", "pw"), users).is_ok());
+        assert!(identified(id(Username, "echo", ""), users).is_ok());
+        for (kind, user, password) in [
+            (UsernamePassword, "sono", "wrong"),
+            (Username, "sono", ""),
+            (UsernamePassword, "other", "pw"),
+            (Jwt, "sono", ""),
+        ] {
+            let rj = identified(id(kind.clone(), user, password), users).unwrap_err();
+            assert_eq!(
+                rj.source,
+                AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::NoReasonGiven),
+                "{kind:?} {user} {password}"
+            );
+        }
+        let ae = AeTitle::new("UPLINK").unwrap();
+        let users: Vec<ListenerUser> = vec![toml::from_str("username = 'echo'").unwrap()];
+        let policy = Policy {
+            ae_title: &ae,
+            allowed_callers: &[],
+            unknown_sop_classes: UnknownSopClasses::Accept,
+            max_pdu: 65536,
+            cleanable: None,
+            users: &users,
+        };
+        assert!(
+            negotiate(rq("UPLINK", "US1", &[(US_IMAGE, &[EXPLICIT_LE])]), &policy).is_err(),
+            "no identity at all"
         );
     }
 

@@ -6,10 +6,13 @@
 //! whoever consumes them: no PDU is ever held whole. The rare control PDUs
 //! (association request, release, abort) are small and go through dicom-ul's codec.
 
-use std::io::{self, BufReader, Read, Write};
-use std::time::Instant;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::time::{Duration, Instant};
 
 use dicom_ul::pdu::{AbortRQServiceProviderReason, PDataValue, PDataValueType, Pdu};
+
+use super::dimse;
+use super::tls::Wire;
 
 /// Control PDUs (A-ASSOCIATE-RQ with many presentation contexts) may exceed the P-DATA
 /// maximum; they are still bounded so that a lying length cannot make us allocate.
@@ -267,6 +270,101 @@ impl<S: Read + Write> PduStream<S> {
                 data: command,
             }],
         })
+    }
+
+    /// Sends a command set and its data set, the data set in as many P-DATA PDUs
+    /// as the peer's maximum length (`peer_max`, 0 for none) asks.
+    pub fn send_message(
+        &mut self,
+        context_id: u8,
+        command: Vec<u8>,
+        data: &[u8],
+        peer_max: u32,
+    ) -> io::Result<()> {
+        self.send_command(context_id, command)?;
+        // A PDV item's own header (length, context, flags) counts in the PDU's length.
+        let room = match peer_max {
+            0 => 64 * 1024,
+            max => (max as usize).saturating_sub(6).max(1),
+        };
+        let mut chunks = data.chunks(room).peekable();
+        while let Some(chunk) = chunks.next() {
+            self.send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: context_id,
+                    value_type: PDataValueType::Data,
+                    is_last: chunks.peek().is_none(),
+                    data: chunk.to_vec(),
+                }],
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Collects the fragments of a command set that began with `first`; they must
+    /// be contiguous on one context.
+    pub fn read_command(&mut self, first: PdvHeader) -> Result<Vec<u8>, Fault> {
+        let mut bytes = Vec::new();
+        let mut last = first.is_last;
+        loop {
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = self.read_pdv(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                if bytes.len() + n > dimse::MAX_COMMAND_LENGTH {
+                    return Err(Fault::Malformed("command set larger than 64 KiB".into()));
+                }
+                bytes.extend_from_slice(&chunk[..n]);
+            }
+            if last {
+                return Ok(bytes);
+            }
+            match self.next_pdu()? {
+                Next::Pdv(pdv) if pdv.is_command && pdv.context_id == first.context_id => {
+                    last = pdv.is_last
+                }
+                Next::Pdv(pdv) => return Err(Fault::BadContext(pdv.context_id)),
+                Next::Control(Pdu::AbortRQ { .. }) => return Err(Fault::PeerAborted),
+                Next::Control(_) => return Err(Fault::Unexpected("control PDU inside a command")),
+            }
+        }
+    }
+}
+
+impl<S: Wire> PduStream<S> {
+    /// Whether the peer sends something within `wait`, reading nothing: between
+    /// messages only, so a quiet peer leaves the stream as it was. `restore` is
+    /// the read timeout to go back to.
+    pub fn readable(&mut self, wait: Duration, restore: Option<Duration>) -> Result<bool, Fault> {
+        debug_assert_eq!(self.pdata_left, 0, "inside a PDU");
+        if !self.stream.buffer().is_empty() {
+            return Ok(true);
+        }
+        self.stream
+            .get_ref()
+            .set_read_timeout(Some(wait))
+            .map_err(Fault::Io)?;
+        let filled = self.stream.fill_buf().map(|_| ());
+        self.stream
+            .get_ref()
+            .set_read_timeout(restore)
+            .map_err(Fault::Io)?;
+        match filled {
+            // Bytes, or the end of the stream, which the next read reports.
+            Ok(()) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            Err(e) => Err(Fault::Io(e)),
+        }
     }
 }
 

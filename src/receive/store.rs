@@ -15,11 +15,12 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use super::dimse::{Command, Status};
 use super::negotiation::Context;
 use super::pdu::{DataSetReader, Fault};
-use crate::anonymize::Anonymizer;
+use crate::anonymize::{Anonymizer, DeviceKey};
 use crate::config::Profile;
 use crate::pipeline::stream::Summary;
 use crate::pipeline::{self, Failure, Instance, ProfileCopy};
 use crate::queue::Queue;
+use crate::queue::ledger::LedgerKey;
 use crate::status::counters::Withheld;
 
 /// How a C-STORE ended, when the association itself survived.
@@ -56,6 +57,7 @@ pub fn receive<S: Read + Write>(
     calling_ae_title: &str,
     queue: &Queue,
     anonymizer: &Anonymizer,
+    key: &DeviceKey,
 ) -> Result<Outcome, Fault> {
     let (sop_class_uid, sop_instance_uid, ts) = match check_request(command, context)
         .and_then(|request| check_room(queue).map(|()| request))
@@ -96,7 +98,8 @@ pub fn receive<S: Read + Write>(
     if let Err(mismatch) = check_identity(&summary, sop_class_uid, sop_instance_uid) {
         return Ok(mismatch);
     }
-    let mut outcome = commit(queue, copies, sop_class_uid, data.payload_bytes());
+    let origin = key.ledger_key(sop_instance_uid);
+    let mut outcome = commit(queue, copies, sop_class_uid, origin, data.payload_bytes());
     outcome.area_inferred = summary.area_inferred && outcome.reason.is_none();
     Ok(outcome)
 }
@@ -190,6 +193,7 @@ fn commit(
     queue: &Queue,
     copies: Vec<(Profile, ProfileCopy)>,
     sop_class_uid: &str,
+    origin: LedgerKey,
     bytes: u64,
 ) -> Outcome {
     let mut kept = Vec::new();
@@ -220,7 +224,7 @@ fn commit(
             format!("not stored: it cannot be anonymized ({reason})"),
         );
     }
-    match queue.commit(kept, sop_class_uid) {
+    match queue.commit(kept, sop_class_uid, Some(origin)) {
         Ok(()) => Outcome {
             status: Status::SUCCESS,
             reason: None,

@@ -10,6 +10,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
@@ -17,15 +18,25 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 pub trait Wire: Read + Write {
     /// Ends the connection (after a TLS close_notify where there is TLS).
     fn close(&mut self);
+    /// How long a read may wait for the peer.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
 impl Wire for TcpStream {
     fn close(&mut self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
 }
 
 impl Wire for StreamOwned<ServerConnection, TcpStream> {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(timeout)
+    }
+
     fn close(&mut self) {
         self.conn.send_close_notify();
         let _ = self.flush();

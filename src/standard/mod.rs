@@ -7,6 +7,10 @@ pub mod sop_classes;
 pub const STANDARD_ROOT: &str = "1.2.840.10008.";
 /// Verification SOP class (C-ECHO).
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+/// Storage Commitment Push Model SOP Class (PS3.4 J.3), and the well-known
+/// instance every request and report names.
+pub const STORAGE_COMMITMENT_PUSH: &str = "1.2.840.10008.1.20.1";
+pub const STORAGE_COMMITMENT_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
 /// Encapsulated PDF Storage.
 pub const ENCAPSULATED_PDF: &str = "1.2.840.10008.5.1.4.1.1.104.1";
 /// Raw Data Storage: a vendor's opaque bytes.
@@ -62,6 +66,11 @@ mod tests {
         assert_eq!(unpadded("DOE^JANE "), "DOE^JANE");
         assert!(is_standard_storage("1.2.840.10008.5.1.4.1.1.6.1"));
         assert!(!is_standard_storage(VERIFICATION));
+        assert!(!is_standard_storage(STORAGE_COMMITMENT_PUSH));
+        assert!(
+            is_standard_storage("1.2.840.10008.5.1.4.1.1.88.4"),
+            "a retired trial class"
+        );
         assert!(is_encapsulated_document(ENCAPSULATED_PDF));
         assert!(is_ultrasound("1.2.840.10008.5.1.4.1.1.3.1"));
         assert!(!is_ultrasound(RAW_DATA));

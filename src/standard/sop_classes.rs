@@ -19,6 +19,21 @@ pub const STORAGE_SOP_CLASSES: &[StorageSopClass] = &[
         iod: "Basic Directory",
     },
     StorageSopClass {
+        uid: "1.2.840.10008.5.1.1.27",
+        name: "Stored Print Storage (Retired)",
+        iod: "Stored Print",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.1.29",
+        name: "Hardcopy Grayscale Image Storage (Retired)",
+        iod: "Hardcopy Grayscale Image",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.1.30",
+        name: "Hardcopy Color Image Storage (Retired)",
+        iod: "Hardcopy Color Image",
+    },
+    StorageSopClass {
         uid: "1.2.840.10008.5.1.4.1.1.1",
         name: "Computed Radiography Image Storage",
         iod: "Computed Radiography Image",
@@ -104,6 +119,11 @@ pub const STORAGE_SOP_CLASSES: &[StorageSopClass] = &[
         iod: "Legacy Converted Enhanced MR Image",
     },
     StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.5",
+        name: "Nuclear Medicine Image Storage (Retired)",
+        iod: "Nuclear Medicine Image",
+    },
+    StorageSopClass {
         uid: "1.2.840.10008.5.1.4.1.1.6",
         name: "Ultrasound Image Storage (Retired)",
         iod: "Ultrasound Image",
@@ -147,6 +167,21 @@ pub const STORAGE_SOP_CLASSES: &[StorageSopClass] = &[
         uid: "1.2.840.10008.5.1.4.1.1.7.4",
         name: "Multi-frame True Color Secondary Capture Image Storage",
         iod: "Multi-frame True Color Secondary Capture Image",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.8",
+        name: "Standalone Overlay Storage (Retired)",
+        iod: "Standalone Overlay",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.9",
+        name: "Standalone Curve Storage (Retired)",
+        iod: "Standalone Curve",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.9.1",
+        name: "Waveform Storage - Trial (Retired)",
+        iod: "Waveform",
     },
     StorageSopClass {
         uid: "1.2.840.10008.5.1.4.1.1.9.1.1",
@@ -229,6 +264,16 @@ pub const STORAGE_SOP_CLASSES: &[StorageSopClass] = &[
         iod: "Body Position Waveform",
     },
     StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.10",
+        name: "Standalone Modality LUT Storage (Retired)",
+        iod: "Standalone Modality LUT",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.11",
+        name: "Standalone VOI LUT Storage (Retired)",
+        iod: "Standalone VOI LUT",
+    },
+    StorageSopClass {
         uid: "1.2.840.10008.5.1.4.1.1.11.1",
         name: "Grayscale Softcopy Presentation State Storage",
         iod: "Grayscale Softcopy Presentation State",
@@ -307,6 +352,11 @@ pub const STORAGE_SOP_CLASSES: &[StorageSopClass] = &[
         uid: "1.2.840.10008.5.1.4.1.1.12.2.1",
         name: "Enhanced XRF Image Storage",
         iod: "Enhanced XRF Image",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.12.3",
+        name: "X-Ray Angiographic Bi-Plane Image Storage (Retired)",
+        iod: "X-Ray Angiographic Bi-Plane Image",
     },
     StorageSopClass {
         uid: "1.2.840.10008.5.1.4.1.1.13.1.1",
@@ -404,6 +454,11 @@ pub const STORAGE_SOP_CLASSES: &[StorageSopClass] = &[
         iod: "Surface Scan Point Cloud",
     },
     StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.77.1",
+        name: "VL Image Storage - Trial (Retired)",
+        iod: "VL Image",
+    },
+    StorageSopClass {
         uid: "1.2.840.10008.5.1.4.1.1.77.1.1",
         name: "VL Endoscopic Image Storage",
         iod: "VL Endoscopic Image",
@@ -499,6 +554,11 @@ pub const STORAGE_SOP_CLASSES: &[StorageSopClass] = &[
         iod: "Confocal Microscopy Tiled Pyramidal Image",
     },
     StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.77.2",
+        name: "VL Multi-frame Image Storage - Trial (Retired)",
+        iod: "VL Multi-frame Image",
+    },
+    StorageSopClass {
         uid: "1.2.840.10008.5.1.4.1.1.78.1",
         name: "Lensometry Measurements Storage",
         iod: "Lensometry Measurements",
@@ -557,6 +617,26 @@ pub const STORAGE_SOP_CLASSES: &[StorageSopClass] = &[
         uid: "1.2.840.10008.5.1.4.1.1.82.1",
         name: "Corneal Topography Map Storage",
         iod: "Corneal Topography Map",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.88.1",
+        name: "Text SR Storage - Trial (Retired)",
+        iod: "Text SR",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.88.2",
+        name: "Audio SR Storage - Trial (Retired)",
+        iod: "Audio SR",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.88.3",
+        name: "Detail SR Storage - Trial (Retired)",
+        iod: "Detail SR",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.88.4",
+        name: "Comprehensive SR Storage - Trial (Retired)",
+        iod: "Comprehensive SR",
     },
     StorageSopClass {
         uid: "1.2.840.10008.5.1.4.1.1.88.11",
@@ -697,6 +777,11 @@ pub const STORAGE_SOP_CLASSES: &[StorageSopClass] = &[
         uid: "1.2.840.10008.5.1.4.1.1.128.1",
         name: "Legacy Converted Enhanced PET Image Storage",
         iod: "Legacy Converted Enhanced PET Image",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.1.1.129",
+        name: "Standalone PET Curve Storage (Retired)",
+        iod: "Standalone PET Curve",
     },
     StorageSopClass {
         uid: "1.2.840.10008.5.1.4.1.1.130",
@@ -862,6 +947,11 @@ pub const STORAGE_SOP_CLASSES: &[StorageSopClass] = &[
         uid: "1.2.840.10008.5.1.4.1.1.481.25",
         name: "RT Patient Position Acquisition Instruction Storage",
         iod: "RT Patient Position Acquisition Instruction",
+    },
+    StorageSopClass {
+        uid: "1.2.840.10008.5.1.4.34.1",
+        name: "RT Beams Delivery Instruction Storage - Trial (Retired)",
+        iod: "RT Beams Delivery Instruction",
     },
     StorageSopClass {
         uid: "1.2.840.10008.5.1.4.34.7",

@@ -43,6 +43,15 @@ pub struct Snapshot {
     /// Instances waiting for destinations no longer configured, by name.
     #[serde(default)]
     pub orphaned: std::collections::BTreeMap<String, u64>,
+    /// Storage commitment requests whose report is not yet answered.
+    #[serde(default)]
+    pub commitments: CommitmentInfo,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitmentInfo {
+    pub pending: u64,
+    pub oldest_pending_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +161,18 @@ impl Snapshot {
             );
         }
         out += &format!("queue:     {} pending in all\n", self.queue_depth());
+        if self.commitments.pending > 0 {
+            out += &format!(
+                "commit:    {} storage commitment report(s) pending, oldest {}\n",
+                self.commitments.pending,
+                self.commitments
+                    .oldest_pending_secs
+                    .map_or("-".into(), |s| humantime::format_duration(
+                        std::time::Duration::from_secs(s)
+                    )
+                    .to_string())
+            );
+        }
         out += &format!("clock:     {}\n", self.clock.describe());
         if let Some(reason) = &self.provisioning {
             out += &format!("ATTENTION: {reason}\n");
@@ -292,6 +313,10 @@ mod tests {
             clock: Clock::Unsynchronized,
             provisioning: None,
             orphaned: [("old-cloud".to_owned(), 4)].into(),
+            commitments: CommitmentInfo {
+                pending: 2,
+                oldest_pending_secs: Some(30),
+            },
             damaged: DamagedInfo {
                 files: 1,
                 reason: Some("cannot be read back: truncated before its file meta".into()),

@@ -77,6 +77,7 @@ mod tests {
                 sop_class_uid: "1.2".into(),
                 sop_instance_uid: "1.2.3".into(),
                 pending: vec!["outbox".into()],
+                origin: None,
             },
         };
         let outbox = dir.path().join("outbox");

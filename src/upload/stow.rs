@@ -413,6 +413,7 @@ mod tests {
                 sop_class_uid: "1.2".into(),
                 sop_instance_uid: uid.into(),
                 pending: vec![],
+                origin: None,
             },
         }
     }

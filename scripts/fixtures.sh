@@ -6,7 +6,8 @@
 #     syntax a modality sends is there: RLE, JPEG lossless (14, 14 SV1), JPEG
 #     extended, JPEG-LS lossless and near-lossless, JPEG 2000;
 #   - pydicom with numpy, Pillow and pyjpegls, to check that what the agent writes
-#     decodes there too.
+#     decodes there too, and pynetdicom, the modality of the storage commitment and
+#     negotiation tests (tests/peers/).
 # Run by scripts/test.sh before the tests; cheap when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ source scripts/apt.sh
 require fixtures
 
 out=target/fixtures
-stamp=$out/.complete-v4
+stamp=$out/.complete-v5
 [ -f "$stamp" ] && exit 0
 rm -rf "$out"
 mkdir -p "$out/packages" "$out/ultrasound" "$out/python"
@@ -79,5 +80,5 @@ dcmcjpls +in "$us/RGB_IMAGE.dcm" "$us/RGB_IMAGE_JLS_PLANES.dcm"
 dcmcjpls "$us/gdcm-US-ALOKA-16.dcm" "$us/ALOKA_JLS.dcm"
 gdcmconv --j2k "$us/OBXXXX1A.dcm" "$us/OBXXXX1A_J2K.dcm"
 
-python3 -m pip install -q --target "$out/python" pydicom==3.0.2 numpy pillow pyjpegls
+python3 -m pip install -q --target "$out/python" pydicom==3.0.2 numpy pillow pyjpegls pynetdicom==3.0.4
 touch "$stamp"

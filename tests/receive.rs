@@ -655,3 +655,53 @@ fn tls_settings_are_checked_before_the_agent_starts() {
         );
     }
 }
+
+#[test]
+fn retired_storage_classes_machines_still_send_are_accepted() {
+    let agent = Agent::start("");
+    let image = us_images(agent.dir.path(), 1, 801).remove(0);
+    let result = peer_result(python_peer(
+        "negotiate.py",
+        &[&agent.port.to_string(), "retired", image.to_str().unwrap()],
+    ));
+    let proposed = result["proposed"].as_array().unwrap();
+    assert!(proposed.len() >= 15, "pydicom knows them: {result}");
+    assert_eq!(result["refused"], serde_json::json!([]), "{result}");
+    assert_eq!(result["accepted"].as_array().unwrap().len(), proposed.len());
+    assert_eq!(result["store_status"], 0, "{result}\n{}", agent.log());
+    agent.wait_outbox(1);
+}
+
+#[test]
+fn a_user_identity_is_answered_and_checked_against_the_card() {
+    let agent = Agent::start("[[listener.user]]\nusername = \"sono\"\npassword = \"s3cret\"\n");
+    let port = agent.port.to_string();
+    let identify = |user: &str, password: &str| {
+        peer_result(python_peer(
+            "negotiate.py",
+            &[&port, "identity", user, password],
+        ))
+    };
+    let known = identify("sono", "s3cret");
+    assert_eq!(known["established"], true, "{known}\n{}", agent.log());
+    assert_eq!(
+        known["server_response"], "",
+        "a positive, empty response: {known}"
+    );
+    for (user, password) in [("sono", "wrong"), ("intruder", "s3cret")] {
+        let refused = identify(user, password);
+        assert_eq!(refused["rejected"], true, "{user}: {refused}");
+    }
+    assert!(
+        !agent.log().contains("s3cret") && !agent.log().contains("wrong"),
+        "no password in the log: {}",
+        agent.log()
+    );
+    // Without users on the card, any identity is let in and answered.
+    let open = Agent::start("");
+    let answered = peer_result(python_peer(
+        "negotiate.py",
+        &[&open.port.to_string(), "identity", "anyone", "x"],
+    ));
+    assert_eq!(answered["server_response"], "", "{answered}");
+}

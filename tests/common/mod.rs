@@ -43,9 +43,17 @@ impl Agent {
         Agent::start_with(extra, true)
     }
 
+    /// The same, listening on `port` (a peer that must know it beforehand).
+    pub fn start_on_port(port: u16, extra: &str) -> Agent {
+        Agent::start_at(port, extra, true)
+    }
+
     fn start_with(extra: &str, spawn: bool) -> Agent {
+        Agent::start_at(free_port(), extra, spawn)
+    }
+
+    fn start_at(port: u16, extra: &str, spawn: bool) -> Agent {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let config = dir.path().join("uplink.toml");
         let text = format!(
             "[listener]\nport = {port}\nbind = \"127.0.0.1\"\n{extra}\n[storage]\ndata_dir = \"{}\"\nmin_free_mib = 1\n",
@@ -515,4 +523,31 @@ pub fn campaign_parameters(prefix: &str, default: usize) -> (usize, u64) {
         });
     eprintln!("{rounds} rounds, {prefix}_SEED={seed}");
     (rounds, seed)
+}
+
+/// A Python peer of `tests/peers/` (pynetdicom, from the fixtures' Python that
+/// `scripts/fixtures.sh` installs), started with `args`, its output piped.
+pub fn python_peer(script: &str, args: &[&str]) -> Child {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Command::new("python3")
+        .arg(root.join("tests/peers").join(script))
+        .args(args)
+        .env("PYTHONPATH", root.join("target/fixtures/python"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run python3")
+}
+
+/// The JSON line a Python peer printed, once it ended.
+pub fn peer_result(child: Child) -> serde_json::Value {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+        panic!(
+            "the peer printed no result (run scripts/fixtures.sh for pynetdicom):\n{}",
+            text(&out)
+        )
+    })
 }

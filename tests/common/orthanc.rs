@@ -17,6 +17,8 @@ const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
 pub struct Orthanc {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
+    /// Its DICOM port, listening only when started with `start_dicom`.
+    pub dicom_port: u16,
     config: PathBuf,
     user: Option<(String, String)>,
     child: Option<Child>,
@@ -30,14 +32,33 @@ impl Orthanc {
 
     /// Orthanc that accepts only `user`:`password` (HTTP Basic).
     pub fn start_with(user: Option<(&str, &str)>) -> Orthanc {
+        Orthanc::start_configured(user, json!({}))
+    }
+
+    /// Orthanc with its DICOM server on, as AE `aet`, knowing `modalities` (its
+    /// `DicomModalities`: name → [AE title, host, port]).
+    pub fn start_dicom(aet: &str, modalities: Value) -> Orthanc {
+        Orthanc::start_configured(
+            None,
+            json!({
+                "DicomServerEnabled": true,
+                "DicomAet": aet,
+                "DicomModalities": modalities,
+                "DicomCheckCalledAet": true,
+            }),
+        )
+    }
+
+    fn start_configured(user: Option<(&str, &str)>, extra: Value) -> Orthanc {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
+        let dicom_port = free_port();
         let mut config = json!({
             "Name": "uplink-test",
             "StorageDirectory": dir.path().join("db"),
             "IndexDirectory": dir.path().join("db"),
             "HttpPort": http_port,
-            "DicomPort": free_port(),
+            "DicomPort": dicom_port,
             "DicomServerEnabled": false,
             "RemoteAccessAllowed": false,
             "AuthenticationEnabled": user.is_some(),
@@ -47,11 +68,15 @@ impl Orthanc {
         if let Some((name, password)) = user {
             config["RegisteredUsers"] = json!({ name: password });
         }
+        for (key, value) in extra.as_object().unwrap() {
+            config[key] = value.clone();
+        }
         let path = dir.path().join("orthanc.json");
         fs::write(&path, config.to_string()).unwrap();
         let mut orthanc = Orthanc {
             dir,
             http_port,
+            dicom_port,
             config: path,
             user: user.map(|(u, p)| (u.to_owned(), p.to_owned())),
             child: None,
@@ -126,7 +151,19 @@ impl Orthanc {
         )
     }
 
-    fn get(&self, path: &str) -> Option<Value> {
+    /// POSTs `body` to the REST API; the answer as JSON, or what went wrong.
+    pub fn post(&self, path: &str, body: &[u8]) -> Result<Value, String> {
+        let mut response = ureq::post(format!("http://127.0.0.1:{}{path}", self.http_port))
+            .send(body)
+            .map_err(|e| format!("POST {path}: {e}"))?;
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str(&text).map_err(|e| format!("POST {path}: {e}: {text}"))
+    }
+
+    pub fn get(&self, path: &str) -> Option<Value> {
         let mut request = ureq::get(format!("http://127.0.0.1:{}{path}", self.http_port));
         if let Some((user, password)) = &self.user {
             let token = base64(&format!("{user}:{password}"));

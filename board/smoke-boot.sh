@@ -4,7 +4,8 @@
 # partition (mtools, as a clinic would on a laptop), boots qemu-system-aarch64
 # (`-M virt`, the image's own kernel and initrd, the whole image as its disk) until
 # systemd reports uplink.service started (Type=notify: ready means the DICOM listener
-# accepts) and the agent answers a C-ECHO to that AE title through a loopback port
+# accepts) and the agent answers a C-ECHO to that AE title on the well-known port 104
+# (which provisioning opens to it with the low-port drop-in) through a loopback port
 # forward, then reads the card back: the token must be gone from it. Prints the
 # boot time.
 #
@@ -29,6 +30,7 @@ cat >"$work/uplink.toml" <<'TOML'
 # Written by smoke-boot.sh.
 [listener]
 ae_title = "SMOKE_BOX"
+port = 104
 
 [[destination]]
 name = "cloud"
@@ -48,7 +50,7 @@ qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic \
   -append "root=LABEL=RASPIROOT rw console=ttyAMA0 systemd.show_status=1" \
   -drive file="$work/uplink.img",if=none,format=raw,id=card \
   -device virtio-blk-pci,drive=card \
-  -netdev user,id=net,hostfwd=tcp:127.0.0.1:"$port"-:11112 \
+  -netdev user,id=net,hostfwd=tcp:127.0.0.1:"$port"-:104 \
   -device virtio-net-pci,netdev=net,romfile= \
   -monitor unix:"$work/monitor",server,nowait \
   >"$console" 2>&1 </dev/null &

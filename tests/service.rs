@@ -61,6 +61,19 @@ fn the_unit_with_the_gpio_drop_in_stays_hardened() {
 }
 
 #[test]
+fn the_unit_on_port_104_with_both_drop_ins_stays_hardened() {
+    // What provisioning writes for a port below 1024, after the .deb's GPIO drop-in.
+    let mut unit = unit_file("uplink.service");
+    for drop_in in ["uplink.service.d/gpio.conf", "low-port.conf"] {
+        let text = unit_file(drop_in);
+        let service = text.split_once("[Service]\n").unwrap().1;
+        unit = unit.replace("\n[Install]", &format!("{service}\n[Install]"));
+    }
+    assert!(unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
+    analyze("uplink.service", &unit);
+}
+
+#[test]
 fn the_provisioning_unit_is_valid() {
     // Root, to write /etc and the card, but nothing else.
     analyze(

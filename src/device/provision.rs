@@ -14,7 +14,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Network};
+use crate::config::{Config, Network, Port};
 
 /// The file the clinic edits, on the boot partition.
 pub const BOOT_CONFIG: &str = "uplink.toml";
@@ -40,6 +40,11 @@ pub struct Paths {
     pub network: PathBuf,
     /// systemd-timesyncd's drop-in folder, for the time servers.
     pub timesyncd: PathBuf,
+    /// The agent unit's drop-in folder, for the low-port capability.
+    pub unit_drop_ins: PathBuf,
+    /// Whether systemd reloads its units after a drop-in changed (on the box:
+    /// the agent starts after provisioning, with what it wrote).
+    pub reload_systemd: bool,
 }
 
 impl Paths {
@@ -50,9 +55,15 @@ impl Paths {
             state: "/var/lib/uplink".into(),
             network: "/etc/systemd/network".into(),
             timesyncd: "/etc/systemd/timesyncd.conf.d".into(),
+            unit_drop_ins: "/etc/systemd/system/uplink.service.d".into(),
+            reload_systemd: true,
         }
     }
 }
+
+/// The drop-in that lets the agent bind a port below 1024 (see the file).
+const LOW_PORT_DROP_IN: &str = include_str!("../../systemd/low-port.conf");
+const LOW_PORT_FILE: &str = "low-port.conf";
 
 /// What provisioning did.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,6 +90,7 @@ pub fn run(paths: &Paths) -> io::Result<Outcome> {
         Ok(prepared) => {
             write_atomically(&paths.install, prepared.install.as_bytes(), 0o600)?;
             apply_network(&prepared.config.network, paths)?;
+            apply_port(prepared.config.listener.port, paths)?;
             if prepared.card != edited {
                 write_atomically(&source, prepared.card.as_bytes(), 0o644)?;
             }
@@ -257,6 +269,38 @@ fn apply_network(network: &Network, paths: &Paths) -> io::Result<()> {
     }
 }
 
+/// Installs the low-port drop-in when the DICOM port is below 1024 and removes it
+/// otherwise; has systemd reload when that changed anything.
+fn apply_port(port: Port, paths: &Paths) -> io::Result<()> {
+    let path = paths.unit_drop_ins.join(LOW_PORT_FILE);
+    let wanted = port.0 < 1024;
+    let present = fs::read_to_string(&path).ok();
+    let unchanged = match wanted {
+        true => present.as_deref() == Some(LOW_PORT_DROP_IN),
+        false => present.is_none(),
+    };
+    if unchanged {
+        return Ok(());
+    }
+    if wanted {
+        fs::create_dir_all(&paths.unit_drop_ins)?;
+        write_atomically(&path, LOW_PORT_DROP_IN.as_bytes(), 0o644)?;
+    } else {
+        remove_if_there(&path)?;
+    }
+    if paths.reload_systemd {
+        let reloaded = std::process::Command::new("systemctl")
+            .arg("daemon-reload")
+            .status()?;
+        if !reloaded.success() {
+            return Err(io::Error::other(format!(
+                "systemctl daemon-reload failed ({reloaded}): the port change takes effect at the next boot"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -296,9 +340,40 @@ mod tests {
             state: root.join("var/lib/uplink"),
             network: root.join("etc/systemd/network"),
             timesyncd: root.join("etc/systemd/timesyncd.conf.d"),
+            unit_drop_ins: root.join("etc/systemd/system/uplink.service.d"),
+            reload_systemd: false,
         };
         fs::create_dir_all(&paths.boot).unwrap();
         paths
+    }
+
+    #[test]
+    fn a_port_below_1024_gets_the_capability_and_only_while_it_is_set() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths(root.path());
+        let drop_in = paths.unit_drop_ins.join(LOW_PORT_FILE);
+        fs::write(
+            paths.boot.join(BOOT_CONFIG),
+            VALID.replace("[listener]\n", "[listener]\nport = 104\n"),
+        )
+        .unwrap();
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        let text = fs::read_to_string(&drop_in).unwrap();
+        let settings: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains('='))
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+                "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+                "PrivateUsers=no"
+            ]
+        );
+        fs::write(paths.boot.join(BOOT_CONFIG), VALID).unwrap();
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        assert!(!drop_in.exists(), "port 11112 needs no capability");
     }
 
     const VALID: &str = r#"# The clinic's settings.

@@ -24,6 +24,8 @@ use crate::upload;
 
 /// How often the status file is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long stopping waits for a storage commitment report under way.
+const REPORT_STOP_GRACE: Duration = Duration::from_secs(3);
 /// The LED panel's clock: 8 ticks a second.
 const LED_TICK: Duration = Duration::from_millis(125);
 
@@ -236,7 +238,13 @@ impl Agent {
         )
         .await;
         rederive.await;
-        reporting.await;
+        // A report under way to an unreachable machine may take its whole timeout:
+        // it is not waited for past a moment (its request stays stored, and is sent
+        // again after the restart).
+        smol::future::or(reporting, async {
+            smol::Timer::after(REPORT_STOP_GRACE).await;
+        })
+        .await;
         for worker in workers {
             worker.await;
         }

@@ -25,7 +25,10 @@ pub const STATE_ERROR: &str = "provision-error.txt";
 /// What a secret reads on the card once installed.
 pub const INSTALLED: &str = "(installed)";
 /// The keys whose values are secrets.
-const SECRETS: [&str; 2] = ["password", "token"];
+const SECRETS: [&str; 3] = ["password", "token", "proxy_password"];
+/// The tables that hold secrets: their path in the file, and the key that tells
+/// one entry from another.
+const SECRET_TABLES: [(&str, &str); 2] = [("destination", "name"), ("listener.user", "username")];
 
 /// Where provisioning reads and writes.
 #[derive(Debug, Clone)]
@@ -166,13 +169,10 @@ fn prepare(edited: &str, installed: Option<&str>) -> Result<Prepared, String> {
     let previous: Option<toml_edit::DocumentMut> = installed.and_then(|t| t.parse().ok());
     // The card's "(installed)" stands for the secret installed before.
     let mut card = document.clone();
-    if let Some(destinations) = document
-        .get_mut("destination")
-        .and_then(|d| d.as_array_of_tables_mut())
-    {
-        for table in destinations.iter_mut() {
+    for (path, id) in SECRET_TABLES {
+        for table in tables_mut(&mut document, path) {
             let name = table
-                .get("name")
+                .get(id)
                 .and_then(|n| n.as_str())
                 .unwrap_or_default()
                 .to_owned();
@@ -180,10 +180,10 @@ fn prepare(edited: &str, installed: Option<&str>) -> Result<Prepared, String> {
                 if table.get(key).and_then(|v| v.as_str()) == Some(INSTALLED) {
                     let secret = previous
                         .as_ref()
-                        .and_then(|p| installed_secret(p, &name, key))
+                        .and_then(|p| installed_secret(p, (path, id), &name, key))
                         .ok_or_else(|| {
                             format!(
-                                "[[destination]] name = \"{name}\": {key} = \"{INSTALLED}\", \
+                                "[[{path}]] {id} = \"{name}\": {key} = \"{INSTALLED}\", \
                                  but this box has no {key} installed for \"{name}\": write the {key} again"
                             )
                         })?;
@@ -194,11 +194,8 @@ fn prepare(edited: &str, installed: Option<&str>) -> Result<Prepared, String> {
     }
     let install = document.to_string();
     let config = Config::parse(&install).map_err(|e| e.to_string())?;
-    if let Some(destinations) = card
-        .get_mut("destination")
-        .and_then(|d| d.as_array_of_tables_mut())
-    {
-        for table in destinations.iter_mut() {
+    for (path, _) in SECRET_TABLES {
+        for table in tables_mut(&mut card, path) {
             for key in SECRETS {
                 if table.get(key).and_then(|v| v.as_str()).is_some() {
                     let decor = table
@@ -221,12 +218,34 @@ fn prepare(edited: &str, installed: Option<&str>) -> Result<Prepared, String> {
     })
 }
 
-fn installed_secret(document: &toml_edit::DocumentMut, name: &str, key: &str) -> Option<String> {
-    document
-        .get("destination")?
+/// The entries of the array of tables at `path` ("listener.user").
+fn tables_mut<'a>(
+    document: &'a mut toml_edit::DocumentMut,
+    path: &str,
+) -> impl Iterator<Item = &'a mut toml_edit::Table> {
+    let mut item = Some(document.as_item_mut());
+    for part in path.split('.') {
+        item = item.and_then(|i| i.get_mut(part));
+    }
+    item.and_then(|i| i.as_array_of_tables_mut())
+        .into_iter()
+        .flat_map(|tables| tables.iter_mut())
+}
+
+fn installed_secret(
+    document: &toml_edit::DocumentMut,
+    (path, id): (&str, &str),
+    name: &str,
+    key: &str,
+) -> Option<String> {
+    let mut item = Some(document.as_item());
+    for part in path.split('.') {
+        item = item.and_then(|i| i.get(part));
+    }
+    item?
         .as_array_of_tables()?
         .iter()
-        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))?
+        .find(|t| t.get(id).and_then(|n| n.as_str()) == Some(name))?
         .get(key)?
         .as_str()
         .filter(|s| *s != INSTALLED)
@@ -425,6 +444,29 @@ ntp = ["ntp.example.org"]
             fs::read_to_string(&paths.install)
                 .unwrap()
                 .contains("s3cret-token")
+        );
+    }
+
+    #[test]
+    fn listener_user_passwords_leave_the_card_too() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths(root.path());
+        let with_user = VALID.replace(
+            "[[destination]]",
+            "[[listener.user]]\nusername = \"sono\"\npassword = \"user-pw\"\n\n[[destination]]",
+        );
+        fs::write(paths.boot.join(BOOT_CONFIG), &with_user).unwrap();
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        let card = fs::read_to_string(paths.boot.join(BOOT_CONFIG)).unwrap();
+        assert!(!card.contains("user-pw"), "{card}");
+        let installed = fs::read_to_string(&paths.install).unwrap();
+        assert!(installed.contains("user-pw"));
+        // The next boot finds "(installed)" and keeps the password.
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        let config = Config::parse(&fs::read_to_string(&paths.install).unwrap()).unwrap();
+        assert_eq!(
+            config.listener.users[0].password.as_ref().unwrap().expose(),
+            "user-pw"
         );
     }
 

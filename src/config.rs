@@ -240,6 +240,154 @@ pub struct Destination {
     /// lab set-up only.
     #[serde(default)]
     pub insecure: bool,
+    /// The HTTP proxy (CONNECT) the destination is reached through,
+    /// `http://[user[:password]@]host:port`. Without one, HTTPS_PROXY and NO_PROXY
+    /// from the environment apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyUrl>,
+    /// The proxy user's password, when it is not in `proxy`; better kept in
+    /// `proxy_password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_password: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_password_file: Option<PathBuf>,
+    /// Hosts reached directly, not through `proxy`: names, `.domain` suffixes,
+    /// addresses, or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_proxy: Vec<String>,
+}
+
+/// An HTTP proxy: where it is and whom it is asked for. Shown (logs, status,
+/// `check-config`) with its password masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUrl {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl ProxyUrl {
+    /// Reads `http://[user[:password]@]host:port` (the scheme may be left out, as
+    /// in HTTPS_PROXY); user and password may be percent-encoded.
+    pub fn parse(text: &str) -> Result<ProxyUrl, String> {
+        let bad = |why: &str| {
+            format!(
+                "proxy {:?} {why}: use http://[user[:password]@]host:port",
+                without_userinfo(text)
+            )
+        };
+        let rest = match text.split_once("://") {
+            Some(("http", rest)) => rest,
+            Some((scheme, _)) => {
+                return Err(bad(&format!(
+                    "has scheme {scheme}: only HTTP proxies (CONNECT) are supported"
+                )));
+            }
+            None => text,
+        };
+        let rest = rest.trim_end_matches('/');
+        let (userinfo, address) = match rest.rsplit_once('@') {
+            Some((userinfo, address)) => (Some(userinfo), address),
+            None => (None, rest),
+        };
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| bad("lacks its port"))?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("has no valid port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(['/', ' ', '?', '#']) {
+            return Err(bad("has no valid host"));
+        }
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(userinfo) => {
+                let (user, password) = match userinfo.split_once(':') {
+                    Some((user, password)) => (user, Some(password)),
+                    None => (userinfo, None),
+                };
+                let decode = |s: &str| percent_decode(s).ok_or_else(|| bad("has a bad %-escape"));
+                (
+                    Some(decode(user)?),
+                    password.map(decode).transpose()?.map(Secret),
+                )
+            }
+        };
+        Ok(ProxyUrl {
+            host: host.to_owned(),
+            port,
+            username,
+            password,
+        })
+    }
+
+    /// The proxy of the environment (HTTPS_PROXY, ALL_PROXY, in either case), if
+    /// one is set and readable.
+    pub fn from_env() -> Option<ProxyUrl> {
+        ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .find(|v| !v.trim().is_empty())
+            .and_then(|v| ProxyUrl::parse(v.trim()).ok())
+    }
+}
+
+impl fmt::Display for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("http://")?;
+        if let Some(user) = &self.username {
+            write!(f, "{user}")?;
+            if self.password.is_some() {
+                f.write_str(":********")?;
+            }
+            f.write_str("@")?;
+        }
+        match self.host.contains(':') {
+            true => write!(f, "[{}]:{}", self.host, self.port),
+            false => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProxyUrl({self})")
+    }
+}
+
+impl Serialize for ProxyUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        ProxyUrl::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `%XX` escapes decoded; `None` for a broken escape or a result that is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn default_connect_timeout() -> Bounded<1, 600> {
@@ -280,7 +428,32 @@ impl Destination {
             batch: default_batch(),
             retry_max_secs: default_retry_max(),
             insecure: false,
+            proxy: None,
+            proxy_password: None,
+            proxy_password_file: None,
+            no_proxy: Vec::new(),
         }
+    }
+
+    /// The proxy to reach this destination through: the card's, else the
+    /// environment's; with the hosts reached directly (the card's `no_proxy`, else
+    /// NO_PROXY).
+    pub fn effective_proxy(&self) -> Option<(ProxyUrl, Vec<String>)> {
+        let proxy = self.proxy.clone().or_else(ProxyUrl::from_env)?;
+        let no_proxy = match (&self.proxy, self.no_proxy.is_empty()) {
+            (None, true) => ["NO_PROXY", "no_proxy"]
+                .iter()
+                .find_map(|name| std::env::var(name).ok())
+                .map(|v| {
+                    v.split(',')
+                        .map(|h| h.trim().to_owned())
+                        .filter(|h| !h.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => self.no_proxy.clone(),
+        };
+        Some((proxy, no_proxy))
     }
 
     /// Checks the auth and TLS settings belong together, and reads secret files.
@@ -342,15 +515,47 @@ impl Destination {
                 ));
             }
         }
+        match (
+            &mut self.proxy,
+            &self.proxy_password,
+            &self.proxy_password_file,
+        ) {
+            (None, None, None) => {}
+            (None, ..) => {
+                return Err(format!(
+                    "[[destination]] \"{name}\": proxy_password needs proxy = \"http://user@host:port\""
+                ));
+            }
+            (Some(_), None, None) => {}
+            (Some(proxy), given, file) => {
+                if proxy.username.is_none()
+                    || proxy.password.is_some()
+                    || (given.is_some() && file.is_some())
+                {
+                    return Err(format!(
+                        "[[destination]] \"{name}\": the proxy's password goes in one place: proxy = \"http://user@host:port\" with proxy_password or proxy_password_file"
+                    ));
+                }
+                proxy.password = match (given, file) {
+                    (Some(password), _) => Some(password.clone()),
+                    (None, Some(file)) => Some(read_secret(file)?),
+                    (None, None) => None,
+                };
+            }
+        }
         if self.client_cert.is_some() != self.client_key.is_some() {
             return Err(format!(
                 "[[destination]] \"{name}\": client_cert and client_key go together"
             ));
         }
         if let DestinationUrl::Dir(_) = self.url {
-            if self.auth != AuthKind::None || self.ca_file.is_some() || self.client_cert.is_some() {
+            if self.auth != AuthKind::None
+                || self.ca_file.is_some()
+                || self.client_cert.is_some()
+                || self.proxy.is_some()
+            {
                 return Err(format!(
-                    "[[destination]] \"{name}\": auth and TLS settings apply to DICOMweb URLs, not dir:"
+                    "[[destination]] \"{name}\": auth, proxy and TLS settings apply to DICOMweb URLs, not dir:"
                 ));
             }
         }
@@ -1168,6 +1373,51 @@ profile = "identified"
             "[[destination]]\nname = \"a\"\nurl = \"dir:/x\"\n[[destination]]\nname = \"a\"\nurl = \"dir:/y\"\n",
         );
         assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn a_proxy_is_read_with_its_password_kept_out_of_sight() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy.pw");
+        std::fs::write(&file, "pr0xy-pw\n").unwrap();
+        let destination = |proxy: &str| {
+            format!(
+                "[[destination]]\nname = \"cloud\"\nurl = \"https://pacs.example.com/dicom-web\"\n{proxy}\n"
+            )
+        };
+        let config = Config::parse(&destination(&format!(
+            "proxy = \"http://box@proxy.hospital:3128\"\nproxy_password_file = \"{}\"\nno_proxy = [\".hospital\"]",
+            file.display()
+        )))
+        .unwrap();
+        let proxy = config.destinations[0].proxy.as_ref().unwrap();
+        assert_eq!((proxy.host.as_str(), proxy.port), ("proxy.hospital", 3128));
+        assert_eq!(proxy.password.as_ref().unwrap().expose(), "pr0xy-pw");
+        assert_eq!(proxy.to_string(), "http://box:********@proxy.hospital:3128");
+        let shown = config.to_toml();
+        assert!(
+            !shown.contains("pr0xy-pw") && shown.contains("********"),
+            "{shown}"
+        );
+        let inline =
+            Config::parse(&destination("proxy = \"http://b%40x:p%3Aw@[::1]:8080\"")).unwrap();
+        let proxy = inline.destinations[0].proxy.as_ref().unwrap();
+        assert_eq!(proxy.username.as_deref(), Some("b@x"));
+        assert_eq!(proxy.password.as_ref().unwrap().expose(), "p:w");
+        assert_eq!(proxy.host, "::1");
+        for (bad, says) in [
+            ("proxy = \"http://proxy.hospital\"", "lacks its port"),
+            ("proxy = \"socks5://proxy:1080\"", "only HTTP proxies"),
+            (
+                "proxy = \"http://u:secret@proxy:3128\"\nproxy_password = \"x\"",
+                "one place",
+            ),
+            ("proxy_password = \"x\"", "needs proxy"),
+        ] {
+            let error = Config::parse(&destination(bad)).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
     }
 
     #[test]

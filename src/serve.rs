@@ -137,6 +137,18 @@ fn open_queue(config: &Config, data_dir: &Path) -> Result<(Queue, Vec<Misrouted>
 fn log_destinations(config: &Config) {
     for d in &config.destinations {
         log::info!("destination {}: {} (profile {})", d.name, d.url, d.profile);
+        if let (crate::config::DestinationUrl::Dicomweb(_), Some((proxy, no_proxy))) =
+            (&d.url, d.effective_proxy())
+        {
+            log::info!(
+                "destination {}: through proxy {proxy}{}",
+                d.name,
+                match no_proxy.is_empty() {
+                    true => String::new(),
+                    false => format!(" (not for {})", no_proxy.join(", ")),
+                }
+            );
+        }
         if d.insecure {
             log::warn!(
                 "destination {}: insecure = true, uploads are NOT encrypted; use this only in a lab",

@@ -11,6 +11,7 @@
 
 mod backoff;
 mod body;
+mod diagnose;
 pub mod outbox;
 mod stow;
 
@@ -106,7 +107,7 @@ impl Target {
         matches!(self, Target::Stow(client) if client.uses_tls())
     }
 
-    fn probe(&self) -> Result<(), String> {
+    fn probe(&self) -> Result<(), Failure> {
         match self {
             Target::Dir(_) => Ok(()),
             Target::Stow(client) => client.probe(),
@@ -232,9 +233,13 @@ impl Worker {
             return;
         }
         if self.health.lock().expect("health lock").unreachable {
-            if let Err(error) = self.target.probe() {
-                self.unavailable(error, None);
-                return;
+            match self.target.probe() {
+                Ok(()) => {}
+                Err(Failure::Auth(error)) => return self.auth_refused(error),
+                Err(Failure::Unavailable { error, retry_after }) => {
+                    return self.unavailable(error, retry_after);
+                }
+                Err(Failure::Refused(error)) => return self.unavailable(error, None),
             }
         }
         let lane_name = match lane {

@@ -17,8 +17,8 @@ use serde_json::Value;
 use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig};
 
 use super::body::{self, Multipart};
-use super::{Failure, Verdict};
-use crate::config::{AuthKind, Destination};
+use super::{Failure, Verdict, diagnose};
+use crate::config::{AuthKind, Destination, ProxyUrl};
 use crate::queue::Entry;
 
 /// A server's answer is read up to this size: it lists a few lines per instance.
@@ -28,6 +28,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Client {
     agent: ureq::Agent,
     base: String,
+    /// The server's host and port, for diagnostics.
+    host: String,
+    port: u16,
+    /// The proxy requests to the server go through, if any.
+    proxy: Option<ProxyUrl>,
     authorization: Option<String>,
     bytes_per_sec: u64,
 }
@@ -61,8 +66,27 @@ impl Client {
         if let (Some(cert), Some(key)) = (&destination.client_cert, &destination.client_key) {
             tls = tls.client_cert(Some(client_cert(cert, key)?));
         }
+        let uri: ureq::http::Uri = base
+            .parse()
+            .map_err(|e| format!("{base} is not a valid URL: {e}"))?;
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let proxy = match destination.effective_proxy() {
+            Some((url, no_proxy)) => {
+                let proxy = ureq_proxy(&url, &no_proxy)?;
+                (!proxy.is_no_proxy(&uri)).then_some((url, proxy))
+            }
+            None => None,
+        };
         let idle = Some(Duration::from_secs(destination.timeout_secs.0));
         let agent = ureq::Agent::config_builder()
+            .proxy(proxy.as_ref().map(|(_, p)| p.clone()))
             .tls_config(tls.build())
             .http_status_as_error(false)
             .max_redirects(0)
@@ -96,6 +120,9 @@ impl Client {
         Ok(Client {
             agent,
             base: base.to_owned(),
+            host,
+            port,
+            proxy: proxy.map(|(url, _)| url),
             authorization,
             bytes_per_sec: destination.max_kib_per_sec * 1024,
         })
@@ -107,7 +134,7 @@ impl Client {
 
     /// A cheap check that the server answers at all (any HTTP status will do), made
     /// before sending instances to a destination that was unreachable.
-    pub fn probe(&self) -> Result<(), String> {
+    pub fn probe(&self) -> Result<(), Failure> {
         let mut request = self.agent.head(&self.base);
         if let Some(auth) = &self.authorization {
             request = request.header("Authorization", auth);
@@ -118,7 +145,27 @@ impl Client {
             .build()
             .call()
             .map(|_| ())
-            .map_err(|e| describe(&e))
+            .map_err(|e| self.failure(&e))
+    }
+
+    /// What a request that did not get an answer means: a proxy that refused the
+    /// credentials is an authentication failure; an untrusted certificate is
+    /// explained by its issuer; the rest is the destination being unavailable.
+    fn failure(&self, e: &ureq::Error) -> Failure {
+        if let (ureq::Error::ConnectProxyFailed(reason), Some(proxy)) = (e, &self.proxy) {
+            if reason.contains("407") {
+                return Failure::Auth(diagnose::proxy_refusal(proxy, &self.host, self.port));
+            }
+        }
+        let error = match unknown_issuer(e) {
+            true => diagnose::untrusted_certificate(&self.host, self.port, self.proxy.as_ref())
+                .unwrap_or_else(|| describe(e)),
+            false => describe(e),
+        };
+        Failure::Unavailable {
+            error,
+            retry_after: None,
+        }
     }
 
     /// Stores `batch` in one request.
@@ -142,10 +189,7 @@ impl Client {
         }
         let mut response = request
             .send(ureq::SendBody::from_owned_reader(body))
-            .map_err(|e| Failure::Unavailable {
-                error: describe(&e),
-                retry_after: None,
-            })?;
+            .map_err(|e| self.failure(&e))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -253,6 +297,41 @@ fn client_cert(cert: &std::path::Path, key: &std::path::Path) -> Result<ClientCe
 }
 
 /// A transport failure, worded without the request's content.
+/// The ureq proxy for `url`, with the hosts it is not used for.
+fn ureq_proxy(url: &ProxyUrl, no_proxy: &[String]) -> Result<ureq::Proxy, String> {
+    let mut builder = ureq::Proxy::builder(ureq::ProxyProtocol::Http)
+        .host(&url.host)
+        .port(url.port);
+    if let Some(user) = &url.username {
+        builder = builder.username(user);
+    }
+    if let Some(password) = &url.password {
+        builder = builder.password(password.expose());
+    }
+    for host in no_proxy {
+        builder = builder.no_proxy(host);
+    }
+    builder.build().map_err(|e| format!("proxy {url}: {e}"))
+}
+
+/// Whether the server's certificate chains to no root the box trusts.
+fn unknown_issuer(e: &ureq::Error) -> bool {
+    let unknown = |e: &rustls::Error| {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+        )
+    };
+    match e {
+        ureq::Error::Rustls(e) => unknown(e),
+        ureq::Error::Io(e) => e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(unknown),
+        _ => false,
+    }
+}
+
 fn describe(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Timeout(what) => format!("timed out ({what})"),

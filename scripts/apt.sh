@@ -18,6 +18,7 @@ tools_test=(
   Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
   stunnel:stunnel4 openssl:openssl curl:curl qpdf:qpdf dciodvfy:dicom3tools
   systemd-analyze:systemd unshare:util-linux base64:coreutils ip:iproute2 python3:python3 strace:strace
+  squid:squid /usr/lib/squid/digest_file_auth:squid htpasswd:apache2-utils mitmdump:mitmproxy
 )
 # scripts/arm.sh: cross linkers, the targets' C libraries, qemu-user.
 tools_arm=(

@@ -6,6 +6,7 @@
 pub mod fixtures;
 pub mod orthanc;
 pub mod pki;
+pub mod proxies;
 pub mod proxy;
 
 use std::fs;

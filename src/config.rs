@@ -230,9 +230,19 @@ pub struct Destination {
     /// Upload bandwidth cap in KiB/s; 0 means none.
     #[serde(default)]
     pub max_kib_per_sec: u64,
-    /// Instances sent together in one STOW-RS request (small instances only).
-    #[serde(default = "default_batch")]
-    pub batch: Bounded<1, 64>,
+    /// Instances sent together in one STOW-RS request (small instances only);
+    /// `batch` is its older name.
+    #[serde(default = "default_batch", alias = "batch")]
+    pub max_instances_per_request: Bounded<1, 64>,
+    /// The largest request the destination takes, in MiB (0: no limit of its
+    /// own); a batch never exceeds it, an instance larger than it is refused for
+    /// the destination.
+    #[serde(default)]
+    pub max_request_mib: u64,
+    /// The largest instance the destination takes, in MiB (0: no limit); a larger
+    /// one is refused for it, with the reason in `status`, and not retried.
+    #[serde(default)]
+    pub max_instance_mib: u64,
     /// Longest wait between retries while the destination is unreachable (seconds).
     #[serde(default = "default_retry_max")]
     pub retry_max_secs: Bounded<1, 86_400>,
@@ -425,7 +435,9 @@ impl Destination {
             connect_timeout_secs: default_connect_timeout(),
             timeout_secs: default_idle_timeout(),
             max_kib_per_sec: 0,
-            batch: default_batch(),
+            max_instances_per_request: default_batch(),
+            max_request_mib: 0,
+            max_instance_mib: 0,
             retry_max_secs: default_retry_max(),
             insecure: false,
             proxy: None,

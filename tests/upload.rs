@@ -470,3 +470,28 @@ fn a_long_outage_shows_its_backlog_and_a_slow_line_drains_it() {
     agent.wait_spool_empty(20);
     agent.wait_destination(20, "pending", 0);
 }
+
+#[test]
+fn an_instance_larger_than_the_destination_takes_is_refused_for_it_not_retried() {
+    let orthanc = Orthanc::start();
+    let agent = Agent::start(&destination(
+        "cloud",
+        &orthanc.dicomweb_url(),
+        "max_instance_mib = 1\nmax_request_mib = 2\n",
+    ));
+    let input = tempfile::tempdir().unwrap();
+    let small = us_images(input.path(), 1, 61).remove(0);
+    let large = input.path().join("large.dcm");
+    write_us_image(&large, "1.2.826.0.1.3680043.10.62.1", EXPLICIT_LE, 700, 700);
+    send(&agent, &[], &[small, large]);
+    orthanc.wait_instances(1, 30, || agent.log());
+    agent.wait_destination(30, "quarantined", 1);
+    let status = agent.status_json();
+    let error = status["destinations"][0]["last_error"]["message"].to_string();
+    assert!(error.contains("max_instance_mib"), "{error}");
+    assert_eq!(
+        status["destinations"][0]["pending"], 0,
+        "not retried: {status}"
+    );
+    assert_eq!(orthanc.instance_uids(), ["1.2.826.0.1.3680043.10.61.1"]);
+}

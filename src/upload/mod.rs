@@ -129,6 +129,7 @@ struct Worker {
     index: usize,
     name: String,
     batch: usize,
+    limits: Limits,
     target: Target,
     queue: Arc<Queue>,
     board: Arc<Board>,
@@ -162,7 +163,8 @@ pub async fn run(
     let worker = Arc::new(Worker {
         index,
         name,
-        batch: destination.batch.0 as usize,
+        batch: destination.max_instances_per_request.0 as usize,
+        limits: Limits::of(&destination),
         target,
         queue,
         board,
@@ -181,7 +183,10 @@ pub async fn run(
 
 async fn lane(worker: Arc<Worker>, lane: Lane) {
     let (max_count, max_bytes) = match lane {
-        Lane::Small => (worker.batch, BATCH_BYTES),
+        Lane::Small => (
+            worker.batch,
+            worker.limits.batch_bytes(BATCH_BYTES, worker.batch),
+        ),
         Lane::Large => (1, u64::MAX),
     };
     while !worker.stop.is_closed() {
@@ -221,9 +226,68 @@ async fn lane(worker: Arc<Worker>, lane: Lane) {
     }
 }
 
+/// What a destination takes in one request, from its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limits {
+    request_bytes: Option<u64>,
+    instance_bytes: Option<u64>,
+}
+
+/// What a multipart part adds to its file (boundary and headers), with room.
+const PART_OVERHEAD: u64 = 512;
+
+impl Limits {
+    fn of(destination: &Destination) -> Limits {
+        let mib = |n: u64| (n > 0).then(|| n * 1024 * 1024);
+        Limits {
+            request_bytes: mib(destination.max_request_mib),
+            instance_bytes: mib(destination.max_instance_mib),
+        }
+    }
+
+    /// The bytes a batch of up to `count` small instances may hold.
+    fn batch_bytes(&self, default: u64, count: usize) -> u64 {
+        self.request_bytes.map_or(default, |max| {
+            default.min(max.saturating_sub(count as u64 * PART_OVERHEAD))
+        })
+    }
+
+    /// Why the destination will never take an instance of `size` bytes, if so.
+    fn refusal(&self, size: u64) -> Option<String> {
+        let mib = |n: u64| n / (1024 * 1024);
+        if let Some(max) = self.instance_bytes.filter(|max| size > *max) {
+            return Some(format!(
+                "{} MiB, larger than the {} MiB the destination takes per instance (max_instance_mib)",
+                mib(size),
+                mib(max)
+            ));
+        }
+        self.request_bytes
+            .filter(|max| size + PART_OVERHEAD > *max)
+            .map(|max| {
+                format!(
+                    "{} MiB, larger than the {} MiB the destination takes per request (max_request_mib)",
+                    mib(size),
+                    mib(max)
+                )
+            })
+    }
+}
+
 impl Worker {
     /// Sends one batch and records the outcome (runs on a blocking thread).
     fn send(&self, lane: Lane, batch: Vec<Entry>) {
+        let (batch, too_large): (Vec<Entry>, Vec<Entry>) = batch
+            .into_iter()
+            .partition(|e| self.limits.refusal(e.record.size).is_none());
+        for entry in &too_large {
+            if let Some(reason) = self.limits.refusal(entry.record.size) {
+                self.quarantine(entry, &reason);
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
         if self.target.uses_tls() && Clock::now().is_wrong() {
             self.health.lock().expect("health lock").not_before = Instant::now() + CLOCK_RETRY;
             self.board.record(Event::WaitingForClock {
@@ -358,5 +422,43 @@ impl Worker {
             error,
             retry_in: wait,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_keep_batches_inside_a_request_and_name_what_never_fits() {
+        const MIB: u64 = 1024 * 1024;
+        let limits = Limits {
+            request_bytes: Some(10 * MIB),
+            instance_bytes: Some(4 * MIB),
+        };
+        assert_eq!(
+            limits.batch_bytes(16 * MIB, 8),
+            10 * MIB - 8 * PART_OVERHEAD
+        );
+        assert_eq!(limits.refusal(4 * MIB), None);
+        let told = limits.refusal(5 * MIB).unwrap();
+        assert!(told.contains("max_instance_mib"), "{told}");
+        let requests = Limits {
+            request_bytes: Some(10 * MIB),
+            instance_bytes: None,
+        };
+        assert!(
+            requests
+                .refusal(10 * MIB)
+                .unwrap()
+                .contains("max_request_mib")
+        );
+        assert_eq!(requests.refusal(9 * MIB), None);
+        let none = Limits {
+            request_bytes: None,
+            instance_bytes: None,
+        };
+        assert_eq!(none.batch_bytes(16 * MIB, 8), 16 * MIB);
+        assert_eq!(none.refusal(u64::MAX / 2), None);
     }
 }

@@ -19,6 +19,7 @@ tools_test=(
   stunnel:stunnel4 openssl:openssl curl:curl qpdf:qpdf dciodvfy:dicom3tools
   systemd-analyze:systemd unshare:util-linux base64:coreutils ip:iproute2 python3:python3 strace:strace
   squid:squid /usr/lib/squid/digest_file_auth:squid htpasswd:apache2-utils mitmdump:mitmproxy
+  nginx:nginx-light /usr/lib/nginx/modules/ngx_http_js_module.so:libnginx-mod-http-js
 )
 # scripts/arm.sh: cross linkers, the targets' C libraries, qemu-user.
 tools_arm=(
@@ -33,7 +34,7 @@ tools_arm=(
 )
 # scripts/fixtures.sh: the real ultrasound files and their transcodes (dcmtk, GDCM).
 tools_fixtures=(
-  python3:python3 dcmcrle:dcmtk dcmcjpeg:dcmtk dcmcjpls:dcmtk gdcmconv:libgdcm-tools
+  python3:python3 node:nodejs npm:npm dcmcrle:dcmtk dcmcjpeg:dcmtk dcmcjpls:dcmtk gdcmconv:libgdcm-tools
 )
 # board/build-image.sh: mmdebstrap for a foreign architecture (it needs arch-test),
 # qemu-user through binfmt_misc, genimage and the file system tools it calls.

@@ -7,7 +7,8 @@
 #     extended, JPEG-LS lossless and near-lossless, JPEG 2000;
 #   - pydicom with numpy, Pillow and pyjpegls, to check that what the agent writes
 #     decodes there too, and pynetdicom, the modality of the storage commitment and
-#     negotiation tests (tests/peers/).
+#     negotiation tests (tests/peers/);
+#   - oidc-provider (npm, OpenID Certified), the OAuth 2.0 server of tests/clouds.rs.
 # Run by scripts/test.sh before the tests; cheap when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,10 +16,10 @@ source scripts/apt.sh
 require fixtures
 
 out=target/fixtures
-stamp=$out/.complete-v5
+stamp=$out/.complete-v6
 [ -f "$stamp" ] && exit 0
 rm -rf "$out"
-mkdir -p "$out/packages" "$out/ultrasound" "$out/python"
+mkdir -p "$out/packages" "$out/ultrasound" "$out/python" "$out/node"
 
 cat >"$out/requirements.txt" <<'REQ'
 pydicom==3.0.2 --hash=sha256:abf971a5440f84dbaf42c4b6758e30e62480902584f8b270b9a5d146e278a07b
@@ -81,4 +82,5 @@ dcmcjpls "$us/gdcm-US-ALOKA-16.dcm" "$us/ALOKA_JLS.dcm"
 gdcmconv --j2k "$us/OBXXXX1A.dcm" "$us/OBXXXX1A_J2K.dcm"
 
 python3 -m pip install -q --target "$out/python" pydicom==3.0.2 numpy pillow pyjpegls pynetdicom==3.0.4
+npm install --silent --no-audit --no-fund --prefix "$out/node" oidc-provider@8.8.1
 touch "$stamp"

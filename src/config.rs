@@ -212,6 +212,33 @@ pub struct Destination {
     /// A file holding the bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// `oauth2`: the token endpoint, the client and what it asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Space-separated scopes (Azure: "https://dicom.healthcareapis.azure.com/.default").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The `audience` parameter (Keycloak, Auth0) and the `resource` parameter
+    /// (RFC 8707; Entra ID v1 endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// `google`: the service account's JSON key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// The key file's contents, read at start.
+    #[serde(skip)]
+    pub key: Option<Secret>,
     /// Extra CA certificates (PEM) trusted besides the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -429,6 +456,16 @@ impl Destination {
             password_file: None,
             token: None,
             token_file: None,
+            token_url: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            client_auth: ClientAuth::ClientSecretBasic,
+            scope: None,
+            audience: None,
+            resource: None,
+            key_file: None,
+            key: None,
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -488,11 +525,43 @@ impl Destination {
                     || self.password_file.is_some()
                     || self.token.is_some()
                     || self.token_file.is_some()
+                    || self.client_id.is_some()
+                    || self.key_file.is_some()
                 {
                     return Err(format!(
-                        "[[destination]] \"{name}\": credentials are given but auth = \"none\"; set auth = \"basic\" or \"bearer\""
+                        "[[destination]] \"{name}\": credentials are given but auth = \"none\"; set auth = \"basic\", \"bearer\", \"oauth2\" or \"google\""
                     ));
                 }
+            }
+            AuthKind::OAuth2 => {
+                let url = self.token_url.as_deref().unwrap_or_default();
+                if !(url.starts_with("https://") || url.starts_with("http://") && self.insecure) {
+                    return Err(format!(
+                        "[[destination]] \"{name}\": auth = \"oauth2\" needs token_url = \"https://...\" (the token endpoint; http:// only with insecure = true)"
+                    ));
+                }
+                if self.client_id.as_deref().is_none_or(str::is_empty) {
+                    return Err(format!(
+                        "[[destination]] \"{name}\": auth = \"oauth2\" needs client_id"
+                    ));
+                }
+                match (&self.client_secret, &self.client_secret_file) {
+                    (Some(_), None) => {}
+                    (None, Some(file)) => self.client_secret = Some(read_secret(file)?),
+                    _ => {
+                        return Err(format!(
+                            "[[destination]] \"{name}\": auth = \"oauth2\" needs exactly one of client_secret or client_secret_file"
+                        ));
+                    }
+                }
+            }
+            AuthKind::Google => {
+                let Some(file) = &self.key_file else {
+                    return Err(format!(
+                        "[[destination]] \"{name}\": auth = \"google\" needs key_file, the service account's JSON key"
+                    ));
+                };
+                self.key = Some(read_secret(file)?);
             }
             AuthKind::Basic => {
                 if self.username.as_deref().is_none_or(str::is_empty) {
@@ -583,6 +652,19 @@ pub enum AuthKind {
     None,
     Basic,
     Bearer,
+    /// OAuth 2.0 client credentials (RFC 6749 4.4): Azure, Keycloak, ...
+    OAuth2,
+    /// A Google service account key (RFC 7523 JWT bearer grant).
+    Google,
+}
+
+/// How an OAuth 2.0 client authenticates at the token endpoint (RFC 6749 2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
 }
 
 /// A password or token: never printed, never logged.

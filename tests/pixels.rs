@@ -240,7 +240,7 @@ const THUMBNAIL_RULE: &str = "\n[[pixel_rule]]\nmanufacturer = \"G.E. Medical Sy
 fn fixtures_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fixtures");
     assert!(
-        dir.join(".complete-v5").exists(),
+        dir.join(".complete-v6").exists(),
         "the real ultrasound files are missing: run scripts/fixtures.sh (scripts/test.sh does)"
     );
     dir

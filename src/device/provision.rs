@@ -25,7 +25,7 @@ pub const STATE_ERROR: &str = "provision-error.txt";
 /// What a secret reads on the card once installed.
 pub const INSTALLED: &str = "(installed)";
 /// The keys whose values are secrets.
-const SECRETS: [&str; 3] = ["password", "token", "proxy_password"];
+const SECRETS: [&str; 4] = ["password", "token", "proxy_password", "client_secret"];
 /// The tables that hold secrets: their path in the file, and the key that tells
 /// one entry from another.
 const SECRET_TABLES: [(&str, &str); 2] = [("destination", "name"), ("listener.user", "username")];

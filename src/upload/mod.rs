@@ -14,6 +14,7 @@ mod body;
 mod diagnose;
 pub mod outbox;
 mod stow;
+mod token;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -63,14 +64,16 @@ pub enum Failure {
 /// Where a destination's instances go.
 enum Target {
     Dir(PathBuf),
-    Stow(stow::Client),
+    Stow(Box<stow::Client>),
 }
 
 impl Target {
     fn new(destination: &Destination) -> Result<Target, String> {
         Ok(match &destination.url {
             DestinationUrl::Dir(dir) => Target::Dir(dir.clone()),
-            DestinationUrl::Dicomweb(base) => Target::Stow(stow::Client::new(destination, base)?),
+            DestinationUrl::Dicomweb(base) => {
+                Target::Stow(Box::new(stow::Client::new(destination, base)?))
+            }
         })
     }
 

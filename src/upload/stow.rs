@@ -17,6 +17,7 @@ use serde_json::Value;
 use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig};
 
 use super::body::{self, Multipart};
+use super::token::{TokenFailure, Tokens};
 use super::{Failure, Verdict, diagnose};
 use crate::config::{AuthKind, Destination, ProxyUrl};
 use crate::queue::Entry;
@@ -33,7 +34,10 @@ pub struct Client {
     port: u16,
     /// The proxy requests to the server go through, if any.
     proxy: Option<ProxyUrl>,
+    /// A static Authorization header (basic, bearer), or the tokens that renew
+    /// themselves (oauth2, google).
     authorization: Option<String>,
+    tokens: Option<Tokens>,
     bytes_per_sec: u64,
 }
 
@@ -116,7 +120,9 @@ impl Client {
                 .token
                 .as_ref()
                 .map(|t| format!("Bearer {}", t.expose())),
+            AuthKind::OAuth2 | AuthKind::Google => None,
         };
+        let tokens = Tokens::of(destination)?;
         Ok(Client {
             agent,
             base: base.to_owned(),
@@ -124,6 +130,7 @@ impl Client {
             port,
             proxy: proxy.map(|(url, _)| url),
             authorization,
+            tokens,
             bytes_per_sec: destination.max_kib_per_sec * 1024,
         })
     }
@@ -136,7 +143,7 @@ impl Client {
     /// before sending instances to a destination that was unreachable.
     pub fn probe(&self) -> Result<(), Failure> {
         let mut request = self.agent.head(&self.base);
-        if let Some(auth) = &self.authorization {
+        if let Some(auth) = self.authorization()? {
             request = request.header("Authorization", auth);
         }
         request
@@ -168,8 +175,36 @@ impl Client {
         }
     }
 
-    /// Stores `batch` in one request.
+    /// The Authorization header: the card's, or a token that is still good.
+    fn authorization(&self) -> Result<Option<String>, Failure> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(self.authorization.clone());
+        };
+        match tokens.token(&self.agent) {
+            Ok(token) => Ok(Some(format!("Bearer {token}"))),
+            Err(TokenFailure::Refused(error)) => Err(Failure::Auth(error)),
+            Err(TokenFailure::Unreachable(error)) => Err(Failure::Unavailable {
+                error,
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// Stores `batch` in one request; a token the server refuses is renewed and
+    /// the request made once more before the credentials count as refused.
     pub fn store(&self, batch: &[Entry], sent: Arc<AtomicU64>) -> Result<Vec<Verdict>, Failure> {
+        match (self.store_once(batch, sent.clone()), &self.tokens) {
+            (Err(Failure::Auth(_)), Some(tokens)) => {
+                tokens.invalidate();
+                sent.store(0, std::sync::atomic::Ordering::Relaxed);
+                self.store_once(batch, sent)
+            }
+            (result, _) => result,
+        }
+    }
+
+    fn store_once(&self, batch: &[Entry], sent: Arc<AtomicU64>) -> Result<Vec<Verdict>, Failure> {
+        let authorization = self.authorization()?;
         let boundary = body::boundary();
         let files: Vec<&std::path::Path> = batch.iter().map(|e| e.path.as_path()).collect();
         let body = Multipart::new(&boundary, &files, sent, self.bytes_per_sec).map_err(|e| {
@@ -184,7 +219,7 @@ impl Client {
             .header("Content-Type", Multipart::content_type(&boundary))
             .header("Content-Length", body.len().to_string())
             .header("Accept", "application/dicom+json");
-        if let Some(auth) = &self.authorization {
+        if let Some(auth) = &authorization {
             request = request.header("Authorization", auth);
         }
         let mut response = request
@@ -205,7 +240,7 @@ impl Client {
                 retry_after,
             }),
             401 | 403 => Err(Failure::Auth(format!(
-                "{what}: credentials refused; check auth, username, password or token"
+                "{what}: credentials refused; check auth, username, password, token or client"
             ))),
             408 | 429 | 500..=599 => Err(Failure::Unavailable {
                 error: what,

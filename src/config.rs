@@ -292,6 +292,20 @@ pub struct Destination {
     /// addresses, or `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub no_proxy: Vec<String>,
+    /// `as-received`, or `explicit` for a destination that takes no Implicit VR
+    /// (Azure): its profile's copies of implicit VR instances are then written in
+    /// Explicit VR Little Endian, streaming; compressed pixel data is untouched.
+    #[serde(default)]
+    pub transfer_syntax: OutputSyntax,
+}
+
+/// The transfer syntax a destination's copies are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputSyntax {
+    #[default]
+    AsReceived,
+    Explicit,
 }
 
 /// An HTTP proxy: where it is and whom it is asked for. Shown (logs, status,
@@ -481,6 +495,7 @@ impl Destination {
             proxy_password: None,
             proxy_password_file: None,
             no_proxy: Vec::new(),
+            transfer_syntax: OutputSyntax::AsReceived,
         }
     }
 
@@ -1064,6 +1079,18 @@ impl Config {
             }
         }
         Ok(self)
+    }
+
+    /// The profiles whose copies are written in explicit VR: those of the
+    /// destinations with `transfer_syntax = "explicit"`.
+    pub fn explicit_vr_profiles(&self) -> Vec<Profile> {
+        let mut profiles = Vec::new();
+        for d in &self.destinations {
+            if d.transfer_syntax == OutputSyntax::Explicit && !profiles.contains(&d.profile) {
+                profiles.push(d.profile);
+            }
+        }
+        profiles
     }
 
     /// The effective configuration as TOML, for `check-config`.

@@ -47,7 +47,8 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
         config.typical.document_password,
         PasswordBook::new(&data_dir),
         &config.pixel_rules,
-    );
+    )
+    .writing_explicit_vr(config.explicit_vr_profiles());
     let provisioning = crate::device::provision::refused_reason(&config.storage.data_dir);
     if let Some(reason) = &provisioning {
         log::error!("{reason}");

@@ -495,3 +495,88 @@ fn an_instance_larger_than_the_destination_takes_is_refused_for_it_not_retried()
     );
     assert_eq!(orthanc.instance_uids(), ["1.2.826.0.1.3680043.10.61.1"]);
 }
+
+/// The data set of a file as dcmdump prints it, without its file meta and its
+/// pixel data (which implicit VR calls OW and the original OB).
+fn data_set_dump(file: &Path) -> Vec<String> {
+    let out = dcmtk("dcmdump", &["+L", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('(') && !l.starts_with("(0002") && !l.starts_with("(7fe0"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether two files hold the same pixel data bytes (pydicom, of the fixtures).
+fn same_pixels(a: &Path, b: &Path) -> bool {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, pydicom; r = [pydicom.dcmread(f).PixelData for f in sys.argv[1:]]; print(r[0] == r[1])",
+        ])
+        .arg(a)
+        .arg(b)
+        .env(
+            "PYTHONPATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fixtures/python"),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim() == "True"
+}
+
+#[test]
+fn an_explicit_vr_destination_gets_implicit_vr_instances_in_explicit_vr() {
+    let orthanc = Orthanc::start();
+    let agent = Agent::start(&format!(
+        "{}{}\n[[pixel_rule]]\nrows = 60\ncolumns = 80\naction = \"keep\"\n",
+        destination(
+            "azure",
+            &orthanc.dicomweb_url(),
+            "transfer_syntax = \"explicit\"\n"
+        ),
+        destination(
+            "anonymous",
+            &orthanc.dicomweb_url(),
+            "profile = \"strict\"\ntransfer_syntax = \"explicit\"\n"
+        ),
+    ));
+    let input = tempfile::tempdir().unwrap();
+    let files = us_images(input.path(), 2, 63);
+    // Only implicit VR proposed: storescu sends the files in Implicit VR Little Endian.
+    send(&agent, &["-xi"], &files);
+    let uids = orthanc.wait_instances(4, 30, || agent.log());
+    let got = tempfile::tempdir().unwrap();
+    for uid in &uids {
+        let file = orthanc.file(uid, got.path());
+        let meta = dcmtk(
+            "dcmdump",
+            &["-s", "+P", "0002,0010", file.to_str().unwrap()],
+        );
+        assert!(
+            text(&meta).contains("=LittleEndianExplicit"),
+            "{uid}: {}",
+            text(&meta)
+        );
+    }
+    // The identified copy holds exactly what was sent, element for element.
+    for (i, original) in files.iter().enumerate() {
+        let uid = format!("1.2.826.0.1.3680043.10.63.{}", i + 1);
+        let received = orthanc.file(&uid, got.path());
+        let (got, sent) = (data_set_dump(&received), data_set_dump(original));
+        // Private elements have no VR in implicit VR: explicit VR calls them UN
+        // (PS3.5 6.2.2), with the same bytes.
+        let private_un = |l: &&String| l.starts_with("(0009") && l.contains(" UN ");
+        let differ: Vec<_> = got
+            .iter()
+            .filter(|l| !sent.contains(l) && !private_un(l))
+            .collect();
+        assert!(
+            differ.is_empty() && got.len() == sent.len(),
+            "{uid}: {differ:?}"
+        );
+        assert!(same_pixels(&received, original), "{uid}");
+    }
+}

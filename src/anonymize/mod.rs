@@ -36,9 +36,12 @@ pub use keys::DeviceKey;
 use pixels::Region;
 
 use crate::config::{DateCut, DocumentPassword, PixelRule, Profile, StrictValues};
-use crate::pipeline::stream::{AddedValue, Addition, Identity, Plan, Rewrite, Transform};
+use crate::pipeline::stream::{
+    AddedValue, Addition, Identity, Plan, Reencoded, Rewrite, Transform,
+};
 use crate::standard::{
-    ENCAPSULATED_PDF, RAW_DATA, is_encapsulated_document, is_standard_storage, unpadded,
+    ENCAPSULATED_PDF, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, RAW_DATA,
+    is_encapsulated_document, is_standard_storage, unpadded,
 };
 
 /// Why a profile sends no copy of an instance at all: content it cannot anonymize,
@@ -90,6 +93,9 @@ pub struct Anonymizer {
     document_password: DocumentPassword,
     book: Arc<PasswordBook>,
     pixel_rules: Arc<[PixelRule]>,
+    /// Profiles whose copies of Implicit VR Little Endian instances are written
+    /// in Explicit VR Little Endian (a destination takes no other).
+    explicit_vr: Vec<Profile>,
 }
 
 impl Anonymizer {
@@ -106,7 +112,18 @@ impl Anonymizer {
             document_password,
             book: Arc::new(book),
             pixel_rules: pixel_rules.into(),
+            explicit_vr: Vec::new(),
         }
+    }
+
+    /// The same, writing `profiles`' copies of implicit VR instances in explicit VR.
+    pub fn writing_explicit_vr(mut self, profiles: Vec<Profile>) -> Anonymizer {
+        self.explicit_vr = profiles;
+        self
+    }
+
+    fn explicit(&self, profile: Profile, ts: &TransferSyntax) -> bool {
+        ts.uid() == IMPLICIT_VR_LITTLE_ENDIAN && self.explicit_vr.contains(&profile)
     }
 
     /// The transfer syntax of `profile`'s copy of an instance sent in `ts`: the
@@ -114,6 +131,9 @@ impl Anonymizer {
     /// baseline, blanked as it is) losslessly (`frames.rs`); everything else keeps
     /// its syntax.
     pub fn output_syntax<'a>(&self, profile: Profile, ts: &'a TransferSyntax) -> &'a str {
+        if self.explicit(profile, ts) {
+            return EXPLICIT_VR_LITTLE_ENDIAN;
+        }
         let reencoded = Codec::of(ts.uid())
             .filter(|_| ts.is_encapsulated_pixel_data() && profile != Profile::Identified)
             .and_then(Codec::output_syntax);
@@ -129,7 +149,10 @@ impl Anonymizer {
         ts: &TransferSyntax,
     ) -> Result<Box<dyn Transform + Send>, Discard> {
         if profile == Profile::Identified {
-            return Ok(Box::new(Identity));
+            return Ok(match self.explicit(profile, ts) {
+                true => Box::new(Reencoded),
+                false => Box::new(Identity),
+            });
         }
         let strict = profile == Profile::Strict;
         let document = is_encapsulated_document(sop_class_uid);

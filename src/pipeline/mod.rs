@@ -25,6 +25,7 @@ use flate2::read::DeflateDecoder;
 use crate::anonymize::{Anonymizer, Discard};
 use crate::config::Profile;
 use crate::queue::spool::{FileMeta, PartFile};
+use crate::standard::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
 use stream::{Output, Summary, Transform};
 
 /// An instance as it enters: what it says it is, and how it is encoded.
@@ -69,15 +70,16 @@ pub fn run(
     for &profile in profiles {
         match anonymizer.transform(profile, instance.sop_class_uid, instance.transfer_syntax) {
             Ok(transform) => {
-                let part = create(profile, &file_meta(instance, anonymizer, profile))
-                    .map_err(Failure::Storage)?;
-                started.push((part, transform));
+                let meta = file_meta(instance, anonymizer, profile);
+                let encoding = reencoding(instance.transfer_syntax, &meta.transfer_syntax_uid);
+                let part = create(profile, &meta).map_err(Failure::Storage)?;
+                started.push((part, transform, encoding));
             }
             Err(discard) => copies.push((profile, ProfileCopy::Discarded(discard))),
         }
     }
     let mut summary = copy_into(input, instance.transfer_syntax, &mut started)?;
-    for (part, transform) in started {
+    for (part, transform, _) in started {
         let profile = part.profile;
         if transform.uncleaned().is_none() && transform.inferred_area() {
             log::info!(
@@ -112,6 +114,16 @@ fn file_meta(instance: &Instance, anonymizer: &Anonymizer, profile: Profile) -> 
     }
 }
 
+/// The encoding a copy is written in when its file meta names another syntax
+/// than the input's and only the headers differ (implicit VR to explicit VR
+/// little endian); `None` otherwise (compressed frames re-encoded keep the input's
+/// encoding of the data set).
+fn reencoding(input: &TransferSyntax, output_uid: &str) -> Option<&'static TransferSyntax> {
+    (input.uid() == IMPLICIT_VR_LITTLE_ENDIAN && output_uid == EXPLICIT_VR_LITTLE_ENDIAN)
+        .then(|| TransferSyntaxRegistry.get(EXPLICIT_VR_LITTLE_ENDIAN))
+        .flatten()
+}
+
 fn is_deflated(ts: &TransferSyntax) -> bool {
     matches!(ts.codec(), Codec::Dataset(_))
 }
@@ -121,13 +133,18 @@ fn is_deflated(ts: &TransferSyntax) -> bool {
 fn copy_into(
     input: impl Read,
     ts: &TransferSyntax,
-    started: &mut [(PartFile, Box<dyn Transform + Send>)],
+    started: &mut [(
+        PartFile,
+        Box<dyn Transform + Send>,
+        Option<&'static TransferSyntax>,
+    )],
 ) -> Result<Summary, Failure> {
     let outputs = started
         .iter_mut()
-        .map(|(part, transform)| Output {
+        .map(|(part, transform, encoding)| Output {
             writer: part,
             transform: transform.as_mut() as &mut dyn Transform,
+            encoding: *encoding,
         })
         .collect();
     let copied = if is_deflated(ts) {
@@ -135,7 +152,7 @@ fn copy_into(
     } else {
         stream::copy(input, ts, outputs)
     };
-    if let Some(e) = started.iter_mut().find_map(|(part, _)| part.take_error()) {
+    if let Some(e) = started.iter_mut().find_map(|(part, ..)| part.take_error()) {
         return Err(Failure::Storage(e));
     }
     copied.map_err(Failure::DataSet)

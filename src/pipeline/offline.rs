@@ -44,7 +44,8 @@ pub fn run(
         config.typical.document_password,
         PasswordBook::new(data_dir),
         &config.pixel_rules,
-    );
+    )
+    .writing_explicit_vr(config.explicit_vr_profiles());
     fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut files = Vec::new();
     for input in inputs {

@@ -151,6 +151,20 @@ pub trait Transform {
     fn preserves_encoding(&self) -> bool;
 }
 
+/// Every element as it is, in the output's own encoding (the `identified` profile
+/// for a destination that takes explicit VR only).
+pub struct Reencoded;
+
+impl Transform for Reencoded {
+    fn plan(&mut self, _path: &[Tag], _header: &DataElementHeader) -> Plan {
+        Plan::Keep
+    }
+
+    fn preserves_encoding(&self) -> bool {
+        false
+    }
+}
+
 /// The `identified` profile: the data set exactly as received.
 pub struct Identity;
 
@@ -164,10 +178,13 @@ impl Transform for Identity {
     }
 }
 
-/// One output of the stream: where it writes and what transform it applies.
+/// One output of the stream: where it writes, what transform it applies, and the
+/// encoding it is written in when it is not the input's (Implicit VR Little Endian
+/// written as Explicit VR Little Endian: the same bytes, headers with their VRs).
 pub struct Output<'a, W> {
     pub writer: W,
     pub transform: &'a mut dyn Transform,
+    pub encoding: Option<&'a TransferSyntax>,
 }
 
 /// What the stream saw of the instance.
@@ -221,14 +238,15 @@ struct Sink<'a, W: Write> {
 type WriteResult = Result<(), dicom_parser::stateful::encode::Error>;
 
 impl<'a, W: Write + 'a> Sink<'a, W> {
-    fn new(output: Output<'a, W>, ts: &TransferSyntax) -> Result<Sink<'a, W>, String> {
+    fn new(output: Output<'a, W>, input: &TransferSyntax) -> Result<Sink<'a, W>, String> {
+        let ts = output.encoding.unwrap_or(input);
         let cannot = || format!("cannot encode transfer syntax {}", ts.uid());
         let encoder: Box<dyn EncodeTo<W>> = ts.encoder_for::<W>().ok_or_else(cannot)?;
         let exact = ts.encoder_for::<Vec<u8>>().ok_or_else(cannot)?;
         Ok(Sink {
             encoder: StatefulEncoder::new(output.writer, encoder, SpecificCharacterSet::default()),
             exact,
-            preserve: output.transform.preserves_encoding(),
+            preserve: output.transform.preserves_encoding() && output.encoding.is_none(),
             additions: output.transform.additions().into(),
             transform: output.transform,
             skip_from: None,
@@ -875,6 +893,7 @@ mod tests {
             vec![Output {
                 writer: &mut out,
                 transform,
+                encoding: None,
             }],
         )?;
         Ok((out, summary))
@@ -1072,10 +1091,12 @@ mod tests {
                 Output {
                     writer: &mut kept,
                     transform: &mut identity,
+                    encoding: None,
                 },
                 Output {
                     writer: &mut dropped,
                     transform: &mut strict,
+                    encoding: None,
                 },
             ],
         )

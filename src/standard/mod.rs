@@ -15,6 +15,9 @@ pub const STORAGE_COMMITMENT_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
 pub const ENCAPSULATED_PDF: &str = "1.2.840.10008.5.1.4.1.1.104.1";
 /// Raw Data Storage: a vendor's opaque bytes.
 pub const RAW_DATA: &str = "1.2.840.10008.5.1.4.1.1.66";
+/// The uncompressed little endian syntaxes.
+pub const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
+pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 /// JPEG Baseline (Process 1).
 pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 /// RLE Lossless: what cleaned copies of other compressed pixel data are written in.

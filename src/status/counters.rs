@@ -52,9 +52,10 @@ pub enum Event {
         destination: String,
         withheld: Withheld,
     },
-    /// A destination confirmed an instance.
+    /// A destination confirmed an instance (with a warning of its, if any).
     Delivered {
         destination: String,
+        warning: Option<String>,
     },
     /// A destination refused an instance for good: it went to quarantine.
     Quarantined {
@@ -121,6 +122,10 @@ pub struct DestinationCounters {
     /// Instances its profile could not clean, so it never gets them, by reason.
     #[serde(default)]
     pub not_deliverable: BTreeMap<String, u64>,
+    /// Instances it stored with a warning (coercion, elements discarded), by
+    /// warning.
+    #[serde(default)]
+    pub warnings: BTreeMap<String, u64>,
     pub last_success: Option<String>,
     pub last_error: Option<Stamped>,
     /// `ready`, `offline`, `authentication refused` or `misconfigured`.
@@ -274,9 +279,15 @@ fn destination_outcome(c: &mut Counters, event: Event) {
                 }
             }
         }
-        Event::Delivered { destination } => {
+        Event::Delivered {
+            destination,
+            warning,
+        } => {
             let d = c.destinations.entry(destination).or_default();
             d.delivered += 1;
+            if let Some(warning) = warning {
+                *d.warnings.entry(warning).or_insert(0) += 1;
+            }
             d.last_success = Some(now_rfc3339());
             d.state = "ready".into();
             d.next_attempt = None;
@@ -389,6 +400,7 @@ mod tests {
         });
         board.record(Event::Delivered {
             destination: "outbox".into(),
+            warning: None,
         });
         board.record(Event::Unavailable {
             destination: "outbox".into(),

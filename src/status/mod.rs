@@ -226,6 +226,9 @@ impl Snapshot {
                     d.name
                 );
             }
+            for (warning, n) in &d.activity.warnings {
+                out += &format!("  stored with warning {warning}: {n} instance(s)\n");
+            }
             for (reason, n) in &d.activity.discarded {
                 out += &format!("  discarded by profile {}: {n} {reason}\n", d.profile);
             }
@@ -297,6 +300,7 @@ mod tests {
                     delivered: 5,
                     discarded: [("raw data".to_owned(), 2)].into(),
                     not_deliverable: [("burned-in text: no regions".to_owned(), 1)].into(),
+                    warnings: [("B000H coercion of data elements".to_owned(), 2)].into(),
                     last_success: None,
                     last_error: None,
                     state: "offline".into(),
@@ -356,6 +360,14 @@ mod tests {
         );
         assert!(
             text.contains("discarded by profile identified: 2 raw data"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stored with warning B000H coercion of data elements: 2 instance(s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("commit:    2 storage commitment report(s) pending, oldest 30s"),
             "{text}"
         );
         assert!(

@@ -40,7 +40,8 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 /// What a destination said of one instance it was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Stored,
+    /// Stored, with the server's warning if it gave one.
+    Stored(Option<String>),
     /// Refused for good: quarantine it.
     Refused(String),
     /// Not taken this time: send it again later.
@@ -85,7 +86,7 @@ impl Target {
                     match outbox::deliver(entry, dir) {
                         Ok(_) => {
                             sent.fetch_add(entry.record.size, std::sync::atomic::Ordering::Relaxed);
-                            verdicts.push(Verdict::Stored);
+                            verdicts.push(Verdict::Stored(None));
                         }
                         Err(e) if verdicts.is_empty() => {
                             return Err(Failure::Unavailable {
@@ -331,7 +332,7 @@ impl Worker {
                 let mut retry = None;
                 for (entry, verdict) in batch.iter().zip(verdicts) {
                     match verdict {
-                        Verdict::Stored => self.stored(entry),
+                        Verdict::Stored(warning) => self.stored(entry, warning),
                         Verdict::Refused(reason) => self.quarantine(entry, &reason),
                         Verdict::Retry(reason) => retry = Some(reason),
                     }
@@ -359,12 +360,20 @@ impl Worker {
         }
     }
 
-    fn stored(&self, entry: &Entry) {
+    fn stored(&self, entry: &Entry, warning: Option<String>) {
         match self.queue.complete(self.index, entry.id) {
             Ok(()) => {
                 log::debug!("{}: delivered queue entry {}", self.name, entry.id);
+                if let Some(warning) = &warning {
+                    log::info!(
+                        "{}: stored queue entry {} with warning {warning}",
+                        self.name,
+                        entry.id
+                    );
+                }
                 self.board.record(Event::Delivered {
                     destination: self.name.clone(),
+                    warning,
                 });
             }
             // Delivered but not recorded: it will be sent again, which the

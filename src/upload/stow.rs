@@ -426,32 +426,31 @@ impl StoreResponse {
     /// The server's verdict on each instance of `batch`: stored only where the
     /// Referenced SOP Sequence names it (or the server says it had it already).
     fn verdicts(&self, what: &str, batch: &[Entry]) -> Vec<Verdict> {
-        let stored: Vec<String> = self.sequence("00081199").filter_map(uid_of).collect();
+        let stored: HashMap<String, Option<u64>> = self
+            .sequence("00081199")
+            .filter_map(|item| Some((uid_of(item)?, code_of(item, "00081196"))))
+            .collect();
         let failed: HashMap<String, Option<u64>> = self
             .sequence("00081198")
-            .filter_map(|item| {
-                let reason = item
-                    .get("00081197")
-                    .and_then(|e| e.get("Value"))
-                    .and_then(|v| v.get(0))
-                    .and_then(number);
-                Some((uid_of(item)?, reason))
-            })
+            .filter_map(|item| Some((uid_of(item)?, code_of(item, "00081197"))))
             .collect();
         batch
             .iter()
             .map(|entry| {
                 let uid = &entry.record.sop_instance_uid;
                 match failed.get(uid) {
-                    _ if stored.contains(uid) => Verdict::Stored,
-                    Some(Some(DUPLICATE_SOP_INSTANCE)) => Verdict::Stored,
+                    _ if stored.contains_key(uid) => Verdict::Stored(
+                        stored[uid].map(|code| format!("{code:04X}H {}", warning_meaning(code))),
+                    ),
+                    Some(Some(DUPLICATE_SOP_INSTANCE)) => Verdict::Stored(None),
                     // A7xx: out of resources; the server may take it later.
                     Some(Some(code @ 0xA700..=0xA7FF)) => {
                         Verdict::Retry(format!("server out of resources ({code:04X}H)"))
                     }
-                    Some(Some(code)) => {
-                        Verdict::Refused(format!("server refused it (failure reason {code:04X}H)"))
-                    }
+                    Some(Some(code)) => Verdict::Refused(format!(
+                        "server refused it (failure reason {code:04X}H: {})",
+                        failure_meaning(*code)
+                    )),
                     Some(None) => Verdict::Refused("server refused it".into()),
                     None => Verdict::Retry(format!(
                         "not confirmed: {what}, but the server's answer does not list the instance as stored"
@@ -500,6 +499,37 @@ fn number(value: &Value) -> Option<u64> {
     value
         .as_u64()
         .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+/// The first value of the US attribute `tag` of a sequence item.
+fn code_of(item: &Value, tag: &str) -> Option<u64> {
+    item.get(tag)?.get("Value")?.get(0).and_then(number)
+}
+
+/// What a Failure Reason (0008,1197) means (PS3.18 Table 10.5.3-1, PS3.4 B.2.3).
+fn failure_meaning(code: u64) -> &'static str {
+    match code {
+        0x0110 => "processing failure",
+        0x0112 => "no such object instance",
+        0x0119 => "class-instance conflict",
+        0x0122 => "SOP class not supported",
+        0x0124 => "not authorized",
+        0x0213 => "resource limitation",
+        0xA900..=0xA9FF => "data set does not match SOP class",
+        0xC122 => "transfer syntax not supported",
+        0xC000..=0xCFFF => "cannot understand",
+        _ => "see the server's documentation",
+    }
+}
+
+/// What a Warning Reason (0008,1196) means (PS3.18 Table 10.5.3-2).
+fn warning_meaning(code: u64) -> &'static str {
+    match code {
+        0xB000 => "coercion of data elements",
+        0xB006 => "elements discarded",
+        0xB007 => "data set does not match SOP class",
+        _ => "warning",
+    }
 }
 
 fn uid_of(item: &Value) -> Option<String> {
@@ -556,14 +586,44 @@ mod tests {
             entry("1.5"),
         ];
         let v = verdicts(202, "application/dicom+json", body, &batch);
-        assert_eq!(v[0], Verdict::Stored);
+        assert_eq!(v[0], Verdict::Stored(None));
         assert_eq!(
             v[1],
-            Verdict::Refused("server refused it (failure reason C000H)".into())
+            Verdict::Refused("server refused it (failure reason C000H: cannot understand)".into())
         );
         assert!(matches!(v[2], Verdict::Retry(_)), "A700 is worth retrying");
         assert!(matches!(v[3], Verdict::Retry(_)), "not confirmed in a 202");
-        assert_eq!(v[4], Verdict::Stored, "0111H: the server had it already");
+        assert_eq!(
+            v[4],
+            Verdict::Stored(None),
+            "0111H: the server had it already"
+        );
+    }
+
+    #[test]
+    fn warnings_and_failures_are_named_by_their_meaning() {
+        let body = r#"{
+            "00081199": {"vr": "SQ", "Value": [
+                {"00081155": {"vr": "UI", "Value": ["1.1"]}, "00081196": {"vr": "US", "Value": [45056]}}]},
+            "00081198": {"vr": "SQ", "Value": [
+                {"00081155": {"vr": "UI", "Value": ["1.2"]}, "00081197": {"vr": "US", "Value": [49442]}}]}
+        }"#;
+        let v = verdicts(
+            409,
+            "application/dicom+json",
+            body,
+            &[entry("1.1"), entry("1.2")],
+        );
+        assert_eq!(
+            v,
+            [
+                Verdict::Stored(Some("B000H coercion of data elements".into())),
+                Verdict::Refused(
+                    "server refused it (failure reason C122H: transfer syntax not supported)"
+                        .into()
+                )
+            ]
+        );
     }
 
     #[test]
@@ -591,7 +651,7 @@ mod tests {
         ));
         assert!(StoreResponse::read("application/json", "[]").is_err());
         let wrapped = r#"[{"00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["1.1"]}}]}}]"#;
-        assert_eq!(verdicts(202, "", wrapped, &batch), [Verdict::Stored]);
+        assert_eq!(verdicts(202, "", wrapped, &batch), [Verdict::Stored(None)]);
     }
 
     #[test]
@@ -612,10 +672,10 @@ mod tests {
             </NativeDicomModel>"#;
         let batch = [entry("1.1"), entry("1.2"), entry("1.3")];
         let v = verdicts(200, "application/dicom+xml", xml, &batch);
-        assert_eq!(v[0], Verdict::Stored);
+        assert_eq!(v[0], Verdict::Stored(None));
         assert_eq!(
             v[1],
-            Verdict::Refused("server refused it (failure reason C000H)".into())
+            Verdict::Refused("server refused it (failure reason C000H: cannot understand)".into())
         );
         assert!(matches!(v[2], Verdict::Retry(_)));
     }

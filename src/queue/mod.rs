@@ -771,8 +771,8 @@ impl Queue {
     }
 
     /// Ledger entries go after `ledger::RETENTION`, delivered or not: no
-    /// commitment waits that long.
-    fn prune_ledger(&self) -> Result<(), QueueError> {
+    /// commitment waits that long. At each start, and hourly while running.
+    pub fn prune_ledger(&self) -> Result<(), QueueError> {
         let oldest = unix_ms().saturating_sub(ledger::RETENTION.as_millis() as u64);
         for item in self.ledger.iter() {
             let (key, value) = item?;
@@ -1023,6 +1023,44 @@ mod tests {
         queue.complete(1, first.id).unwrap();
         assert!(!first.path.exists());
         assert_eq!(queue.stats()[1].1.pending, 1);
+    }
+
+    #[test]
+    fn the_ledger_outlives_the_queue_and_follows_each_destination() {
+        const US: &str = "1.2.840.10008.5.1.4.1.1.6.1";
+        let dir = tempfile::tempdir().unwrap();
+        let key: LedgerKey = [7; 16];
+        {
+            let (queue, _) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+            assert_eq!(queue.standing(&key, US).unwrap(), Standing::Unknown);
+            let mut part = queue.start(Profile::Identified, &meta("1.2.3.9")).unwrap();
+            part.write_all(b"data set bytes").unwrap();
+            queue.commit(vec![part], US, Some(key)).unwrap();
+            let awaiting = |queue: &Queue| match queue.standing(&key, US).unwrap() {
+                Standing::Stored { awaiting } => awaiting,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(awaiting(&queue), ["a", "b"]);
+            assert_eq!(queue.standing(&key, "1.2.3").unwrap(), Standing::OtherClass);
+            let entry = queue
+                .next_batch(0, Lane::Small, 1, u64::MAX)
+                .unwrap()
+                .remove(0);
+            queue.complete(0, entry.id).unwrap();
+            assert_eq!(awaiting(&queue), ["b"]);
+            queue.complete(1, entry.id).unwrap();
+            assert!(
+                !entry.path.exists(),
+                "delivered everywhere: the spool file goes"
+            );
+            assert_eq!(awaiting(&queue), Vec::<String>::new());
+        }
+        let (queue, _) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+        assert_eq!(
+            queue.standing(&key, US).unwrap(),
+            Standing::Stored { awaiting: vec![] },
+            "kept across a restart"
+        );
     }
 
     #[test]

@@ -28,8 +28,11 @@ use crate::shutdown::{Stop, pause};
 use crate::status::CommitmentInfo;
 use request::{FailureReason, Report, Request};
 
-/// How often the worker looks at what is pending.
-const TICK: Duration = Duration::from_secs(1);
+/// How often the worker looks at what is pending, when nothing wakes it sooner (an
+/// association ending with a report to send).
+const TICK: Duration = Duration::from_secs(5);
+/// How often the ledger's old entries are removed while the agent runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The first retry of an undelivered report, doubled at each failure up to
 /// `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -198,7 +201,15 @@ impl Commitments {
     /// Sends the reports no open association carries, on associations of their
     /// own, until `stop`.
     pub async fn run(self: Arc<Self>, our_ae_title: String, modalities: Vec<Modality>, stop: Stop) {
+        let mut pruned = std::time::Instant::now();
         while !stop.is_closed() {
+            if pruned.elapsed() >= PRUNE_EVERY {
+                let queue = self.queue.clone();
+                if let Err(e) = smol::unblock(move || queue.prune_ledger()).await {
+                    log::error!("storage commitment: cannot prune the ledger: {e}");
+                }
+                pruned = std::time::Instant::now();
+            }
             let due = self.due();
             for (id, pending) in due {
                 if stop.is_closed() {

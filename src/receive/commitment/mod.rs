@@ -11,6 +11,7 @@
 //! it is answered; a restart loses nothing of this.
 
 pub mod notify;
+pub mod on_association;
 pub mod request;
 
 use std::collections::HashSet;

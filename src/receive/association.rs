@@ -99,7 +99,7 @@ fn serve_on<W: Wire>(stream: W, peer: SocketAddr, shared: &Shared, timeout: Opti
         Err(rj) => {
             let reason = format!(
                 "{peer} calling {calling:?} called {called:?}: {}",
-                rj.source
+                negotiation::explain(&rj)
             );
             log::warn!("association rejected: {reason}");
             shared.board.record(Event::AssociationRefused { reason });

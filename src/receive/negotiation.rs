@@ -241,6 +241,29 @@ fn identity_accepted(identity: Option<&UserIdentity>, users: &[ListenerUser]) ->
     })
 }
 
+/// Why `negotiate` rejected an association, in the card's words, for the log and
+/// `status` (the peer gets the standard's reason code).
+pub fn explain(rj: &AssociationRJ) -> String {
+    use AssociationRJServiceUserReason as User;
+    let why = match &rj.source {
+        AssociationRJSource::ServiceUser(User::CalledAETitleNotRecognized) => {
+            "the called AE title is not [listener] ae_title"
+        }
+        AssociationRJSource::ServiceUser(User::CallingAETitleNotRecognized) => {
+            "the calling AE title is not in [listener] allowed_callers"
+        }
+        AssociationRJSource::ServiceUser(User::ApplicationContextNameNotSupported) => {
+            "not the DICOM application context"
+        }
+        // The one refusal `negotiate` gives without a reason of the standard's.
+        AssociationRJSource::ServiceUser(User::NoReasonGiven) => {
+            "its User Identity matches no [[listener.user]]"
+        }
+        _ => return rj.source.to_string(),
+    };
+    format!("{} ({why})", rj.source)
+}
+
 /// The rejection for an association over the configured cap: transient, so the
 /// modality retries later.
 pub fn busy() -> AssociationRJ {
@@ -501,6 +524,11 @@ mod tests {
                 rj.source,
                 AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::NoReasonGiven),
                 "{kind:?} {user} {password}"
+            );
+            assert!(
+                explain(&rj).contains("[[listener.user]]"),
+                "{}",
+                explain(&rj)
             );
         }
         let ae = AeTitle::new("UPLINK").unwrap();

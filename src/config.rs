@@ -576,7 +576,20 @@ impl Destination {
                         "[[destination]] \"{name}\": auth = \"google\" needs key_file, the service account's JSON key"
                     ));
                 };
-                self.key = Some(read_secret(file)?);
+                let key = read_secret(file)?;
+                let fields: serde_json::Value =
+                    serde_json::from_str(key.expose()).unwrap_or_default();
+                let missing: Vec<&str> = ["client_email", "private_key", "token_uri"]
+                    .into_iter()
+                    .filter(|k| !fields[*k].is_string())
+                    .collect();
+                if fields["type"] != "service_account" || !missing.is_empty() {
+                    return Err(format!(
+                        "[[destination]] \"{name}\": key_file {} is not a service account key (download one from the service account's Keys tab)",
+                        file.display()
+                    ));
+                }
+                self.key = Some(key);
             }
             AuthKind::Basic => {
                 if self.username.as_deref().is_none_or(str::is_empty) {
@@ -1494,6 +1507,28 @@ profile = "identified"
             "[[destination]]\nname = \"a\"\nurl = \"dir:/x\"\n[[destination]]\nname = \"a\"\nurl = \"dir:/y\"\n",
         );
         assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn a_google_key_file_must_be_a_service_account_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.json");
+        let config = || {
+            Config::parse(&format!(
+                "[[destination]]\nname = \"g\"\nurl = \"https://healthcare.googleapis.com/v1/x/dicomWeb\"\nauth = \"google\"\nkey_file = \"{}\"\n",
+                key.display()
+            ))
+        };
+        std::fs::write(&key, r#"{"type": "authorized_user", "client_id": "x"}"#).unwrap();
+        let error = config().unwrap_err().to_string();
+        assert!(error.contains("not a service account key"), "{error}");
+        std::fs::write(
+            &key,
+            r#"{"type": "service_account", "client_email": "a@b", "private_key": "k", "token_uri": "https://oauth2.googleapis.com/token"}"#,
+        )
+        .unwrap();
+        assert!(config().is_ok());
+        assert!(!format!("{:?}", config().unwrap()).contains("\"k\""));
     }
 
     #[test]

@@ -49,11 +49,11 @@ fn tokens_renew_themselves_across_many_expiries_without_a_failed_instance() {
         "box",
         "client_secret_basic",
     ));
-    // UPLINK_OAUTH_SECS runs it longer: by default a little over two expiries.
+    // UPLINK_OAUTH_SECS runs it longer: by default a little over four expiries.
     let secs: u64 = std::env::var("UPLINK_OAUTH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2 * TTL + 10);
+        .unwrap_or(4 * TTL + 10);
     let input = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut sent = 0;

@@ -960,11 +960,13 @@ fn decode(bytes: &[u8]) -> Option<Record> {
     serde_json::from_slice(bytes).ok()
 }
 
-fn decode_id(key: &[u8]) -> u64 {
+/// The id a big-endian u64 key of the queue's database stands for.
+pub(crate) fn decode_id(key: &[u8]) -> u64 {
     key.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
-fn unix_ms() -> u64 {
+/// Milliseconds since the Unix epoch, as the queue's records keep time.
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)

@@ -56,6 +56,11 @@ impl Status {
     pub fn is_success(self) -> bool {
         self == Status::SUCCESS
     }
+
+    /// Success, or a Warning (Bxxx, PS3.7 C.1): what was asked was done.
+    pub fn is_taken(self) -> bool {
+        self.is_success() || self.0 & 0xF000 == 0xB000
+    }
 }
 
 impl std::fmt::Display for Status {

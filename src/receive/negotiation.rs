@@ -190,14 +190,7 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
         // can give for the others, which are accepted unchecked.
         user_variables.push(UserVariableItem::Unknown(USER_IDENTITY_AC_ITEM, vec![0, 0]));
     }
-    let peer_max_pdu = rq
-        .user_variables
-        .iter()
-        .find_map(|item| match item {
-            UserVariableItem::MaxLength(n) => Some(*n),
-            _ => None,
-        })
-        .unwrap_or(0);
+    let peer_max_pdu = max_length(&rq.user_variables);
     Ok(Accepted {
         ac: AssociationAC {
             protocol_version: 1,
@@ -211,6 +204,18 @@ pub fn negotiate(rq: AssociationRQ, policy: &Policy) -> Result<Accepted, Associa
         calling_ae_title: calling.to_owned(),
         peer_max_pdu,
     })
+}
+
+/// The Maximum Length a peer announced in its user information (PS3.8 D.1), 0
+/// (no limit) when it announced none.
+pub fn max_length(items: &[UserVariableItem]) -> u32 {
+    items
+        .iter()
+        .find_map(|item| match item {
+            UserVariableItem::MaxLength(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 /// Whether the association's User Identity (PS3.7 D.3.3.7) lets it in: anything

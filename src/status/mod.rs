@@ -165,12 +165,7 @@ impl Snapshot {
             out += &format!(
                 "commit:    {} storage commitment report(s) pending, oldest {}\n",
                 self.commitments.pending,
-                self.commitments
-                    .oldest_pending_secs
-                    .map_or("-".into(), |s| humantime::format_duration(
-                        std::time::Duration::from_secs(s)
-                    )
-                    .to_string())
+                age(self.commitments.oldest_pending_secs)
             );
         }
         out += &format!("clock:     {}\n", self.clock.describe());
@@ -211,12 +206,7 @@ impl Snapshot {
                 "  pending {} ({}), oldest {}; delivered {}; quarantined {}\n",
                 d.queue.pending,
                 human_bytes(d.queue.pending_bytes),
-                d.queue
-                    .oldest_pending_secs
-                    .map_or("-".into(), |s| humantime::format_duration(
-                        std::time::Duration::from_secs(s)
-                    )
-                    .to_string()),
+                age(d.queue.oldest_pending_secs),
                 d.activity.delivered,
                 d.queue.quarantined,
             );
@@ -253,6 +243,13 @@ impl Snapshot {
         }
         out
     }
+}
+
+/// An age in seconds as `uplink status` shows it ("1m 30s"), "-" for none.
+fn age(secs: Option<u64>) -> String {
+    secs.map_or("-".into(), |s| {
+        humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
+    })
 }
 
 fn human_bytes(bytes: u64) -> String {

@@ -280,15 +280,14 @@ impl Limits {
 
 impl Worker {
     /// Sends one batch and records the outcome (runs on a blocking thread).
-    fn send(&self, lane: Lane, batch: Vec<Entry>) {
-        let (batch, too_large): (Vec<Entry>, Vec<Entry>) = batch
-            .into_iter()
-            .partition(|e| self.limits.refusal(e.record.size).is_none());
-        for entry in &too_large {
-            if let Some(reason) = self.limits.refusal(entry.record.size) {
+    fn send(&self, lane: Lane, mut batch: Vec<Entry>) {
+        batch.retain(|entry| match self.limits.refusal(entry.record.size) {
+            Some(reason) => {
                 self.quarantine(entry, &reason);
+                false
             }
-        }
+            None => true,
+        });
         if batch.is_empty() {
             return;
         }

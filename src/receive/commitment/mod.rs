@@ -17,14 +17,14 @@ pub mod request;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::anonymize::DeviceKey;
 use crate::config::{Commit, Config, Modality};
 use crate::queue::ledger::Standing;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Queue, QueueError, decode_id, unix_ms};
 use crate::shutdown::{Stop, pause};
 use crate::status::CommitmentInfo;
 use request::{FailureReason, Report, Request};
@@ -142,13 +142,12 @@ impl Commitments {
 
     /// Pending requests, for `status`.
     pub fn stats(&self) -> CommitmentInfo {
-        let now = unix_ms();
         let mut stats = CommitmentInfo::default();
         for (_, value) in self.requests.iter().flatten() {
             if let Some(pending) = decode(&value) {
                 stats.pending += 1;
-                let age = now.saturating_sub(pending.received_ms) / 1000;
-                stats.oldest_pending_secs = stats.oldest_pending_secs.max(Some(age));
+                let secs = age(&pending).as_secs();
+                stats.oldest_pending_secs = stats.oldest_pending_secs.max(Some(secs));
             }
         }
         stats
@@ -164,7 +163,7 @@ impl Commitments {
     /// Every instance committed or failed; `None` while one still waits for a
     /// destination under `commit = "delivered"`.
     fn settle(&self, pending: &Pending) -> Result<Option<Report>, QueueError> {
-        let waited = Duration::from_millis(unix_ms().saturating_sub(pending.received_ms));
+        let waited = age(pending);
         let mut report = Report {
             transaction_uid: pending.request.transaction_uid.clone(),
             committed: Vec::new(),
@@ -328,15 +327,4 @@ fn encode(pending: &Pending) -> Vec<u8> {
 
 fn decode(bytes: &[u8]) -> Option<Pending> {
     serde_json::from_slice(bytes).ok()
-}
-
-fn decode_id(key: &[u8]) -> u64 {
-    key.try_into().map(u64::from_be_bytes).unwrap_or(0)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
 }

@@ -20,6 +20,7 @@ use super::Pending;
 use super::request::Report;
 use crate::config::Modality;
 use crate::receive::dimse::{self, Command, Status};
+use crate::receive::negotiation;
 use crate::receive::pdu::{Next, PduStream};
 use crate::standard::{
     IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, STORAGE_COMMITMENT_INSTANCE,
@@ -119,14 +120,7 @@ fn converse(
     let ts = TransferSyntaxRegistry
         .get(crate::standard::unpadded(&context.transfer_syntax))
         .ok_or("the modality chose a transfer syntax we did not propose")?;
-    let peer_max = ac
-        .user_variables
-        .iter()
-        .find_map(|item| match item {
-            UserVariableItem::MaxLength(n) => Some(*n),
-            _ => None,
-        })
-        .unwrap_or(0);
+    let peer_max = negotiation::max_length(&ac.user_variables);
     let data = report.to_bytes(ts)?;
     let command = dimse::event_report_rq(
         1,
@@ -139,8 +133,7 @@ fn converse(
     let status = answer(pdus)?;
     let _ = pdus.send(&Pdu::ReleaseRQ);
     let _ = pdus.next_pdu();
-    // PS3.7 C.1: Success, or a Warning (Bxxx), means the report was taken.
-    if status.is_success() || status.0 & 0xF000 == 0xB000 {
+    if status.is_taken() {
         Ok(())
     } else {
         Err(format!(

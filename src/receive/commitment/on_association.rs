@@ -211,7 +211,7 @@ impl Reports {
         };
         let (_, held) = self.sent.swap_remove(at);
         let status = response.status.unwrap_or(Status::PROCESSING_FAILURE);
-        if status.is_success() || status.0 & 0xF000 == 0xB000 {
+        if status.is_taken() {
             if let Err(e) = commitments.reported(held.id) {
                 log::error!("storage commitment: cannot mark a report delivered: {e}");
             }

@@ -38,17 +38,38 @@ fn state(agent: &Agent) -> String {
         .to_owned()
 }
 
-#[test]
-fn tokens_renew_themselves_across_many_expiries_without_a_failed_instance() {
-    let server = OAuthServer::start(TTL, &[("box", "box-secret", "client_secret_basic")]);
+/// A cloud that takes tokens: the token server, Orthanc behind the gate, and an
+/// agent uploading there.
+struct Cloud {
+    server: OAuthServer,
+    orthanc: Orthanc,
+    gate: Gate,
+    agent: Agent,
+}
+
+/// Starts them: the server with one client (`client`, secret `{client}-secret`,
+/// speaking `method`), the agent as that client.
+fn cloud(client: &str, method: &str) -> Cloud {
+    let server = OAuthServer::start(TTL, &[(client, &format!("{client}-secret"), method)]);
     let orthanc = Orthanc::start();
     let gate = Gate::start(&server, orthanc.http_port);
     let agent = Agent::start(&oauth2(
         &server.token_url(),
         &gate.dicomweb_url(),
-        "box",
-        "client_secret_basic",
+        client,
+        method,
     ));
+    Cloud {
+        server,
+        orthanc,
+        gate,
+        agent,
+    }
+}
+
+#[test]
+fn tokens_renew_themselves_across_many_expiries_without_a_failed_instance() {
+    let cloud = cloud("box", "client_secret_basic");
     // UPLINK_OAUTH_SECS runs it longer: by default a little over four expiries.
     let secs: u64 = std::env::var("UPLINK_OAUTH_SECS")
         .ok()
@@ -61,98 +82,91 @@ fn tokens_renew_themselves_across_many_expiries_without_a_failed_instance() {
     while started.elapsed() < Duration::from_secs(secs) {
         round += 1;
         let files = us_images(input.path(), 2, 1000 + round);
-        send(&agent, &files);
+        send(&cloud.agent, &files);
         sent += files.len();
-        orthanc.wait_instances(sent, 30, || {
-            format!("{}\n{}\n{}", agent.log(), server.log(), gate.error_log())
+        cloud.orthanc.wait_instances(sent, 30, || {
+            format!(
+                "{}\n{}\n{}",
+                cloud.agent.log(),
+                cloud.server.log(),
+                cloud.gate.error_log()
+            )
         });
-        assert_ne!(state(&agent), "authentication refused", "{}", agent.log());
+        assert_ne!(
+            state(&cloud.agent),
+            "authentication refused",
+            "{}",
+            cloud.agent.log()
+        );
         std::thread::sleep(Duration::from_secs(4));
     }
-    let status = agent.status_json();
+    let status = cloud.agent.status_json();
     assert_eq!(status["destinations"][0]["quarantined"], 0, "{status}");
-    let issued = server.issued("box");
+    let issued = cloud.server.issued("box");
     assert!(
         issued as u64 >= secs / TTL,
         "{issued} tokens over {secs} s of {TTL}-second tokens:\n{}",
-        server.log()
+        cloud.server.log()
     );
     assert_eq!(
-        gate.refused(),
+        cloud.gate.refused(),
         0,
         "every token was renewed before it expired: {}",
-        agent.log()
+        cloud.agent.log()
     );
     eprintln!("{sent} instances over {secs} s, {issued} tokens, none refused");
 }
 
 #[test]
 fn client_secret_post_is_spoken_too() {
-    let server = OAuthServer::start(
-        TTL,
-        &[("post-box", "post-box-secret", "client_secret_post")],
-    );
-    let orthanc = Orthanc::start();
-    let gate = Gate::start(&server, orthanc.http_port);
-    let agent = Agent::start(&oauth2(
-        &server.token_url(),
-        &gate.dicomweb_url(),
-        "post-box",
-        "client_secret_post",
-    ));
+    let cloud = cloud("post-box", "client_secret_post");
     let input = tempfile::tempdir().unwrap();
-    send(&agent, &us_images(input.path(), 1, 1100));
-    orthanc.wait_instances(1, 30, || format!("{}\n{}", agent.log(), server.log()));
-    assert_eq!(server.issued("post-box"), 1);
+    send(&cloud.agent, &us_images(input.path(), 1, 1100));
+    cloud.orthanc.wait_instances(1, 30, || {
+        format!("{}\n{}", cloud.agent.log(), cloud.server.log())
+    });
+    assert_eq!(cloud.server.issued("post-box"), 1);
 }
 
 #[test]
 fn a_revoked_client_is_authentication_refused() {
-    let mut server = OAuthServer::start(TTL, &[("box", "box-secret", "client_secret_basic")]);
-    let orthanc = Orthanc::start();
-    let gate = Gate::start(&server, orthanc.http_port);
-    let agent = Agent::start(&oauth2(
-        &server.token_url(),
-        &gate.dicomweb_url(),
-        "box",
-        "client_secret_basic",
-    ));
+    let mut cloud = cloud("box", "client_secret_basic");
     let input = tempfile::tempdir().unwrap();
-    send(&agent, &us_images(input.path(), 1, 1200));
-    orthanc.wait_instances(1, 30, || agent.log());
+    send(&cloud.agent, &us_images(input.path(), 1, 1200));
+    cloud.orthanc.wait_instances(1, 30, || cloud.agent.log());
     // The clinic's admin disables the box's client: its token dies with it.
-    server.run(&[]);
-    send(&agent, &us_images(input.path(), 1, 1201));
-    agent.wait_destination(30, "state", "authentication refused");
-    let error = agent.status_json()["destinations"][0]["last_error"]["message"].to_string();
+    cloud.server.run(&[]);
+    send(&cloud.agent, &us_images(input.path(), 1, 1201));
+    cloud
+        .agent
+        .wait_destination(30, "state", "authentication refused");
+    let error = cloud.agent.status_json()["destinations"][0]["last_error"]["message"].to_string();
     assert!(
         error.contains("the token server refused the client"),
         "{error}"
     );
-    assert!(!agent.log().contains("box-secret"), "{}", agent.log());
-    assert_eq!(orthanc.instance_uids().len(), 1);
+    assert!(
+        !cloud.agent.log().contains("box-secret"),
+        "{}",
+        cloud.agent.log()
+    );
+    assert_eq!(cloud.orthanc.instance_uids().len(), 1);
 }
 
 #[test]
 fn a_token_server_that_is_down_is_offline_not_refused() {
-    let mut server = OAuthServer::start(TTL, &[("box", "box-secret", "client_secret_basic")]);
-    let orthanc = Orthanc::start();
-    let gate = Gate::start(&server, orthanc.http_port);
-    server.stop();
-    let agent = Agent::start(&oauth2(
-        &server.token_url(),
-        &gate.dicomweb_url(),
-        "box",
-        "client_secret_basic",
-    ));
+    let mut cloud = cloud("box", "client_secret_basic");
+    cloud.server.stop();
     let input = tempfile::tempdir().unwrap();
-    send(&agent, &us_images(input.path(), 1, 1300));
-    agent.wait_destination(30, "state", "offline");
-    let error = agent.status_json()["destinations"][0]["last_error"]["message"].to_string();
+    send(&cloud.agent, &us_images(input.path(), 1, 1300));
+    cloud.agent.wait_destination(30, "state", "offline");
+    let error = cloud.agent.status_json()["destinations"][0]["last_error"]["message"].to_string();
     assert!(error.contains("cannot be reached"), "{error}");
     // Back up: the exam goes without anyone touching the box.
-    server.run(&[("box", "box-secret", "client_secret_basic")]);
-    orthanc.wait_instances(1, 60, || agent.log());
+    cloud
+        .server
+        .run(&[("box", "box-secret", "client_secret_basic")]);
+    cloud.orthanc.wait_instances(1, 60, || cloud.agent.log());
 }
 
 #[test]

@@ -24,6 +24,39 @@ fn send(agent: &Agent, files: &[PathBuf]) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// A hospital's way out: the HTTPS Orthanc, squid, and an agent sending to Orthanc
+/// through squid.
+struct Hospital {
+    orthanc: Orthanc,
+    squid: Proxy,
+    agent: Agent,
+}
+
+/// Starts them: squid admitting uplink-box:pr0xy-pw by `scheme`, the agent with the
+/// proxy settings `proxy` makes of squid; the agent has been sent `n` images (UIDs
+/// under `tag`) when it returns.
+fn through_squid(scheme: Scheme, proxy: impl Fn(&Proxy) -> String, n: usize, tag: u32) -> Hospital {
+    let mut orthanc = Orthanc::start();
+    let (url, ca) = orthanc.with_tls();
+    let squid = Proxy::squid("uplink-box", "pr0xy-pw", scheme);
+    let agent = Agent::start(&destination(&url, &ca, &proxy(&squid)));
+    let input = tempfile::tempdir().unwrap();
+    send(&agent, &us_images(input.path(), n, tag));
+    Hospital {
+        orthanc,
+        squid,
+        agent,
+    }
+}
+
+/// The card's settings for squid as uplink-box, its password beside the URL.
+fn as_the_box(squid: &Proxy) -> String {
+    format!(
+        "proxy = \"{}\"\nproxy_password = \"pr0xy-pw\"",
+        squid.url("uplink-box@")
+    )
+}
+
 fn last_error(agent: &Agent) -> String {
     agent.status_json()["destinations"][0]["last_error"]["message"]
         .as_str()
@@ -33,40 +66,34 @@ fn last_error(agent: &Agent) -> String {
 
 #[test]
 fn uploads_go_through_the_hospitals_proxy_with_basic_authentication() {
-    let mut orthanc = Orthanc::start();
-    let (url, ca) = orthanc.with_tls();
-    let squid = Proxy::squid("uplink-box", "pr0xy-pw", Scheme::Basic);
-    let agent = Agent::start(&destination(
-        &url,
-        &ca,
-        &format!(
-            "proxy = \"{}\"\nproxy_password = \"pr0xy-pw\"",
-            squid.url("uplink-box@")
-        ),
-    ));
-    let input = tempfile::tempdir().unwrap();
-    send(&agent, &us_images(input.path(), 3, 901));
-    orthanc.wait_instances(3, 60, || format!("{}\n{}", agent.log(), squid.access_log()));
+    let hospital = through_squid(Scheme::Basic, as_the_box, 3, 901);
+    hospital.orthanc.wait_instances(3, 60, || {
+        format!("{}\n{}", hospital.agent.log(), hospital.squid.access_log())
+    });
     assert!(
-        agent
+        hospital
+            .agent
             .log()
             .contains("through proxy http://uplink-box:********@127.0.0.1"),
         "{}",
-        agent.log()
+        hospital.agent.log()
     );
-    assert!(!agent.log().contains("pr0xy-pw") && !agent.status_text().contains("pr0xy-pw"));
+    assert!(
+        !hospital.agent.log().contains("pr0xy-pw")
+            && !hospital.agent.status_text().contains("pr0xy-pw")
+    );
     // squid logs a tunnel when it closes: once the agent has let go of it.
-    drop(agent);
+    drop(hospital.agent);
     wait_until(
         10,
         || {
-            let log = squid.access_log();
+            let log = hospital.squid.access_log();
             log.contains("CONNECT 127.0.0.1") && log.contains("uplink-box")
         },
         || {
             format!(
                 "the uploads went through squid as uplink-box: {}",
-                squid.access_log()
+                hospital.squid.access_log()
             )
         },
     );
@@ -74,43 +101,33 @@ fn uploads_go_through_the_hospitals_proxy_with_basic_authentication() {
 
 #[test]
 fn a_wrong_proxy_password_is_authentication_refused() {
-    let mut orthanc = Orthanc::start();
-    let (url, ca) = orthanc.with_tls();
-    let squid = Proxy::squid("uplink-box", "pr0xy-pw", Scheme::Basic);
-    let agent = Agent::start(&destination(
-        &url,
-        &ca,
-        &format!("proxy = \"{}\"", squid.url("uplink-box:wr0ng@")),
-    ));
-    let input = tempfile::tempdir().unwrap();
-    send(&agent, &us_images(input.path(), 1, 902));
-    agent.wait_destination(30, "state", "authentication refused");
-    let error = last_error(&agent);
+    let hospital = through_squid(
+        Scheme::Basic,
+        |squid| format!("proxy = \"{}\"", squid.url("uplink-box:wr0ng@")),
+        1,
+        902,
+    );
+    hospital
+        .agent
+        .wait_destination(30, "state", "authentication refused");
+    let error = last_error(&hospital.agent);
     assert!(
         error.contains("refused the user name or password (407)"),
         "{error}"
     );
-    assert!(!agent.log().contains("wr0ng") && !agent.status_text().contains("wr0ng"));
-    assert!(orthanc.instance_uids().is_empty());
+    assert!(
+        !hospital.agent.log().contains("wr0ng") && !hospital.agent.status_text().contains("wr0ng")
+    );
+    assert!(hospital.orthanc.instance_uids().is_empty());
 }
 
 #[test]
 fn a_proxy_that_asks_for_another_scheme_says_which() {
-    let mut orthanc = Orthanc::start();
-    let (url, ca) = orthanc.with_tls();
-    let squid = Proxy::squid("uplink-box", "pr0xy-pw", Scheme::Digest);
-    let agent = Agent::start(&destination(
-        &url,
-        &ca,
-        &format!(
-            "proxy = \"{}\"\nproxy_password = \"pr0xy-pw\"",
-            squid.url("uplink-box@")
-        ),
-    ));
-    let input = tempfile::tempdir().unwrap();
-    send(&agent, &us_images(input.path(), 1, 903));
-    agent.wait_destination(30, "state", "authentication refused");
-    let error = last_error(&agent);
+    let hospital = through_squid(Scheme::Digest, as_the_box, 1, 903);
+    hospital
+        .agent
+        .wait_destination(30, "state", "authentication refused");
+    let error = last_error(&hospital.agent);
     assert!(
         error.contains("asks for Digest authentication") && error.contains("Basic only"),
         "{error}"
@@ -144,19 +161,19 @@ fn a_tls_inspecting_proxy_is_named_until_its_ca_is_trusted() {
 
 #[test]
 fn no_proxy_hosts_are_reached_directly() {
-    let mut orthanc = Orthanc::start();
-    let (url, ca) = orthanc.with_tls();
     // A proxy that would refuse the box: only going around it gets the exam there.
-    let squid = Proxy::squid("uplink-box", "pr0xy-pw", Scheme::Basic);
-    let agent = Agent::start(&destination(
-        &url,
-        &ca,
-        &format!(
-            "proxy = \"{}\"\nno_proxy = [\"127.0.0.1\"]",
-            squid.url("uplink-box:wr0ng@")
-        ),
-    ));
-    let input = tempfile::tempdir().unwrap();
-    send(&agent, &us_images(input.path(), 2, 905));
-    orthanc.wait_instances(2, 60, || agent.log());
+    let hospital = through_squid(
+        Scheme::Basic,
+        |squid| {
+            format!(
+                "proxy = \"{}\"\nno_proxy = [\"127.0.0.1\"]",
+                squid.url("uplink-box:wr0ng@")
+            )
+        },
+        2,
+        905,
+    );
+    hospital
+        .orthanc
+        .wait_instances(2, 60, || hospital.agent.log());
 }

@@ -169,11 +169,7 @@ fn the_simulated_panel_shows_heartbeat_and_activity() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_listening(port, 20, || "the agent did not start".into());
     let image = dir.path().join("image.dcm");
     common::write_us_image(
         &image,

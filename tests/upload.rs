@@ -510,17 +510,13 @@ fn data_set_dump(file: &Path) -> Vec<String> {
 
 /// Whether two files hold the same pixel data bytes (pydicom, of the fixtures).
 fn same_pixels(a: &Path, b: &Path) -> bool {
-    let out = std::process::Command::new("python3")
+    let out = fixtures_python()
         .args([
             "-c",
             "import sys, pydicom; r = [pydicom.dcmread(f).PixelData for f in sys.argv[1:]]; print(r[0] == r[1])",
         ])
         .arg(a)
         .arg(b)
-        .env(
-            "PYTHONPATH",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fixtures/python"),
-        )
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));

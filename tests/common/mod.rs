@@ -439,11 +439,7 @@ pub fn dcmtk_reference(storescu_args: &[&str], files: &[&Path]) -> tempfile::Tem
         .stderr(Stdio::null())
         .spawn()
         .expect("cannot run storescp (is dcmtk installed?)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "storescp did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(port, 10, || "storescp did not start".into());
     let out = storescu(port, storescu_args, files);
     let _ = scp.kill();
     let _ = scp.wait();
@@ -471,6 +467,46 @@ pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool, what: impl Fn() -> 
         assert!(Instant::now() < deadline, "timed out waiting: {}", what());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits up to `secs` until something listens on loopback `port`, or panics with
+/// `what()`.
+pub fn wait_listening(port: u16, secs: u64, what: impl Fn() -> String) {
+    wait_until(
+        secs,
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        what,
+    );
+}
+
+/// Base64 by coreutils, for a test's own authorization headers (not the agent's
+/// encoder, which the tests check).
+pub fn base64(text: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("base64")
+        .args(["-w", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+/// `python3` with the fixtures' Python (pydicom, pynetdicom, ...) that
+/// `scripts/fixtures.sh` installs on its path.
+pub fn fixtures_python() -> Command {
+    let mut python = Command::new("python3");
+    python.env(
+        "PYTHONPATH",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fixtures/python"),
+    );
+    python
 }
 
 /// An A-ASSOCIATE-RQ for US Image Storage in Explicit VR Little Endian, calling `UPLINK`.
@@ -530,11 +566,13 @@ pub fn campaign_parameters(prefix: &str, default: usize) -> (usize, u64) {
 /// A Python peer of `tests/peers/` (pynetdicom, from the fixtures' Python that
 /// `scripts/fixtures.sh` installs), started with `args`, its output piped.
 pub fn python_peer(script: &str, args: &[&str]) -> Child {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    Command::new("python3")
-        .arg(root.join("tests/peers").join(script))
+    fixtures_python()
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/peers")
+                .join(script),
+        )
         .args(args)
-        .env("PYTHONPATH", root.join("target/fixtures/python"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -9,9 +9,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::{base64, free_port, wait_listening};
 
 const GATEWAY: (&str, &str) = ("gateway", "gateway-secret");
 
@@ -96,7 +95,7 @@ impl OAuthServer {
                 .spawn()
                 .expect("cannot run node"),
         );
-        wait_listening(self.port, || self.log());
+        wait_listening(self.port, 30, || self.log());
     }
 
     /// The server down: its port refuses connections.
@@ -198,7 +197,7 @@ impl Gate {
             .spawn()
             .expect("cannot run nginx (nginx-light, libnginx-mod-http-js)");
         let gate = Gate { port, dir, child };
-        wait_listening(port, || gate.error_log());
+        wait_listening(port, 30, || gate.error_log());
         gate
     }
 
@@ -243,17 +242,4 @@ fn fixtures_node() -> PathBuf {
         "oidc-provider is missing: run scripts/fixtures.sh (scripts/test.sh does)"
     );
     dir
-}
-
-fn wait_listening(port: u16, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "did not start: {}", log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn base64(text: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(text)
 }

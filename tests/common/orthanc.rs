@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::free_port;
+use super::{base64, free_port};
 
 const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
 
@@ -140,11 +140,7 @@ impl Orthanc {
             .spawn()
             .expect("cannot run stunnel (is the stunnel4 package installed?)");
         self.tls = Some((child, port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "stunnel did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_listening(port, 10, || "stunnel did not start".into());
         (
             format!("https://127.0.0.1:{port}/dicom-web"),
             dir.join("ca.pem"),
@@ -287,22 +283,4 @@ impl Drop for Orthanc {
             let _ = child.wait();
         }
     }
-}
-
-/// Base64 by coreutils, for the test's own Basic authorization header.
-fn base64(text: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new("base64")
-        .args(["-w", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
 }

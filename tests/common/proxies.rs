@@ -6,7 +6,6 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use super::free_port;
 
@@ -122,19 +121,16 @@ impl Proxy {
     }
 
     fn wait_listening(&self, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
+        super::wait_listening(self.port, 30, || {
+            format!(
                 "{what} did not start: {}",
                 fs::read_dir(self.dir.path())
                     .unwrap()
                     .filter_map(|e| fs::read_to_string(e.ok()?.path()).ok())
                     .collect::<Vec<_>>()
                     .join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            )
+        });
     }
 }
 

@@ -144,16 +144,23 @@ fn a_report_nobody_took_survives_a_restart_and_is_delivered() {
     agent_settles(&agent);
 }
 
-#[test]
-fn committed_as_delivered_waits_for_the_cloud() {
+/// Orthanc, down, as the one destination of an agent that commits only what it
+/// delivered, waiting `wait_secs`; and the port the modality listens on.
+fn committing_delivered(wait_secs: u64) -> (Orthanc, u16, Agent) {
     let mut orthanc = Orthanc::start();
     orthanc.pause();
     let scp = free_port();
     let agent = Agent::start(&format!(
-        "[listener]\ncommit = \"delivered\"\ncommit_wait_secs = 300\n{}\n[[destination]]\nname = \"cloud\"\nurl = \"{}\"\nprofile = \"identified\"\ninsecure = true\n",
+        "[listener]\ncommit = \"delivered\"\ncommit_wait_secs = {wait_secs}\n{}\n[[destination]]\nname = \"cloud\"\nurl = \"{}\"\nprofile = \"identified\"\ninsecure = true\n",
         modality(scp),
         orthanc.dicomweb_url()
     ));
+    (orthanc, scp, agent)
+}
+
+#[test]
+fn committed_as_delivered_waits_for_the_cloud() {
+    let (mut orthanc, scp, agent) = committing_delivered(300);
     let uids = store(&agent, 2, 705);
     let listen = scp.to_string();
     let waiting = ask(
@@ -184,14 +191,7 @@ fn committed_as_delivered_waits_for_the_cloud() {
 
 #[test]
 fn what_the_cloud_does_not_confirm_in_time_is_reported_failed() {
-    let mut orthanc = Orthanc::start();
-    orthanc.pause();
-    let scp = free_port();
-    let agent = Agent::start(&format!(
-        "[listener]\ncommit = \"delivered\"\ncommit_wait_secs = 2\n{}\n[[destination]]\nname = \"cloud\"\nurl = \"{}\"\nprofile = \"identified\"\ninsecure = true\n",
-        modality(scp),
-        orthanc.dicomweb_url()
-    ));
+    let (_orthanc, scp, agent) = committing_delivered(2);
     let uids = store(&agent, 1, 706);
     let listen = scp.to_string();
     let result = peer_result(ask(&agent, "release", &["--listen", &listen], &uids));

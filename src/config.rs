@@ -110,7 +110,7 @@ pub struct Listener {
     /// CA certificates (PEM) that sign the ultrasound machines' client certificates;
     /// when set, a peer without such a certificate is refused.
     pub tls_client_ca: Option<PathBuf>,
-    /// What a storage commitment commits to: `stored` (on the card, fsync'd and
+    /// What a storage commitment commits to: `stored` (on the card, flushed and
     /// queued, as a C-STORE's Success already says) or `delivered` (every
     /// destination has confirmed it).
     pub commit: Commit,

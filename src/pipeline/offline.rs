@@ -125,8 +125,8 @@ fn anonymize_file(
         })?;
     match copies.pop().map(|(_, copy)| copy) {
         Some(ProfileCopy::Made(part)) => part
-            .finish(&target)
-            .map(|(target, bytes)| Ok((target, bytes)))
+            .finish(|_| target)
+            .map(|(target, bytes, _)| Ok((target, bytes)))
             .map_err(|e| format!("cannot write to {}: {e}", out.display())),
         Some(ProfileCopy::Discarded(discard)) => Ok(Err(discard)),
         Some(ProfileCopy::Uncleaned(reason)) => Err(format!("not written: {reason}")),

@@ -11,14 +11,17 @@
 //! The record is the truth and the per-destination trees an index rebuilt at each
 //! start; the spool files are the truth behind both, so a lost or corrupt sled is
 //! rebuilt from them. The commit order is what makes "nothing acknowledged is lost"
-//! hold: spool file fsync'd and renamed, folder fsync'd, record written and flushed,
-//! and only then may the caller answer Success.
+//! hold: spool file written and renamed, bytes and name made durable by one group
+//! commit flush, record written, and only then may the caller answer Success. The
+//! record need not be flushed before the answer: the file's name lets a start-up
+//! adopt it (see `spool.rs`), and sled flushes on its own within a second.
 
 pub mod damaged;
+mod group_commit;
 pub mod ledger;
 pub mod spool;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -29,13 +32,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Profile;
+use group_commit::GroupCommit;
 use ledger::{LedgerEntry, LedgerKey, Standing};
-use spool::{FileMeta, PartFile, Spool};
+use spool::{FileMeta, PartFile, Spool, SpoolName};
 
 const ALL_PROFILES: [Profile; 3] = [Profile::Identified, Profile::Typical, Profile::Strict];
 
 /// The complete spool files of each profile, by id.
-type SpoolFiles = HashMap<Profile, BTreeSet<u64>>;
+type SpoolFiles = HashMap<Profile, BTreeMap<u64, SpoolName>>;
 
 /// Instances this large or larger travel in the large lane.
 pub const LARGE_INSTANCE_BYTES: u64 = 32 * 1024 * 1024;
@@ -88,6 +92,23 @@ pub struct Record {
     /// The instance's ledger key (hex), where the ledger has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The CRC-32 the file's name carries (files written before names had one
+    /// have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc: Option<u32>,
+}
+
+impl Record {
+    /// The name of the spool file with queue id `id`.
+    pub fn file(&self, id: u64) -> SpoolName {
+        SpoolName {
+            id,
+            crc: self.crc,
+            origin: self
+                .crc
+                .and(self.origin.as_deref().and_then(ledger::from_hex)),
+        }
+    }
 }
 
 /// The next instance for a destination.
@@ -198,6 +219,8 @@ pub struct Queue {
     /// What was acknowledged, for storage commitment (see `ledger.rs`).
     ledger: sled::Tree,
     spool: Spool,
+    /// The one flush that makes acknowledged spool files durable.
+    group: GroupCommit,
     data_dir: PathBuf,
     next_id: AtomicU64,
     min_free_bytes: u64,
@@ -253,6 +276,7 @@ impl Queue {
                 })
                 .collect::<Result<_, sled::Error>>()?,
             db,
+            group: GroupCommit::syncfs(data_dir)?,
             spool,
             data_dir: data_dir.to_path_buf(),
             next_id: AtomicU64::new(0),
@@ -261,7 +285,9 @@ impl Queue {
             orphaned: Default::default(),
             _lock: lock,
         };
-        let mut report = queue.reconcile()?;
+        // A new index beside spool files means the old one was lost or removed.
+        let index_new = index_rebuilt || !queue.db.was_recovered();
+        let mut report = queue.reconcile(index_new)?;
         report.index_rebuilt = index_rebuilt;
         queue.damaged = damaged::scan(data_dir)?;
         Ok((queue, report))
@@ -315,18 +341,30 @@ impl Queue {
         };
         let received_ms = unix_ms();
         let mut sealed = Vec::with_capacity(parts.len());
+        let remove = |sealed: &[(SpoolName, Profile, u64, String)]| {
+            for (name, profile, ..) in sealed {
+                let _ = fs::remove_file(self.spool.path(*profile, name));
+            }
+        };
         for part in parts {
             let (id, profile, uid) = (part.id, part.profile, part.sop_instance_uid.clone());
-            match part.seal(&self.spool.path(profile, id)) {
-                Ok((_, size)) => sealed.push((id, profile, size, uid)),
+            let name = |crc| SpoolName {
+                id,
+                crc: Some(crc),
+                origin,
+            };
+            match part.finish(|crc| self.spool.path(profile, &name(crc))) {
+                Ok((_, size, crc)) => sealed.push((name(crc), profile, size, uid)),
                 Err(e) => {
                     // Not acknowledged: take back what was already sealed.
-                    for (id, profile, ..) in sealed {
-                        let _ = fs::remove_file(self.spool.path(profile, id));
-                    }
+                    remove(&sealed);
                     return Err(e.into());
                 }
             }
+        }
+        if let Err(e) = self.group.sync() {
+            remove(&sealed);
+            return Err(e.into());
         }
         // Counted before the entries exist: a worker may take and complete an entry
         // the moment it is inserted, and its decrement must find the increment.
@@ -343,7 +381,8 @@ impl Queue {
         };
         count(true);
         let result = (|| -> Result<(), QueueError> {
-            for (id, profile, size, uid) in &sealed {
+            for (name, profile, size, uid) in &sealed {
+                let id = &name.id;
                 let record = Record {
                     profile: *profile,
                     size: *size,
@@ -357,6 +396,7 @@ impl Queue {
                         .map(|d| d.name.clone())
                         .collect(),
                     origin: origin.as_ref().map(ledger::to_hex),
+                    crc: name.crc,
                 };
                 self.items.insert(id.to_be_bytes(), encode(&record))?;
                 for d in self.destinations.iter().filter(|d| takes(d, *profile)) {
@@ -379,14 +419,19 @@ impl Queue {
                 self.ledger
                     .insert(key, ledger::encode(&LedgerEntry::merged(old, entry)))?;
             }
-            self.db.flush()?;
+            // A copy for one destination only would be adopted back for all of
+            // its profile's: its record must be on the card before anything
+            // relies on it.
+            if only.is_some() {
+                self.db.flush()?;
+            }
             Ok(())
         })();
         if let Err(e) = result {
             count(false);
-            for (id, profile, ..) in &sealed {
-                let _ = fs::remove_file(self.spool.path(*profile, *id));
-                let _ = self.items.remove(id.to_be_bytes());
+            remove(&sealed);
+            for (name, ..) in &sealed {
+                let _ = self.items.remove(name.id.to_be_bytes());
             }
             return Err(e);
         }
@@ -423,7 +468,7 @@ impl Queue {
                     bytes += record.size;
                     batch.push(Entry {
                         id,
-                        path: self.spool.path(record.profile, id),
+                        path: self.spool.path(record.profile, &record.file(id)),
                         record,
                     });
                 }
@@ -515,7 +560,7 @@ impl Queue {
             if record.pending.is_empty() {
                 // File first: a crash in between leaves a record without a file,
                 // which start-up drops, never a file that would be delivered again.
-                spool::remove_durable(&self.spool.path(record.profile, id))?;
+                spool::remove_durable(&self.spool.path(record.profile, &record.file(id)))?;
                 self.items.remove(key)?;
             }
         }
@@ -672,11 +717,11 @@ impl Queue {
     /// Brings index and spool into agreement after whatever happened before: the
     /// spool is the truth, the records follow it, and the per-destination trees
     /// are rebuilt from the records.
-    fn reconcile(&mut self) -> Result<Reconciled, QueueError> {
+    fn reconcile(&mut self, index_new: bool) -> Result<Reconciled, QueueError> {
         let mut report = Reconciled::default();
         let (mut files, max_file) = self.scan_spool(&mut report)?;
         let max_record = self.check_records(&mut files, &mut report)?;
-        self.adopt_files(&files, &mut report)?;
+        self.adopt_files(&files, index_new, &mut report)?;
         self.drop_stale_quarantine()?;
         self.prune_ledger()?;
         self.rebuild_pending(&mut report)?;
@@ -695,8 +740,8 @@ impl Queue {
                 fs::remove_file(&part)?;
                 report.partial_files_removed += 1;
             }
-            max_id = max_id.max(complete.last().copied());
-            files.insert(profile, complete.into_iter().collect());
+            max_id = max_id.max(complete.last().map(|name| name.id));
+            files.insert(profile, complete.into_iter().map(|n| (n.id, n)).collect());
         }
         Ok((files, max_id))
     }
@@ -717,10 +762,10 @@ impl Queue {
             let on_disk = record
                 .as_ref()
                 .and_then(|r| files.get_mut(&r.profile))
-                .is_some_and(|set| set.remove(&id));
+                .is_some_and(|set| set.remove(&id).is_some());
             match record {
                 Some(record) if on_disk && record.pending.is_empty() => {
-                    spool::remove_durable(&self.spool.path(record.profile, id))?;
+                    spool::remove_durable(&self.spool.path(record.profile, &record.file(id)))?;
                     self.items.remove(&key)?;
                     report.delivered_files_removed += 1;
                 }
@@ -738,20 +783,45 @@ impl Queue {
         Ok(max_id)
     }
 
-    /// Gives each spool file without a record a new one, from its file meta; a
-    /// file that cannot be read back is set aside.
-    fn adopt_files(&self, files: &SpoolFiles, report: &mut Reconciled) -> Result<(), QueueError> {
-        for (profile, ids) in files {
+    /// Gives each spool file without a record a new one, from its file meta and
+    /// name, and its ledger entry back. A file whose CRC fails was caught by a
+    /// power cut before its flush ended, so it was never acknowledged, and goes
+    /// (an acknowledged file's record follows it to the card within a second, so
+    /// only a power cut in that second and a card that lost the bytes as well could
+    /// leave one so). When the index itself was lost, though, the card is in doubt:
+    /// such a file is set aside like any that cannot be read back.
+    fn adopt_files(
+        &self,
+        files: &SpoolFiles,
+        index_new: bool,
+        report: &mut Reconciled,
+    ) -> Result<(), QueueError> {
+        for (profile, names) in files {
             let pending = self.destinations_of(*profile);
-            for id in ids {
+            for name in names.values() {
                 if pending.is_empty() {
                     report.files_without_destination += 1;
                     continue;
                 }
-                let path = self.spool.path(*profile, *id);
-                match adopt(&path, *profile, pending.clone()) {
+                let path = self.spool.path(*profile, name);
+                let whole = name.verify(&path)?;
+                if !whole && !index_new {
+                    log::warn!(
+                        "spool file {} was cut short before it was acknowledged; removing it",
+                        path.display()
+                    );
+                    fs::remove_file(&path)?;
+                    report.partial_files_removed += 1;
+                    continue;
+                }
+                let adopted = match whole {
+                    true => adopt(&path, *profile, pending.clone(), name),
+                    false => Err(io::Error::other("its CRC-32 does not match its name")),
+                };
+                match adopted {
                     Ok(record) => {
-                        self.items.insert(id.to_be_bytes(), encode(&record))?;
+                        self.readopt_ledger(name, &record)?;
+                        self.items.insert(name.id.to_be_bytes(), encode(&record))?;
                         report.files_adopted += 1;
                     }
                     Err(e) => {
@@ -767,6 +837,23 @@ impl Queue {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// An adopted file's ledger entry, as its commit wrote it (merged with what the
+    /// ledger kept, when the entry of another profile's copy made it to the card).
+    fn readopt_ledger(&self, name: &SpoolName, record: &Record) -> Result<(), QueueError> {
+        let Some(key) = name.origin else {
+            return Ok(());
+        };
+        let entry = LedgerEntry {
+            sop_class_uid: record.sop_class_uid.clone(),
+            received_ms: record.received_ms,
+            awaiting: record.pending.clone(),
+        };
+        let old = self.ledger.get(key)?.and_then(|v| ledger::decode(&v));
+        self.ledger
+            .insert(key, ledger::encode(&LedgerEntry::merged(old, entry)))?;
         Ok(())
     }
 
@@ -834,7 +921,7 @@ impl Queue {
                         now: d.profile,
                         entry: Entry {
                             id,
-                            path: self.spool.path(record.profile, id),
+                            path: self.spool.path(record.profile, &record.file(id)),
                             record: record.clone(),
                         },
                     });
@@ -915,10 +1002,14 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, QueueError> {
     Ok(file)
 }
 
-/// Rebuilds a record from a spool file's meta information.
 /// The record of a spool file whose record was lost, from its file meta; an error
 /// says what is wrong with the file (never its content).
-fn adopt(path: &Path, profile: Profile, pending: Vec<String>) -> io::Result<Record> {
+fn adopt(
+    path: &Path,
+    profile: Profile,
+    pending: Vec<String>,
+    name: &SpoolName,
+) -> io::Result<Record> {
     let mut file = File::open(path)?;
     let size = file.metadata()?.len();
     let mut preamble = [0u8; 128];
@@ -938,9 +1029,8 @@ fn adopt(path: &Path, profile: Profile, pending: Vec<String>) -> io::Result<Reco
         sop_class_uid: meta.media_storage_sop_class_uid().to_owned(),
         sop_instance_uid: meta.media_storage_sop_instance_uid().to_owned(),
         pending,
-        // The ledger went with the index: an adopted file stays deliverable, but
-        // a commitment for it can no longer be answered Success.
-        origin: None,
+        origin: name.origin.as_ref().map(ledger::to_hex),
+        crc: name.crc,
     })
 }
 
@@ -988,6 +1078,13 @@ mod tests {
         }
     }
 
+    /// The path of the complete spool file with queue id `id`.
+    fn spool_file(spool: &Spool, profile: Profile, id: u64) -> PathBuf {
+        let (names, _) = spool.scan(profile).unwrap();
+        let name = names.iter().find(|n| n.id == id).expect("a spool file");
+        spool.path(profile, name)
+    }
+
     fn two_destinations() -> Vec<(String, Profile)> {
         vec![
             ("a".into(), Profile::Identified),
@@ -995,12 +1092,12 @@ mod tests {
         ]
     }
 
+    const US: &str = "1.2.840.10008.5.1.4.1.1.6.1";
+
     fn enqueue(queue: &Queue, uid: &str) {
         let mut part = queue.start(Profile::Identified, &meta(uid)).unwrap();
         part.write_all(b"data set bytes").unwrap();
-        queue
-            .commit(vec![part], "1.2.840.10008.5.1.4.1.1.6.1", None)
-            .unwrap();
+        queue.commit(vec![part], US, None).unwrap();
     }
 
     #[test]
@@ -1029,7 +1126,6 @@ mod tests {
 
     #[test]
     fn the_ledger_outlives_the_queue_and_follows_each_destination() {
-        const US: &str = "1.2.840.10008.5.1.4.1.1.6.1";
         let dir = tempfile::tempdir().unwrap();
         let key: LedgerKey = [7; 16];
         {
@@ -1076,7 +1172,7 @@ mod tests {
             // A crash mid-receive leaves a part file.
             std::mem::forget(queue.start(Profile::Identified, &meta("1.2.3.3")).unwrap());
             // A crash after a file vanished leaves a record without its file.
-            fs::remove_file(spool.path(Profile::Identified, 2)).unwrap();
+            fs::remove_file(spool_file(&spool, Profile::Identified, 2)).unwrap();
         }
         let (queue, report) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
         assert_eq!(report.partial_files_removed, 1);
@@ -1097,20 +1193,61 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_index_is_rebuilt_from_the_spool() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (queue, _) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
-            enqueue(&queue, "1.2.3.1");
+    fn records_lost_with_the_power_are_rebuilt_from_the_spool_ledger_included() {
+        for index_lost in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let spool = Spool::new(dir.path());
+            let key = [7u8; 16];
+            {
+                let (queue, _) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+                let mut part = queue.start(Profile::Identified, &meta("1.2.3.1")).unwrap();
+                part.write_all(b"data set bytes").unwrap();
+                queue.commit(vec![part], US, Some(key)).unwrap();
+                enqueue(&queue, "1.2.3.2");
+            }
+            // The second file's flush never ended: a power cut left it cut short.
+            let cut = spool_file(&spool, Profile::Identified, 2);
+            let bytes = fs::read(&cut).unwrap();
+            fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
+            let index = dir.path().join("queue.sled");
+            if index_lost {
+                fs::remove_dir_all(&index).unwrap();
+                fs::write(&index, b"not a database").unwrap();
+            } else {
+                // Records and ledger entries not yet flushed when the power went.
+                let db = sled::open(&index).unwrap();
+                db.open_tree("items").unwrap().clear().unwrap();
+                db.open_tree("ledger").unwrap().clear().unwrap();
+                db.flush().unwrap();
+            }
+            let (queue, report) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
+            assert_eq!(report.index_rebuilt, index_lost);
+            assert_eq!(report.files_adopted, 1);
+            assert!(!cut.exists());
+            if index_lost {
+                assert_eq!(report.files_damaged, 1, "in doubt, the cut file is kept aside");
+            } else {
+                assert_eq!(report.partial_files_removed, 1);
+                assert_eq!(report.files_damaged, 0);
+            }
+            let entry = queue.next_batch(0, Lane::Small, 1, 1).unwrap().remove(0);
+            assert_eq!(entry.record.sop_instance_uid, "1.2.3.1");
+            assert_eq!(entry.record.pending, ["a", "b"]);
+            assert_eq!(
+                queue.standing(&key, US).unwrap(),
+                Standing::Stored {
+                    awaiting: vec!["a".into(), "b".into()]
+                },
+                "the ledger entry comes back with the file"
+            );
+            queue.complete(0, entry.id).unwrap();
+            queue.complete(1, entry.id).unwrap();
+            assert_eq!(
+                queue.standing(&key, US).unwrap(),
+                Standing::Stored { awaiting: vec![] }
+            );
+            assert!(!entry.path.exists());
         }
-        fs::remove_dir_all(dir.path().join("queue.sled")).unwrap();
-        fs::write(dir.path().join("queue.sled"), b"not a database").unwrap();
-        let (queue, report) = Queue::open(dir.path(), &two_destinations(), 0).unwrap();
-        assert!(report.index_rebuilt);
-        assert_eq!(report.files_adopted, 1);
-        let entry = queue.next_batch(0, Lane::Small, 1, 1).unwrap().remove(0);
-        assert_eq!(entry.record.sop_instance_uid, "1.2.3.1");
-        assert_eq!(entry.record.pending, ["a", "b"]);
     }
 
     #[test]

@@ -2,17 +2,21 @@
 //!
 //! The spool is the source of truth: the queue's index can always be rebuilt from
 //! it. Files are named by queue id, never by patient data, and live in one folder
-//! per profile (`spool/identified/00000000000004d2.dcm`), so a rebuild knows which
-//! destinations each file is for. A file is written as `<id>.part`, fsync'd and
-//! renamed into place; only then does it exist as far as the queue is concerned.
-
+//! per profile (`spool/identified/00000000000004d2-1c291ca3-<ledger key>.dcm`), so a
+//! rebuild knows which destinations each file is for. A file is written as
+//! `<id>.part` and renamed into place when complete; the queue's group commit then
+//! makes bytes and name durable together in one flush. The name carries what a
+//! rebuild cannot read from the file: the CRC-32 of its bytes, which tells a file
+//! whose flush completed from one a power cut caught half-written (never
+//! acknowledged), and the instance's ledger key (see `ledger.rs`).
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use dicom_object::meta::FileMetaTableBuilder;
 use flate2::write::DeflateEncoder;
 
+use super::ledger::{self, LedgerKey};
 use crate::config::Profile;
 use crate::standard::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
@@ -36,8 +40,8 @@ impl Spool {
         self.root.join(profile.as_str())
     }
 
-    pub fn path(&self, profile: Profile, id: u64) -> PathBuf {
-        self.dir(profile).join(format!("{id:016x}.{FILE_SUFFIX}"))
+    pub fn path(&self, profile: Profile, name: &SpoolName) -> PathBuf {
+        self.dir(profile).join(name.file_name())
     }
 
     /// Creates the folder of every profile in use, durably.
@@ -49,7 +53,7 @@ impl Spool {
     }
 
     /// Every file in a profile's folder: complete ones by id, and leftover parts.
-    pub fn scan(&self, profile: Profile) -> io::Result<(Vec<u64>, Vec<PathBuf>)> {
+    pub fn scan(&self, profile: Profile) -> io::Result<(Vec<SpoolName>, Vec<PathBuf>)> {
         let mut complete = Vec::new();
         let mut parts = Vec::new();
         let dir = self.dir(profile);
@@ -60,17 +64,14 @@ impl Spool {
         };
         for entry in entries {
             let path = entry?.path();
-            let id = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| u64::from_str_radix(s, 16).ok());
-            match (path.extension().and_then(|e| e.to_str()), id) {
-                (Some(FILE_SUFFIX), Some(id)) => complete.push(id),
+            let stem = path.file_stem().and_then(|s| s.to_str());
+            match (path.extension().and_then(|e| e.to_str()), stem) {
+                (Some(FILE_SUFFIX), Some(stem)) => complete.extend(SpoolName::parse(stem)),
                 (Some(PART_SUFFIX), _) => parts.push(path),
                 _ => {}
             }
         }
-        complete.sort_unstable();
+        complete.sort_unstable_by_key(|name| name.id);
         Ok((complete, parts))
     }
 
@@ -79,6 +80,67 @@ impl Spool {
     pub fn create(&self, profile: Profile, id: u64, meta: &FileMeta) -> io::Result<PartFile> {
         let path = self.dir(profile).join(format!("{id:016x}.{PART_SUFFIX}"));
         PartFile::create(path, id, profile, meta)
+    }
+}
+
+/// A spool file's name: `<id>[-<crc>[-<ledger key>]].dcm`, all hex. Files written
+/// before names carried a CRC have the id alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolName {
+    pub id: u64,
+    /// CRC-32 (IEEE) of the whole file.
+    pub crc: Option<u32>,
+    pub origin: Option<LedgerKey>,
+}
+
+impl SpoolName {
+    pub fn file_name(&self) -> String {
+        let mut name = format!("{:016x}", self.id);
+        if let Some(crc) = self.crc {
+            name.push_str(&format!("-{crc:08x}"));
+            if let Some(origin) = &self.origin {
+                name.push('-');
+                name.push_str(&ledger::to_hex(origin));
+            }
+        }
+        name.push('.');
+        name.push_str(FILE_SUFFIX);
+        name
+    }
+
+    fn parse(stem: &str) -> Option<SpoolName> {
+        let mut parts = stem.split('-');
+        let id = u64::from_str_radix(parts.next().filter(|p| p.len() == 16)?, 16).ok()?;
+        let crc = match parts.next() {
+            Some(crc) if crc.len() == 8 => Some(u32::from_str_radix(crc, 16).ok()?),
+            Some(_) => return None,
+            None => None,
+        };
+        let origin = match parts.next() {
+            Some(key) => Some(ledger::from_hex(key)?),
+            None => None,
+        };
+        parts
+            .next()
+            .is_none()
+            .then_some(SpoolName { id, crc, origin })
+    }
+
+    /// Whether the file at `path` is whole: its CRC matches the one its name
+    /// carries (a file named without one is taken as it is).
+    pub fn verify(&self, path: &Path) -> io::Result<bool> {
+        let Some(expected) = self.crc else {
+            return Ok(true);
+        };
+        let mut file = File::open(path)?;
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match file.read(&mut buf)? {
+                0 => return Ok(hasher.finalize() == expected),
+                n => hasher.update(&buf[..n]),
+            }
+        }
     }
 }
 
@@ -119,13 +181,15 @@ enum Body {
     Deflated(DeflateEncoder<BufWriter<WriteBehind>>),
 }
 
-/// Starts the disk writing while the instance is still arriving, so that the fsync
+/// Starts the disk writing while the instance is still arriving, so that the flush
 /// before the acknowledgement finds little left to do: without it, every byte of an
 /// instance waits for the network first and the disk second, one after the other.
 /// It also bounds the dirty pages a multi-gigabyte clip leaves in the page cache,
 /// which on a 512 MB board would otherwise crowd out everything else.
 struct WriteBehind {
     file: File,
+    /// Of every byte written, for the file's name.
+    crc: crc32fast::Hasher,
     written: u64,
     kicked: u64,
     page: u64,
@@ -142,6 +206,7 @@ impl WriteBehind {
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         WriteBehind {
             file,
+            crc: crc32fast::Hasher::new(),
             written: 0,
             kicked: 0,
             page: u64::try_from(page)
@@ -151,8 +216,8 @@ impl WriteBehind {
         }
     }
 
-    fn into_file(self) -> File {
-        self.file
+    fn into_parts(self) -> (File, u32) {
+        (self.file, self.crc.finalize())
     }
 
     fn kick(&mut self) {
@@ -165,7 +230,7 @@ impl WriteBehind {
         }
         let len = (end - self.kicked) as libc::off64_t;
         // SAFETY: plain syscalls on a file descriptor we own; failures only mean the
-        // final fsync does all the work, so they are ignored.
+        // final flush does all the work, so they are ignored.
         unsafe {
             libc::sync_file_range(
                 fd,
@@ -189,6 +254,7 @@ impl WriteBehind {
 impl Write for WriteBehind {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
+        self.crc.update(&buf[..n]);
         self.written += n as u64;
         if self.written - self.kicked >= Self::STEP {
             self.kick();
@@ -251,36 +317,29 @@ impl PartFile {
         self.error.take()
     }
 
-    /// Finishes the file and makes it durable: flush, fsync, rename into place,
-    /// fsync the folder. Returns the final path and size.
-    pub fn seal(self, final_path: &Path) -> io::Result<(PathBuf, u64)> {
-        self.close(final_path, true)
-    }
-
-    /// Finishes the file and renames it into place, leaving the flush to the
-    /// system: for the offline command's output, which acknowledges nothing.
-    pub fn finish(self, final_path: &Path) -> io::Result<(PathBuf, u64)> {
-        self.close(final_path, false)
-    }
-
-    fn close(mut self, final_path: &Path, durable: bool) -> io::Result<(PathBuf, u64)> {
+    /// Finishes the file and renames it to `final_path(crc)`, `crc` being the
+    /// CRC-32 of its bytes. Returns the final path, size and CRC. Nothing is
+    /// flushed: durability is the caller's (the queue's group commit), since one
+    /// flush can serve many files.
+    pub fn finish(
+        mut self,
+        final_path: impl FnOnce(u32) -> PathBuf,
+    ) -> io::Result<(PathBuf, u64, u32)> {
         let writer = match self.body.take() {
             Some(Body::Plain(w)) => w,
             Some(Body::Deflated(d)) => d.finish()?,
             None => return Err(io::Error::other("spool file already sealed")),
         };
-        let file = writer.into_inner().map_err(|e| e.into_error())?.into_file();
-        if durable {
-            file.sync_all()?;
-        }
+        let (file, crc) = writer
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .into_parts();
         let size = file.metadata()?.len();
         drop(file);
-        fs::rename(&self.path, final_path)?;
+        let target = final_path(crc);
+        fs::rename(&self.path, &target)?;
         self.committed = true;
-        if durable {
-            sync_dir(final_path.parent().unwrap_or(Path::new(".")))?;
-        }
-        Ok((final_path.to_path_buf(), size))
+        Ok((target, size, crc))
     }
 
     fn record(&mut self, e: io::Error) -> io::Error {
@@ -399,16 +458,47 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path());
         spool.create_dirs(&[Profile::Identified]).unwrap();
-        let part = spool.create(Profile::Identified, 0x4d2, &meta()).unwrap();
-        let target = spool.path(Profile::Identified, 0x4d2);
-        let (path, size) = part.seal(&target).unwrap();
-        assert!(path.ends_with("00000000000004d2.dcm"));
+        let mut part = spool.create(Profile::Identified, 0x4d2, &meta()).unwrap();
+        part.write_all(b"a data set").unwrap();
+        let name = |crc| SpoolName {
+            id: 0x4d2,
+            crc: Some(crc),
+            origin: Some([0xab; 16]),
+        };
+        let (path, size, crc) = part
+            .finish(|crc| spool.path(Profile::Identified, &name(crc)))
+            .unwrap();
         let bytes = fs::read(&path).unwrap();
+        assert_eq!(crc, crc32fast::hash(&bytes));
+        assert_eq!(
+            path.file_name().unwrap().to_str().unwrap(),
+            format!("00000000000004d2-{crc:08x}-{}.dcm", "ab".repeat(16))
+        );
         assert_eq!(bytes.len() as u64, size);
         assert_eq!(&bytes[128..132], b"DICM");
         let table = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..]).unwrap();
         assert_eq!(table.media_storage_sop_instance_uid(), "1.2.3.4");
-        assert_eq!(spool.scan(Profile::Identified).unwrap().0, vec![0x4d2]);
+        assert_eq!(spool.scan(Profile::Identified).unwrap().0, vec![name(crc)]);
+        assert!(name(crc).verify(&path).unwrap());
+        // Cut short, or written before names had a CRC.
+        fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(!name(crc).verify(&path).unwrap());
+        let old = SpoolName {
+            id: 7,
+            crc: None,
+            origin: None,
+        };
+        assert_eq!(old.file_name(), "0000000000000007.dcm");
+        assert_eq!(SpoolName::parse("0000000000000007"), Some(old));
+        assert!(old.verify(&path).unwrap());
+        for bad in [
+            "7",
+            "0000000000000007-12",
+            "0000000000000007-1234567z",
+            "0000000000000007-12345678-ab",
+        ] {
+            assert_eq!(SpoolName::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

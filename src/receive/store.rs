@@ -1,8 +1,9 @@
 //! One C-STORE: from the data set's first fragment to a durable queue entry and a
 //! status for the response.
 //!
-//! Success is answered only after the queue has committed (spool file fsync'd and
-//! renamed, folder fsync'd, record flushed). Every other outcome removes what was
+//! Success is answered only after the queue has committed (spool file renamed into
+//! place, its bytes and name flushed by the group commit, record written). Every
+//! other outcome removes what was
 //! written and maps to the precise status PS3.4 B.2.3 defines, with a reason for the
 //! log and the Error Comment that names no patient data.
 

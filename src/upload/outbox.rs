@@ -78,6 +78,7 @@ mod tests {
                 sop_instance_uid: "1.2.3".into(),
                 pending: vec!["outbox".into()],
                 origin: None,
+                crc: None,
             },
         };
         let outbox = dir.path().join("outbox");

@@ -558,6 +558,7 @@ mod tests {
                 sop_instance_uid: uid.into(),
                 pending: vec![],
                 origin: None,
+                crc: None,
             },
         }
     }

@@ -10,14 +10,18 @@ interleaved run by run so the machine's drift hits all alike:
   uplink identified / uplink strict   (fsync before every acknowledgement)
   dcmtk storescp +B                   (bit-preserving; TCP_NODELAY=1)
   dcmtk storescp                      (TCP_NODELAY=1)
-  dcmtk storescp +B + fsync shim      (LD_PRELOAD: fsync each file before close)
+  dcmtk storescp +B + fsync shim      (LD_PRELOAD: fsync each file and its folder
+                                      before close, and the folder after a rename)
   dicom-rs storescp --promiscuous
+  machine limit                       (the same bytes over loopback, each into its own
+                                      file named in advance, one fsync each: the least
+                                      a receiver that promises durability must do)
 
 and reports medians and min/max of instances/s, MB/s, the receiver's peak RSS
-(VmHWM), CPU seconds, bytes written per byte received (/proc/PID/io), and each ratio
-to uplink strict; also the machine's own limit for the same bytes (loopback TCP into
-a file with fsync), uplink's idle RSS and start-up time. Output: a Markdown table,
-printed and written to bench/results.md (or --out).
+(VmHWM), CPU seconds, bytes written per byte received (/proc/PID/io), device flushes
+per instance (the disk's own flush counter in /sys/dev/block, read over the sending),
+and each ratio to uplink strict; also uplink's idle RSS and start-up time. Output: a
+Markdown table, printed and written to bench/results.md (or --out).
 
     bench/run.py [--rounds 5] [--clip-mib 1024] [--out FILE] [--only CORPUS]
 
@@ -37,6 +41,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LIMIT = "machine limit"
 ENV = dict(os.environ, TCP_NODELAY="1")
 
 
@@ -131,34 +136,68 @@ def send(port, files, parallel):
     return elapsed, failed
 
 
-def loopback_limit(path, rounds):
-    """Seconds to push the file's bytes over loopback TCP into a file, then fsync."""
-    times = []
-    for _ in range(rounds):
-        server = socket.socket()
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        port = server.getsockname()[1]
-        sink = tempfile.NamedTemporaryFile(dir=path.parent, delete=False)
+def device_flushes(path):
+    """Flush requests the disk holding `path` has completed (diskstats field 16)."""
+    dev = os.stat(path).st_dev
+    block = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    if (block / "partition").exists():
+        block = block.resolve().parent
+    fields = (block / "stat").read_text().split()
+    return int(fields[15]) if len(fields) > 15 else 0
 
-        def receive():
-            conn, _ = server.accept()
-            with conn, open(sink.name, "wb") as out:
-                while chunk := conn.recv(1 << 20):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
 
-        t = threading.Thread(target=receive)
+def limit_run(work, files, parallel):
+    """The machine's limit for durable receiving: each instance's bytes over loopback
+    TCP into its own file, named (and the name flushed) beforehand, one fsync each,
+    then a one-byte answer. Returns (seconds, received bytes written, flushes)."""
+    sink = Path(tempfile.mkdtemp(dir=work))
+    slots = [sink / f"{i:06}" for i in range(len(files))]
+    for slot in slots:
+        slot.touch()
+    fd = os.open(sink, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(parallel)
+    port = server.getsockname()[1]
+    groups = [list(range(len(files)))[i::parallel] for i in range(parallel)]
+
+    def receive(group):
+        conn, _ = server.accept()
+        buf = bytearray(1 << 20)
+        with conn:
+            for i in group:
+                want = int.from_bytes(conn.recv(8, socket.MSG_WAITALL), "big")
+                with open(slots[i], "r+b", buffering=0) as out:
+                    while want:
+                        n = conn.recv_into(buf, min(want, len(buf)))
+                        out.write(memoryview(buf)[:n])
+                        want -= n
+                    os.fsync(out.fileno())
+                conn.sendall(b"k")
+
+    def send(group):
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            for i in group:
+                with open(files[i], "rb") as f:
+                    c.sendall(os.fstat(f.fileno()).st_size.to_bytes(8, "big"))
+                    c.sendfile(f)
+                c.recv(1)
+
+    receivers = [threading.Thread(target=receive, args=(g,)) for g in groups]
+    senders = [threading.Thread(target=send, args=(g,)) for g in groups]
+    flushes = device_flushes(sink)
+    start = time.time()
+    for t in receivers + senders:
         t.start()
-        start = time.time()
-        with socket.create_connection(("127.0.0.1", port)) as c, open(path, "rb") as f:
-            c.sendfile(f)
+    for t in receivers + senders:
         t.join()
-        times.append(time.time() - start)
-        os.unlink(sink.name)
-        server.close()
-    return times
+    elapsed = time.time() - start
+    flushes = device_flushes(sink) - flushes
+    server.close()
+    shutil.rmtree(sink, ignore_errors=True)
+    return elapsed, flushes
 
 
 def build_tools(work):
@@ -291,9 +330,10 @@ def main():
         tools = build_tools(work)
         corpus = make_corpus(work, args.clip_mib)
         receivers = ["uplink strict", "uplink identified", "dcmtk storescp +B", "dcmtk storescp",
-                     "dcmtk storescp +B fsync", "dicom-rs storescp"]
-        lines = ["| corpus | assoc. | receiver | instances/s | MB/s | peak RSS MiB | CPU s | written / received | MB/s ÷ uplink strict |",
-                 "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+                     "dcmtk storescp +B fsync", "dicom-rs storescp", LIMIT]
+        lines = ["| corpus | assoc. | receiver | instances/s | MB/s | peak RSS MiB | CPU s | written / received | flushes / instance | MB/s ÷ uplink strict |",
+                 "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        targets = []
         for part, files in corpus.items():
             if args.only and args.only not in part:
                 continue
@@ -302,15 +342,23 @@ def main():
                 results = {r: [] for r in receivers}
                 for _ in range(args.rounds):
                     for name in receivers:
+                        if name == LIMIT:
+                            elapsed, flushes = limit_run(work, files, parallel)
+                            results[name].append((len(files) / elapsed, size / elapsed / 1e6, None, None, None,
+                                                  flushes / len(files)))
+                            continue
                         receiver = Receiver(name, work, tools)
+                        flushes = device_flushes(work)
                         elapsed, failed = send(receiver.port, files, parallel)
+                        flushes = device_flushes(work) - flushes
                         hwm, cpu, written = receiver.stop()
                         if failed:
                             results[name].append(None)
                             print(f"{name} failed on {part}: {failed[0]}", file=sys.stderr)
                             continue
                         results[name].append((len(files) / elapsed, size / elapsed / 1e6, hwm / 1024,
-                                              cpu - receiver.base[1], (written - receiver.base[2]) / size))
+                                              cpu - receiver.base[1], (written - receiver.base[2]) / size,
+                                              flushes / len(files)))
                 ours = statistics.median(r[1] for r in results["uplink strict"] if r) if any(results["uplink strict"]) else None
                 for name in receivers:
                     runs = [r for r in results[name] if r]
@@ -318,19 +366,22 @@ def main():
                         lines.append(f"| {part} | {parallel} | {name} | failed | | | | | |")
                         continue
                     col = lambda i: [r[i] for r in runs]
+                    cell = lambda i, digits: fmt(col(i), digits) if runs[0][i] is not None else "—"
                     ratio = f"{statistics.median(col(1)) / ours:.2f}" if ours else ""
-                    lines.append(f"| {part} | {parallel} | {name} | {fmt(col(0), 1)} | {fmt(col(1))} | {fmt(col(2), 1)} | "
-                                 f"{fmt(col(3), 2)} | {fmt(col(4), 2)} | {ratio} |")
+                    lines.append(f"| {part} | {parallel} | {name} | {fmt(col(0), 1)} | {fmt(col(1))} | {cell(2, 1)} | "
+                                 f"{cell(3, 2)} | {cell(4, 2)} | {fmt(col(5), 2)} | {ratio} |")
+                median = lambda name: statistics.median(r[1] for r in results[name] if r)
+                if ours and all(any(results[n]) for n in ("dcmtk storescp +B fsync", LIMIT)):
+                    targets.append(f"{part}, {parallel} association(s): uplink strict is "
+                                   f"{ours / median('dcmtk storescp +B fsync'):.2f}× durable dcmtk +B and "
+                                   f"{ours / median(LIMIT):.2f}× the machine limit.")
+        lines.append("")
+        lines.extend(targets)
         if args.only:
             report = "\n".join(lines)
             print(report)
             Path(args.out).write_text(report + "\n")
             return
-        clip = corpus[f"{args.clip_mib} MiB clip"][0]
-        limit = loopback_limit(clip, args.rounds)
-        lines.append("")
-        lines.append(f"Machine limit, loopback TCP into a file with fsync, {args.clip_mib} MiB: "
-                     f"{fmt([clip.stat().st_size / t / 1e6 for t in limit])} MB/s.")
         # Idle RSS and start-up time of uplink.
         starts, idles = [], []
         for _ in range(args.rounds):

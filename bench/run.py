@@ -146,56 +146,36 @@ def device_flushes(path):
     return int(fields[15]) if len(fields) > 15 else 0
 
 
-def limit_run(work, files, parallel):
-    """The machine's limit for durable receiving: each instance's bytes over loopback
-    TCP into its own file, named (and the name flushed) beforehand, one fsync each,
-    then a one-byte answer. Returns (seconds, received bytes written, flushes)."""
+def limit_run(work, tools, files, parallel):
+    """The machine's limit for durable receiving (bench/limit.c): each instance's
+    bytes over loopback TCP into its own file, named (and the name flushed)
+    beforehand, written behind and fsync'd once, then a one-byte answer.
+    Returns (seconds, device flushes)."""
     sink = Path(tempfile.mkdtemp(dir=work))
-    slots = [sink / f"{i:06}" for i in range(len(files))]
-    for slot in slots:
-        slot.touch()
-    fd = os.open(sink, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(parallel)
-    port = server.getsockname()[1]
-    groups = [list(range(len(files)))[i::parallel] for i in range(parallel)]
-
-    def receive(group):
-        conn, _ = server.accept()
-        buf = bytearray(1 << 20)
-        with conn:
-            for i in group:
-                want = int.from_bytes(conn.recv(8, socket.MSG_WAITALL), "big")
-                with open(slots[i], "r+b", buffering=0) as out:
-                    while want:
-                        n = conn.recv_into(buf, min(want, len(buf)))
-                        out.write(memoryview(buf)[:n])
-                        want -= n
-                    os.fsync(out.fileno())
-                conn.sendall(b"k")
+    server = subprocess.Popen([str(tools["limit"]), str(sink), str(len(files)), str(parallel)],
+                              stdout=subprocess.PIPE, text=True)
+    port = int(server.stdout.readline())
+    groups = [files[i::parallel] for i in range(parallel)]
 
     def send(group):
         with socket.create_connection(("127.0.0.1", port)) as c:
-            for i in group:
-                with open(files[i], "rb") as f:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for path in group:
+                with open(path, "rb") as f:
                     c.sendall(os.fstat(f.fileno()).st_size.to_bytes(8, "big"))
                     c.sendfile(f)
                 c.recv(1)
 
-    receivers = [threading.Thread(target=receive, args=(g,)) for g in groups]
     senders = [threading.Thread(target=send, args=(g,)) for g in groups]
     flushes = device_flushes(sink)
     start = time.time()
-    for t in receivers + senders:
+    for t in senders:
         t.start()
-    for t in receivers + senders:
+    for t in senders:
         t.join()
     elapsed = time.time() - start
     flushes = device_flushes(sink) - flushes
-    server.close()
+    server.wait()
     shutil.rmtree(sink, ignore_errors=True)
     return elapsed, flushes
 
@@ -204,11 +184,13 @@ def build_tools(work):
     sh("cargo", "build", "--release", "--quiet", "--bin", "uplink", "--example", "fixtures", cwd=ROOT)
     shim = work / "fsync-shim.so"
     sh("gcc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(ROOT / "bench" / "fsync-shim.c"), "-ldl")
+    limit = work / "limit"
+    sh("gcc", "-O2", "-pthread", "-o", str(limit), str(ROOT / "bench" / "limit.c"))
     dicom_rs = shutil.which("dicom-storescp") or ROOT / "target" / "bench-tools" / "bin" / "dicom-storescp"
     if not Path(dicom_rs).exists():
         print("building dicom-rs storescp (cargo install dicom-storescp) ...", file=sys.stderr)
         sh("cargo", "install", "--quiet", "--locked", "dicom-storescp", "--root", str(ROOT / "target" / "bench-tools"))
-    return {"uplink": ROOT / "target/release/uplink", "shim": shim, "dicom-rs": Path(dicom_rs)}
+    return {"uplink": ROOT / "target/release/uplink", "shim": shim, "limit": limit, "dicom-rs": Path(dicom_rs)}
 
 
 def make_corpus(work, clip_mib):
@@ -343,7 +325,7 @@ def main():
                 for _ in range(args.rounds):
                     for name in receivers:
                         if name == LIMIT:
-                            elapsed, flushes = limit_run(work, files, parallel)
+                            elapsed, flushes = limit_run(work, tools, files, parallel)
                             results[name].append((len(files) / elapsed, size / elapsed / 1e6, None, None, None,
                                                   flushes / len(files)))
                             continue

@@ -393,6 +393,22 @@ impl<'a> BitReader<'a> {
     }
 
     fn fill(&mut self) -> Result<(), String> {
+        // Most of the time the next bytes hold no 0xFF: take them in one go.
+        if let Some(word) = self.data.get(self.pos..self.pos + 8).filter(|_| !self.at_marker) {
+            let word = u64::from_be_bytes(word.try_into().expect("eight bytes"));
+            let room = ((64 - self.bits) / 8) as usize;
+            let taken = if room == 8 { u64::MAX } else { !(u64::MAX >> (8 * room)) };
+            // A zero byte of !word is a 0xFF of word (borrows can only add
+            // false alarms, which take the byte-by-byte path below).
+            let inverse = !word;
+            let ff = inverse.wrapping_sub(0x0101_0101_0101_0101) & !inverse & 0x8080_8080_8080_8080;
+            if ff & taken == 0 {
+                self.acc |= (word & taken) >> self.bits;
+                self.bits += 8 * room as u32;
+                self.pos += room;
+                return Ok(());
+            }
+        }
         while self.bits <= 56 {
             let byte = self.next_byte()?;
             self.acc |= u64::from(byte) << (56 - self.bits);
@@ -517,25 +533,41 @@ struct BitWriter<'a> {
 }
 
 impl BitWriter<'_> {
-    /// Appends the low `count` (at most 16) bits of `value`.
+    /// Appends the low `count` (at most 32) bits of `value`.
     fn put(&mut self, value: u32, count: u32) {
-        self.acc = (self.acc << count) | u64::from(value & ((1 << count) - 1));
+        let mask = if count == 32 { u32::MAX } else { (1 << count) - 1 };
+        self.acc = (self.acc << count) | u64::from(value & mask);
         self.bits += count;
-        while self.bits >= 8 {
-            self.bits -= 8;
-            let byte = (self.acc >> self.bits) as u8;
-            self.out.push(byte);
-            if byte == 0xFF {
-                self.out.push(0);
+        if self.bits >= 32 {
+            self.bits -= 32;
+            let word = ((self.acc >> self.bits) as u32).to_be_bytes();
+            if word.contains(&0xFF) {
+                for byte in word {
+                    self.byte(byte);
+                }
+            } else {
+                self.out.extend_from_slice(&word);
             }
         }
     }
 
-    /// Pads the last byte with ones (F.1.2.3).
+    fn byte(&mut self, byte: u8) {
+        self.out.push(byte);
+        if byte == 0xFF {
+            self.out.push(0);
+        }
+    }
+
+    /// Writes out what is held, the last byte padded with ones (F.1.2.3).
     fn flush(&mut self) {
-        if self.bits > 0 {
-            let pad = 8 - self.bits;
-            self.put((1 << pad) - 1, pad);
+        if self.bits % 8 > 0 {
+            let pad = 8 - self.bits % 8;
+            self.acc = (self.acc << pad) | ((1 << pad) - 1);
+            self.bits += pad;
+        }
+        while self.bits >= 8 {
+            self.bits -= 8;
+            self.byte((self.acc >> self.bits) as u8);
         }
         self.acc = 0;
     }
@@ -668,17 +700,23 @@ impl<'a> ScanLayout<'a> {
                 let ac = header.tables[1][comp.ac_table].as_ref().expect("checked");
                 for v in 0..comp.v {
                     for h in 0..comp.h {
-                        decode_block(reader, dc, ac, &mut pred_in[c], &mut block)?;
                         let (bx, by) = (mx * comp.h + h, my * comp.v + v);
-                        match self.fate(comp, bx, by) {
-                            Fate::Keep => {}
-                            Fate::Black => {
-                                block = [0; 64];
-                                block[0] = quantize((self.black[c] - 128.0) * 8.0, comp.quant[0]);
+                        let written = match self.fate(comp, bx, by) {
+                            Fate::Keep => {
+                                copy_block(reader, writer, dc, ac, &mut pred_in[c], &mut pred_out[c])?
                             }
-                            Fate::Partial => self.blank_partial(comp, c, bx, by, &mut block),
-                        }
-                        if !encode_block(writer, dc, ac, &mut pred_out[c], &block) {
+                            Fate::Black => {
+                                skip_block(reader, dc, ac, &mut pred_in[c])?;
+                                let black = quantize((self.black[c] - 128.0) * 8.0, comp.quant[0]);
+                                encode_flat(writer, dc, ac, &mut pred_out[c], black)
+                            }
+                            Fate::Partial => {
+                                decode_block(reader, dc, ac, &mut pred_in[c], &mut block)?;
+                                self.blank_partial(comp, c, bx, by, &mut block);
+                                encode_block(writer, dc, ac, &mut pred_out[c], &block)
+                            }
+                        };
+                        if !written {
                             return Ok(false);
                         }
                     }
@@ -759,6 +797,103 @@ fn decode_block(
         k += 1;
     }
     Ok(())
+}
+
+/// Writes a block that stays as it came: its AC bits are copied as read, without
+/// decoding them to coefficients, and only its DC difference is coded anew (the
+/// block before it may have changed). `false` when a table lacks a symbol.
+fn copy_block(
+    reader: &mut BitReader,
+    writer: &mut BitWriter,
+    dc: &Huffman,
+    ac: &Huffman,
+    pred_in: &mut i32,
+    pred_out: &mut i32,
+) -> Result<bool, String> {
+    let size = dc.decode(reader)?;
+    if size > 11 {
+        return Err("JPEG DC difference out of range".into());
+    }
+    *pred_in += reader.receive(size)?;
+    let (size, bits) = category(*pred_in - *pred_out);
+    *pred_out = *pred_in;
+    if !dc.encode(writer, size) {
+        return Ok(false);
+    }
+    writer.put(bits, u32::from(size));
+    let mut k = 1;
+    while k < 64 {
+        let rs = ac.decode(reader)?;
+        let (run, size) = (usize::from(rs >> 4), rs & 15);
+        // The symbol's own code, then its magnitude bits as they came.
+        let extra = u32::from(size);
+        let raw = if extra > 0 {
+            let raw = reader.peek(extra)?;
+            reader.consume(extra);
+            raw
+        } else {
+            0
+        };
+        let code = u32::from(ac.code[usize::from(rs)]);
+        writer.put((code << extra) | raw, u32::from(ac.length[usize::from(rs)]) + extra);
+        if size == 0 {
+            if run == 15 {
+                k += 16;
+                continue;
+            }
+            break;
+        }
+        k += run + 1;
+        if k > 64 {
+            return Err("JPEG AC coefficients run past the block".into());
+        }
+    }
+    Ok(true)
+}
+
+/// Reads past a block whose content is dropped, keeping the DC prediction.
+fn skip_block(
+    reader: &mut BitReader,
+    dc: &Huffman,
+    ac: &Huffman,
+    pred: &mut i32,
+) -> Result<(), String> {
+    let size = dc.decode(reader)?;
+    if size > 11 {
+        return Err("JPEG DC difference out of range".into());
+    }
+    *pred += reader.receive(size)?;
+    let mut k = 1;
+    while k < 64 {
+        let rs = ac.decode(reader)?;
+        let (run, size) = (usize::from(rs >> 4), rs & 15);
+        if size == 0 {
+            if run == 15 {
+                k += 16;
+                continue;
+            }
+            break;
+        }
+        reader.peek(u32::from(size))?;
+        reader.consume(u32::from(size));
+        k += run + 1;
+        if k > 64 {
+            return Err("JPEG AC coefficients run past the block".into());
+        }
+    }
+    Ok(())
+}
+
+/// Encodes a block of one flat level `dc` (no AC); `false` when a table lacks a
+/// symbol.
+fn encode_flat(writer: &mut BitWriter, dc: &Huffman, ac: &Huffman, pred: &mut i32, level: i32) -> bool {
+    let (size, bits) = category(level - *pred);
+    *pred = level;
+    if !dc.encode(writer, size) {
+        return false;
+    }
+    writer.put(bits, u32::from(size));
+    ac.encode(writer, 0x00)
 }
 
 /// Encodes one block; `false` when a table lacks a symbol.

@@ -302,7 +302,7 @@ impl PartFile {
             error: None,
             committed: false,
         };
-        let mut writer = BufWriter::with_capacity(64 * 1024, WriteBehind::new(file));
+        let mut writer = BufWriter::with_capacity(256 * 1024, WriteBehind::new(file));
         let written = write_meta(&mut writer, meta);
         part.body = Some(if meta.deflated {
             Body::Deflated(DeflateEncoder::new(writer, flate2::Compression::fast()))

@@ -340,18 +340,24 @@ impl Huffman {
     }
 
     fn decode(&self, reader: &mut BitReader) -> Result<u8, String> {
-        let bits = reader.peek(16)?;
-        let (symbol, len) = self.fast[(bits >> (16 - LOOKAHEAD)) as usize];
+        let (symbol, len) = self.lookup(reader.peek(32)?)?;
+        reader.consume(len);
+        Ok(symbol)
+    }
+
+    /// The symbol whose code starts `word` (read most significant bit first), and
+    /// the code's length.
+    fn lookup(&self, word: u32) -> Result<(u8, u32), String> {
+        let (symbol, len) = self.fast[(word >> (32 - LOOKAHEAD)) as usize];
         if len > 0 {
-            reader.consume(u32::from(len));
-            return Ok(symbol);
+            return Ok((symbol, u32::from(len)));
         }
+        let bits = word >> 16;
         for len in LOOKAHEAD as usize + 1..=16 {
             let code = (bits >> (16 - len)) as i32;
             if code <= self.max_code[len] {
                 let index = self.first_index[len] + (code - self.min_code[len]) as usize;
-                reader.consume(len as u32);
-                return Ok(self.symbols[index]);
+                return Ok((self.symbols[index], len as u32));
             }
         }
         Err("JPEG entropy data holds a code not in its Huffman table".into())
@@ -369,6 +375,7 @@ impl Huffman {
 }
 
 /// Reads entropy-coded bits, removing stuffed zero bytes; stops at a marker.
+#[derive(Clone)]
 struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -378,6 +385,8 @@ struct BitReader<'a> {
     at_marker: bool,
     /// Zero bits handed out past the end of the data, to tell a truncated frame.
     padding: u32,
+    /// Bits consumed since the start or the last restart marker.
+    consumed: u64,
 }
 
 impl<'a> BitReader<'a> {
@@ -389,15 +398,24 @@ impl<'a> BitReader<'a> {
             bits: 0,
             at_marker: false,
             padding: 0,
+            consumed: 0,
         }
     }
 
     fn fill(&mut self) -> Result<(), String> {
         // Most of the time the next bytes hold no 0xFF: take them in one go.
-        if let Some(word) = self.data.get(self.pos..self.pos + 8).filter(|_| !self.at_marker) {
+        if let Some(word) = self
+            .data
+            .get(self.pos..self.pos + 8)
+            .filter(|_| !self.at_marker)
+        {
             let word = u64::from_be_bytes(word.try_into().expect("eight bytes"));
             let room = ((64 - self.bits) / 8) as usize;
-            let taken = if room == 8 { u64::MAX } else { !(u64::MAX >> (8 * room)) };
+            let taken = if room == 8 {
+                u64::MAX
+            } else {
+                !(u64::MAX >> (8 * room))
+            };
             // A zero byte of !word is a 0xFF of word (borrows can only add
             // false alarms, which take the byte-by-byte path below).
             let inverse = !word;
@@ -428,6 +446,7 @@ impl<'a> BitReader<'a> {
     fn consume(&mut self, count: u32) {
         self.acc <<= count;
         self.bits -= count;
+        self.consumed += u64::from(count);
     }
 
     fn next_byte(&mut self) -> Result<u8, String> {
@@ -480,6 +499,7 @@ impl<'a> BitReader<'a> {
                 self.pos = at + 2;
                 self.acc = 0;
                 self.bits = 0;
+                self.consumed = 0;
                 self.at_marker = false;
                 self.padding = 0;
                 Ok(())
@@ -535,18 +555,24 @@ struct BitWriter<'a> {
 impl BitWriter<'_> {
     /// Appends the low `count` (at most 32) bits of `value`.
     fn put(&mut self, value: u32, count: u32) {
-        let mask = if count == 32 { u32::MAX } else { (1 << count) - 1 };
+        let mask = if count == 32 {
+            u32::MAX
+        } else {
+            (1 << count) - 1
+        };
         self.acc = (self.acc << count) | u64::from(value & mask);
         self.bits += count;
         if self.bits >= 32 {
             self.bits -= 32;
-            let word = ((self.acc >> self.bits) as u32).to_be_bytes();
-            if word.contains(&0xFF) {
-                for byte in word {
+            let word = (self.acc >> self.bits) as u32;
+            // As in `BitReader::fill`: a zero byte of !word is a 0xFF to stuff.
+            let inverse = !word;
+            if inverse.wrapping_sub(0x0101_0101) & !inverse & 0x8080_8080 == 0 {
+                self.out.extend_from_slice(&word.to_be_bytes());
+            } else {
+                for byte in word.to_be_bytes() {
                     self.byte(byte);
                 }
-            } else {
-                self.out.extend_from_slice(&word);
             }
         }
     }
@@ -686,8 +712,12 @@ impl<'a> ScanLayout<'a> {
         let mut pred_out = vec![0i32; comps.len()];
         let mut restarts = 0u8;
         let mut block = [0i32; 64];
+        // Blocks that come out bit for bit as they went in are only skipped while
+        // reading; their bits are then copied in one stretch from where it began.
+        let mut stretch: Option<BitReader> = None;
         for mcu in 0..total {
             if header.restart_interval > 0 && mcu > 0 && mcu % header.restart_interval == 0 {
+                copy_stretch(stretch.take(), reader, writer)?;
                 reader.restart()?;
                 writer.marker(0xD0 + restarts);
                 restarts = (restarts + 1) % 8;
@@ -701,10 +731,23 @@ impl<'a> ScanLayout<'a> {
                 for v in 0..comp.v {
                     for h in 0..comp.h {
                         let (bx, by) = (mx * comp.h + h, my * comp.v + v);
-                        let written = match self.fate(comp, bx, by) {
-                            Fate::Keep => {
-                                copy_block(reader, writer, dc, ac, &mut pred_in[c], &mut pred_out[c])?
-                            }
+                        let fate = self.fate(comp, bx, by);
+                        if fate == Fate::Keep && pred_in[c] == pred_out[c] {
+                            stretch.get_or_insert_with(|| reader.clone());
+                            skip_block(reader, dc, ac, &mut pred_in[c])?;
+                            pred_out[c] = pred_in[c];
+                            continue;
+                        }
+                        copy_stretch(stretch.take(), reader, writer)?;
+                        let written = match fate {
+                            Fate::Keep => copy_block(
+                                reader,
+                                writer,
+                                dc,
+                                ac,
+                                &mut pred_in[c],
+                                &mut pred_out[c],
+                            )?,
                             Fate::Black => {
                                 skip_block(reader, dc, ac, &mut pred_in[c])?;
                                 let black = quantize((self.black[c] - 128.0) * 8.0, comp.quant[0]);
@@ -723,6 +766,7 @@ impl<'a> ScanLayout<'a> {
                 }
             }
         }
+        copy_stretch(stretch.take(), reader, writer)?;
         Ok(true)
     }
 
@@ -823,19 +867,13 @@ fn copy_block(
     writer.put(bits, u32::from(size));
     let mut k = 1;
     while k < 64 {
-        let rs = ac.decode(reader)?;
+        // A symbol's code and its magnitude bits fit in one peek: copied as read.
+        let word = reader.peek(32)?;
+        let (rs, len) = ac.lookup(word)?;
         let (run, size) = (usize::from(rs >> 4), rs & 15);
-        // The symbol's own code, then its magnitude bits as they came.
-        let extra = u32::from(size);
-        let raw = if extra > 0 {
-            let raw = reader.peek(extra)?;
-            reader.consume(extra);
-            raw
-        } else {
-            0
-        };
-        let code = u32::from(ac.code[usize::from(rs)]);
-        writer.put((code << extra) | raw, u32::from(ac.length[usize::from(rs)]) + extra);
+        let bits = len + u32::from(size);
+        writer.put(word >> (32 - bits), bits);
+        reader.consume(bits);
         if size == 0 {
             if run == 15 {
                 k += 16;
@@ -849,6 +887,26 @@ fn copy_block(
         }
     }
     Ok(true)
+}
+
+/// Copies the bits `reader` consumed since `from`, a copy of it taken earlier.
+fn copy_stretch(
+    from: Option<BitReader>,
+    reader: &BitReader,
+    writer: &mut BitWriter,
+) -> Result<(), String> {
+    let Some(mut from) = from else {
+        return Ok(());
+    };
+    let mut left = reader.consumed - from.consumed;
+    while left > 0 {
+        let count = left.min(32) as u32;
+        let bits = from.peek(32)? >> (32 - count);
+        from.consume(count);
+        writer.put(bits, count);
+        left -= u64::from(count);
+    }
+    Ok(())
 }
 
 /// Reads past a block whose content is dropped, keeping the DC prediction.
@@ -865,8 +923,9 @@ fn skip_block(
     *pred += reader.receive(size)?;
     let mut k = 1;
     while k < 64 {
-        let rs = ac.decode(reader)?;
+        let (rs, len) = ac.lookup(reader.peek(32)?)?;
         let (run, size) = (usize::from(rs >> 4), rs & 15);
+        reader.consume(len + u32::from(size));
         if size == 0 {
             if run == 15 {
                 k += 16;
@@ -874,8 +933,6 @@ fn skip_block(
             }
             break;
         }
-        reader.peek(u32::from(size))?;
-        reader.consume(u32::from(size));
         k += run + 1;
         if k > 64 {
             return Err("JPEG AC coefficients run past the block".into());
@@ -886,7 +943,13 @@ fn skip_block(
 
 /// Encodes a block of one flat level `dc` (no AC); `false` when a table lacks a
 /// symbol.
-fn encode_flat(writer: &mut BitWriter, dc: &Huffman, ac: &Huffman, pred: &mut i32, level: i32) -> bool {
+fn encode_flat(
+    writer: &mut BitWriter,
+    dc: &Huffman,
+    ac: &Huffman,
+    pred: &mut i32,
+    level: i32,
+) -> bool {
     let (size, bits) = category(level - *pred);
     *pred = level;
     if !dc.encode(writer, size) {

@@ -1225,7 +1225,10 @@ mod tests {
             assert_eq!(report.files_adopted, 1);
             assert!(!cut.exists());
             if index_lost {
-                assert_eq!(report.files_damaged, 1, "in doubt, the cut file is kept aside");
+                assert_eq!(
+                    report.files_damaged, 1,
+                    "in doubt, the cut file is kept aside"
+                );
             } else {
                 assert_eq!(report.partial_files_removed, 1);
                 assert_eq!(report.files_damaged, 0);

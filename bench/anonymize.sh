@@ -11,24 +11,88 @@
 # with dcmtk (dcmdrle/dcmcrle, dcmdjpeg/dcmcjpeg, dcmdjpls/dcmcjpls) and GDCM
 # (gdcmconv --raw, then back). MB/s counts decoded pixels, the same for every tool.
 #
-#     bench/anonymize.sh [N] [CLIP_MIB] [FRAMES]   (default: 200 images, 1024 MiB, 100)
+# First, strict JPEG baseline, how most ultrasound machines send cine loops: 5
+# instances of 34 frames 800x600 YCbCr 4:2:2 (170 frames), `uplink anonymize
+# --profile strict` beside libjpeg-turbo on the same frames (bench/jpeg-roundtrip.c,
+# built here): its DCT-coefficient round trip (jpegtran's lossless path) and a full
+# decode + blank + encode; wall seconds, and callgrind's instruction counts, which
+# are repeatable on a noisy machine.
 #
-# Installs what it lacks: libgdcm-tools and time (apt), dicognito (pip), the real
-# screens (scripts/fixtures.sh).
+#     bench/anonymize.sh [N] [CLIP_MIB] [FRAMES]   (default: 200 images, 1024 MiB, 100)
+#     bench/anonymize.sh jpeg                      (the strict JPEG part only)
+#
+# Installs what it lacks: libgdcm-tools, libjpeg62-turbo-dev, valgrind and time
+# (apt), dicognito (pip), the real screens and pydicom (scripts/fixtures.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only_jpeg=false
+[ "${1:-}" = jpeg ] && { only_jpeg=true; shift; }
 n=${1:-200}
 clip_mib=${2:-1024}
 frames=${3:-100}
-command -v gdcmanon >/dev/null && [ -x /usr/bin/time ] || {
+command -v gdcmanon >/dev/null && [ -x /usr/bin/time ] && [ -f /usr/include/jpeglib.h ] && command -v valgrind >/dev/null || {
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get install -y -q --no-install-recommends libgdcm-tools time >/dev/null
+  $sudo apt-get install -y -q --no-install-recommends libgdcm-tools time libjpeg62-turbo-dev valgrind >/dev/null
 }
 python3 -c 'import dicognito' 2>/dev/null || pip install -q dicognito
 
 cargo build --release --quiet --bin uplink --example fixtures
+scripts/fixtures.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+rounds=3
+
+median() { tr ' ' '\n' | grep . | sort -n | sed -n "$(( ($(wc -w <<<"$1") + 1) / 2 ))p"; }
+
+# Strict JPEG.
+j=$work/jpeg
+mkdir -p "$j/in" "$j/out"
+for i in 1 2 3 4 5; do
+  target/release/examples/fixtures phi-jpeg "$j/in/$i.dcm" "J$i" "10$i" "$i" 34
+done
+PYTHONPATH=target/fixtures/python python3 - "$j/in" "$j/frames.bin" <<'PY'
+import pathlib, struct, sys
+import pydicom
+from pydicom.encaps import generate_frames
+with open(sys.argv[2], "wb") as out:
+    for path in sorted(pathlib.Path(sys.argv[1]).glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        for frame in generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)):
+            out.write(struct.pack("<I", len(frame)) + frame)
+PY
+gcc -O2 -o "$j/roundtrip" bench/jpeg-roundtrip.c -ljpeg
+printf '[storage]\ndata_dir = "%s"\n' "$j/data" > "$j/uplink.toml"
+frame_bytes=$(( $(stat -c %s "$j/frames.bin") - 4 * 170 ))
+declare -A jpeg=(
+  ["uplink strict"]="target/release/uplink anonymize --config $j/uplink.toml --profile strict --out $j/out $j/in"
+  ["libjpeg-turbo coefficients"]="$j/roundtrip $j/frames.bin $j/out/frames.bin"
+  ["libjpeg-turbo pixels"]="$j/roundtrip --pixels $j/frames.bin $j/out/frames.bin"
+)
+order=("uplink strict" "libjpeg-turbo coefficients" "libjpeg-turbo pixels")
+declare -A jt=()
+for _ in 1 2 3 4 5; do
+  for tool in "${order[@]}"; do
+    rm -rf "$j/out"; mkdir -p "$j/out"
+    # shellcheck disable=SC2086
+    /usr/bin/time -f "%e" -o "$j/time" ${jpeg[$tool]} >/dev/null 2>&1
+    jt[$tool]+="$(cat "$j/time") "
+  done
+done
+declare -A ir=()
+for tool in "${order[@]}"; do
+  rm -rf "$j/out"; mkdir -p "$j/out"
+  # shellcheck disable=SC2086
+  valgrind --tool=callgrind --callgrind-out-file="$j/cg" ${jpeg[$tool]} >/dev/null 2>"$j/cg.log"
+  ir[$tool]=$(grep -o 'refs: *[0-9,]*' "$j/cg.log" | tr -dc 0-9)
+done
+anchor=$(median "${jt[libjpeg-turbo coefficients]}" <<<"${jt[libjpeg-turbo coefficients]}")
+printf '| strict JPEG, 170 frames 800x600 YCbCr 4:2:2 (%d MB of frames) | seconds (median of 5, interleaved) | MB/s of frames | speed ÷ coefficient round trip | instructions (callgrind) | instructions ÷ uplink |\n|---|---:|---:|---:|---:|---:|\n' "$(( frame_bytes / 1000000 ))"
+for tool in "${order[@]}"; do
+  t=$(median "${jt[$tool]}" <<<"${jt[$tool]}")
+  awk -v n="$tool" -v t="$t" -v a="$anchor" -v b="$frame_bytes" -v i="${ir[$tool]}" -v u="${ir[uplink strict]}" \
+    'BEGIN { printf "| %s | %.2f | %.0f | %.2f | %.0f M | %.2f |\n", n, t, b / t / 1e6, a / t, i / 1e6, i / u }'
+done
+$only_jpeg && exit 0
 mkdir -p "$work/images" "$work/clip"
 for i in $(seq 1 "$n"); do
   target/release/examples/fixtures phi "$work/images/$i.dcm" "P$((i % 20))" "$((i % 20))" "$i"
@@ -54,8 +118,7 @@ command_of() { # tool corpus
   esac
 }
 
-rounds=3
-printf '| tool | corpus | files out | seconds (median of %d, interleaved) | MB/s | peak RSS MiB |\n|---|---|---:|---:|---:|---:|\n' "$rounds"
+printf '\n| tool | corpus | files out | seconds (median of %d, interleaved) | MB/s | peak RSS MiB |\n|---|---|---:|---:|---:|---:|\n' "$rounds"
 for corpus in images clip; do
   bytes=$(du -sb "$work/$corpus" | cut -f1)
   declare -A times=() rss=() files=()
@@ -77,7 +140,6 @@ for corpus in images clip; do
 done
 
 # Burned-in text in compressed clips.
-scripts/fixtures.sh
 mkdir -p "$work/syntaxes"
 PYTHONPATH=target/fixtures/python python3 - target/fixtures/ultrasound/US1_UNCR.dcm "$work/syntaxes/native.dcm" "$frames" <<'PY'
 import sys

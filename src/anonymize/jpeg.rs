@@ -347,6 +347,7 @@ impl Huffman {
 
     /// The symbol whose code starts `word` (read most significant bit first), and
     /// the code's length.
+    #[inline(always)]
     fn lookup(&self, word: u32) -> Result<(u8, u32), String> {
         let (symbol, len) = self.fast[(word >> (32 - LOOKAHEAD)) as usize];
         if len > 0 {
@@ -436,6 +437,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// The next `count` (at most 32) bits, without consuming them.
+    #[inline(always)]
     fn peek(&mut self, count: u32) -> Result<u32, String> {
         if self.bits < count {
             self.fill()?;
@@ -443,6 +445,7 @@ impl<'a> BitReader<'a> {
         Ok((self.acc >> (64 - count)) as u32)
     }
 
+    #[inline(always)]
     fn consume(&mut self, count: u32) {
         self.acc <<= count;
         self.bits -= count;
@@ -554,6 +557,7 @@ struct BitWriter<'a> {
 
 impl BitWriter<'_> {
     /// Appends the low `count` (at most 32) bits of `value`.
+    #[inline(always)]
     fn put(&mut self, value: u32, count: u32) {
         let mask = if count == 32 {
             u32::MAX

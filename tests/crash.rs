@@ -106,6 +106,77 @@ fn sigkill_while_receiving_loses_no_acknowledged_instance() {
     }
 }
 
+/// The calls each thread of a traced agent made, one file per thread.
+fn thread_traces(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("trace.")
+        })
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+/// One flush per acknowledgement, and never after it: on the association's thread,
+/// every spool file renamed into place is followed by exactly one flush (`syncfs`)
+/// and no other before the C-STORE response goes out (`sendto`). On one association
+/// the thread leads each group commit itself, so the flush shows on it.
+#[test]
+fn each_acknowledgement_waits_for_exactly_one_flush() {
+    let input = tempfile::tempdir().unwrap();
+    let files = us_images(input.path(), 5, 10);
+    let trace = input.path().join("trace");
+    let mut agent = Agent::start_traced("", &trace);
+    let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    let out = storescu(agent.port, &["-R"], &refs);
+    assert!(out.status.success(), "{}", text(&out));
+    agent.terminate();
+    let mut acknowledged = 0;
+    for calls in thread_traces(input.path()) {
+        let lines: Vec<&str> = calls.lines().collect();
+        for (i, call) in lines.iter().enumerate() {
+            let sealed = call.starts_with("rename(")
+                && call
+                    .split('"')
+                    .nth(3)
+                    .is_some_and(|to| to.contains("/spool/"))
+                && call.trim_end().ends_with("= 0");
+            if !sealed {
+                continue;
+            }
+            let before_answer: Vec<&str> = lines[i + 1..]
+                .iter()
+                .take_while(|c| !c.starts_with("sendto("))
+                .copied()
+                .collect();
+            assert!(
+                lines.len() > i + 1 + before_answer.len(),
+                "{call} is never answered:\n{calls}"
+            );
+            let flushes: Vec<&&str> = before_answer
+                .iter()
+                .filter(|c| {
+                    ["syncfs(", "fsync(", "fdatasync("]
+                        .iter()
+                        .any(|f| c.starts_with(f))
+                })
+                .collect();
+            assert!(
+                flushes.len() == 1
+                    && flushes[0].starts_with("syncfs(")
+                    && flushes[0].trim_end().ends_with("= 0"),
+                "{call} is answered after {flushes:?}, not one syncfs:\n{calls}"
+            );
+            acknowledged += 1;
+        }
+    }
+    assert_eq!(acknowledged, 5, "five spool files sealed and answered");
+}
+
 /// A power cut keeps what was flushed: a removal or a new folder that was never
 /// flushed can come back or vanish. Every spool file the agent removes once it is
 /// delivered, and every folder it creates, is followed by an fsync of the folder

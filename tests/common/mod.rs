@@ -129,7 +129,7 @@ impl Agent {
             None if self.strace.is_some() => {
                 let mut c = Command::new("strace");
                 c.args(["-ff", "-y", "-qq", "-e"])
-                    .arg("trace=unlink,unlinkat,mkdir,mkdirat,rename,renameat,renameat2,fsync,fdatasync")
+                    .arg("trace=unlink,unlinkat,mkdir,mkdirat,rename,renameat,renameat2,fsync,fdatasync,syncfs,sendto")
                     .arg("-o")
                     .arg(self.strace.as_ref().unwrap())
                     .arg(env!("CARGO_BIN_EXE_uplink"))

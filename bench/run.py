@@ -13,6 +13,8 @@ interleaved run by run so the machine's drift hits all alike:
   dcmtk storescp +B + fsync shim      (LD_PRELOAD: fsync each file and its folder
                                       before close, and the folder after a rename)
   dicom-rs storescp --promiscuous
+  dcmtk storescp --ignore             (receives and stores nothing: as fast as dcmtk's
+                                      storescu can send, the ceiling of every DICOM row)
   machine limit                       (the same bytes over loopback, each into its own
                                       file named in advance, one fsync each: the least
                                       a receiver that promises durability must do)
@@ -103,6 +105,8 @@ class Receiver:
                 args.append("+B")
             if "fsync" in name:
                 env["LD_PRELOAD"] = str(tools["shim"])
+            if "--ignore" in name:
+                args.append("--ignore")
             args.append(str(self.port))
         else:
             args = [str(tools["dicom-rs"]), "--promiscuous", "--calling-ae-title", "UPLINK", "-o", str(self.dir), "-p", str(self.port)]
@@ -312,7 +316,7 @@ def main():
         tools = build_tools(work)
         corpus = make_corpus(work, args.clip_mib)
         receivers = ["uplink strict", "uplink identified", "dcmtk storescp +B", "dcmtk storescp",
-                     "dcmtk storescp +B fsync", "dicom-rs storescp", LIMIT]
+                     "dcmtk storescp +B fsync", "dicom-rs storescp", "dcmtk storescp --ignore", LIMIT]
         lines = ["| corpus | assoc. | receiver | instances/s | MB/s | peak RSS MiB | CPU s | written / received | flushes / instance | MB/s ÷ uplink strict |",
                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
         targets = []
@@ -353,10 +357,11 @@ def main():
                     lines.append(f"| {part} | {parallel} | {name} | {fmt(col(0), 1)} | {fmt(col(1))} | {cell(2, 1)} | "
                                  f"{cell(3, 2)} | {cell(4, 2)} | {fmt(col(5), 2)} | {ratio} |")
                 median = lambda name: statistics.median(r[1] for r in results[name] if r)
-                if ours and all(any(results[n]) for n in ("dcmtk storescp +B fsync", LIMIT)):
+                if ours and all(any(results[n]) for n in ("dcmtk storescp +B fsync", LIMIT, "dcmtk storescp --ignore")):
                     targets.append(f"{part}, {parallel} association(s): uplink strict is "
-                                   f"{ours / median('dcmtk storescp +B fsync'):.2f}× durable dcmtk +B and "
-                                   f"{ours / median(LIMIT):.2f}× the machine limit.")
+                                   f"{ours / median('dcmtk storescp +B fsync'):.2f}× durable dcmtk +B, "
+                                   f"{ours / median(LIMIT):.2f}× the machine limit and "
+                                   f"{ours / median('dcmtk storescp --ignore'):.2f}× what storescu can send.")
         lines.append("")
         lines.extend(targets)
         if args.only:

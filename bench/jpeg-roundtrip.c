@@ -29,62 +29,64 @@ static unsigned char *read_file(const char *path, size_t *size) {
     return data;
 }
 
-/* Coefficients in, coefficients out: Huffman decoding and encoding only. */
-static void coefficients(const unsigned char *frame, size_t len, unsigned char **out, unsigned long *out_len) {
+/* A frame's reader and a writer into memory, for one round trip. */
+struct codec {
     struct jpeg_decompress_struct in;
     struct jpeg_compress_struct dst;
     struct jpeg_error_mgr in_err, dst_err;
-    in.err = jpeg_std_error(&in_err);
-    dst.err = jpeg_std_error(&dst_err);
-    jpeg_create_decompress(&in);
-    jpeg_create_compress(&dst);
-    jpeg_mem_src(&in, frame, len);
-    jpeg_read_header(&in, TRUE);
-    jvirt_barray_ptr *coefs = jpeg_read_coefficients(&in);
-    jpeg_copy_critical_parameters(&in, &dst);
-    jpeg_mem_dest(&dst, out, out_len);
-    jpeg_write_coefficients(&dst, coefs);
-    jpeg_finish_compress(&dst);
-    jpeg_finish_decompress(&in);
-    jpeg_destroy_compress(&dst);
-    jpeg_destroy_decompress(&in);
+};
+
+static void start(struct codec *c, const unsigned char *frame, size_t len, unsigned char **out, unsigned long *out_len) {
+    c->in.err = jpeg_std_error(&c->in_err);
+    c->dst.err = jpeg_std_error(&c->dst_err);
+    jpeg_create_decompress(&c->in);
+    jpeg_create_compress(&c->dst);
+    jpeg_mem_src(&c->in, frame, len);
+    jpeg_read_header(&c->in, TRUE);
+    jpeg_mem_dest(&c->dst, out, out_len);
+}
+
+static void finish(struct codec *c) {
+    jpeg_finish_compress(&c->dst);
+    jpeg_finish_decompress(&c->in);
+    jpeg_destroy_compress(&c->dst);
+    jpeg_destroy_decompress(&c->in);
+}
+
+/* Coefficients in, coefficients out: Huffman decoding and encoding only. */
+static void coefficients(const unsigned char *frame, size_t len, unsigned char **out, unsigned long *out_len) {
+    struct codec c;
+    start(&c, frame, len, out, out_len);
+    jvirt_barray_ptr *coefs = jpeg_read_coefficients(&c.in);
+    jpeg_copy_critical_parameters(&c.in, &c.dst);
+    jpeg_write_coefficients(&c.dst, coefs);
+    finish(&c);
 }
 
 /* Pixels: decode, blank a banner, encode. */
 static void pixels(const unsigned char *frame, size_t len, unsigned char **out, unsigned long *out_len) {
-    struct jpeg_decompress_struct in;
-    struct jpeg_compress_struct dst;
-    struct jpeg_error_mgr in_err, dst_err;
-    in.err = jpeg_std_error(&in_err);
-    dst.err = jpeg_std_error(&dst_err);
-    jpeg_create_decompress(&in);
-    jpeg_mem_src(&in, frame, len);
-    jpeg_read_header(&in, TRUE);
-    jpeg_start_decompress(&in);
-    size_t stride = (size_t)in.output_width * in.output_components;
-    unsigned char *image = malloc(stride * in.output_height);
-    while (in.output_scanline < in.output_height) {
-        unsigned char *row = image + stride * in.output_scanline;
-        jpeg_read_scanlines(&in, &row, 1);
+    struct codec c;
+    start(&c, frame, len, out, out_len);
+    jpeg_start_decompress(&c.in);
+    size_t stride = (size_t)c.in.output_width * c.in.output_components;
+    unsigned char *image = malloc(stride * c.in.output_height);
+    while (c.in.output_scanline < c.in.output_height) {
+        unsigned char *row = image + stride * c.in.output_scanline;
+        jpeg_read_scanlines(&c.in, &row, 1);
     }
-    memset(image, 0, stride * (in.output_height < 64 ? in.output_height : 64));
-    jpeg_create_compress(&dst);
-    jpeg_mem_dest(&dst, out, out_len);
-    dst.image_width = in.output_width;
-    dst.image_height = in.output_height;
-    dst.input_components = in.output_components;
-    dst.in_color_space = in.out_color_space;
-    jpeg_set_defaults(&dst);
-    jpeg_set_quality(&dst, 90, TRUE);
-    jpeg_start_compress(&dst, TRUE);
-    while (dst.next_scanline < dst.image_height) {
-        unsigned char *row = image + stride * dst.next_scanline;
-        jpeg_write_scanlines(&dst, &row, 1);
+    memset(image, 0, stride * (c.in.output_height < 64 ? c.in.output_height : 64));
+    c.dst.image_width = c.in.output_width;
+    c.dst.image_height = c.in.output_height;
+    c.dst.input_components = c.in.output_components;
+    c.dst.in_color_space = c.in.out_color_space;
+    jpeg_set_defaults(&c.dst);
+    jpeg_set_quality(&c.dst, 90, TRUE);
+    jpeg_start_compress(&c.dst, TRUE);
+    while (c.dst.next_scanline < c.dst.image_height) {
+        unsigned char *row = image + stride * c.dst.next_scanline;
+        jpeg_write_scanlines(&c.dst, &row, 1);
     }
-    jpeg_finish_compress(&dst);
-    jpeg_finish_decompress(&in);
-    jpeg_destroy_compress(&dst);
-    jpeg_destroy_decompress(&in);
+    finish(&c);
     free(image);
 }
 

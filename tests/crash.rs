@@ -197,17 +197,7 @@ fn removals_and_new_folders_are_flushed_to_the_card() {
     let data = agent.data_dir().display().to_string();
     let mut checked = (0, 0);
     let mut all = String::new();
-    for thread in std::fs::read_dir(input.path()).unwrap() {
-        let path = thread.unwrap().path();
-        if !path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("trace.")
-        {
-            continue;
-        }
-        let calls = std::fs::read_to_string(&path).unwrap();
+    for calls in thread_traces(input.path()) {
         all += &calls;
         // One thread's calls in order: "unlink("/x/spool/identified/1.dcm") = 0",
         // "fsync(7</x/spool/identified>) = 0". Only those that succeeded count.

@@ -820,11 +820,7 @@ fn decode_block(
     block: &mut [i32; 64],
 ) -> Result<(), String> {
     *block = [0; 64];
-    let size = dc.decode(reader)?;
-    if size > 11 {
-        return Err("JPEG DC difference out of range".into());
-    }
-    *pred += reader.receive(size)?;
+    read_dc(reader, dc, pred)?;
     block[0] = *pred;
     let mut k = 1;
     while k < 64 {
@@ -858,25 +854,44 @@ fn copy_block(
     pred_in: &mut i32,
     pred_out: &mut i32,
 ) -> Result<bool, String> {
-    let size = dc.decode(reader)?;
-    if size > 11 {
-        return Err("JPEG DC difference out of range".into());
-    }
-    *pred_in += reader.receive(size)?;
+    read_dc(reader, dc, pred_in)?;
     let (size, bits) = category(*pred_in - *pred_out);
     *pred_out = *pred_in;
     if !dc.encode(writer, size) {
         return Ok(false);
     }
     writer.put(bits, u32::from(size));
+    read_ac(reader, ac, |bits, count| writer.put(bits, count))?;
+    Ok(true)
+}
+
+/// Reads a block's DC difference into the prediction `pred`.
+#[inline(always)]
+fn read_dc(reader: &mut BitReader, dc: &Huffman, pred: &mut i32) -> Result<(), String> {
+    let size = dc.decode(reader)?;
+    if size > 11 {
+        return Err("JPEG DC difference out of range".into());
+    }
+    *pred += reader.receive(size)?;
+    Ok(())
+}
+
+/// Reads a block's AC symbols to its end without decoding their coefficients,
+/// handing each symbol's bits as read (its code and magnitude, which fit in one
+/// peek) to `read`.
+#[inline(always)]
+fn read_ac(
+    reader: &mut BitReader,
+    ac: &Huffman,
+    mut read: impl FnMut(u32, u32),
+) -> Result<(), String> {
     let mut k = 1;
     while k < 64 {
-        // A symbol's code and its magnitude bits fit in one peek: copied as read.
         let word = reader.peek(32)?;
         let (rs, len) = ac.lookup(word)?;
         let (run, size) = (usize::from(rs >> 4), rs & 15);
         let bits = len + u32::from(size);
-        writer.put(word >> (32 - bits), bits);
+        read(word >> (32 - bits), bits);
         reader.consume(bits);
         if size == 0 {
             if run == 15 {
@@ -890,7 +905,7 @@ fn copy_block(
             return Err("JPEG AC coefficients run past the block".into());
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Copies the bits `reader` consumed since `from`, a copy of it taken earlier.
@@ -920,29 +935,8 @@ fn skip_block(
     ac: &Huffman,
     pred: &mut i32,
 ) -> Result<(), String> {
-    let size = dc.decode(reader)?;
-    if size > 11 {
-        return Err("JPEG DC difference out of range".into());
-    }
-    *pred += reader.receive(size)?;
-    let mut k = 1;
-    while k < 64 {
-        let (rs, len) = ac.lookup(reader.peek(32)?)?;
-        let (run, size) = (usize::from(rs >> 4), rs & 15);
-        reader.consume(len + u32::from(size));
-        if size == 0 {
-            if run == 15 {
-                k += 16;
-                continue;
-            }
-            break;
-        }
-        k += run + 1;
-        if k > 64 {
-            return Err("JPEG AC coefficients run past the block".into());
-        }
-    }
-    Ok(())
+    read_dc(reader, dc, pred)?;
+    read_ac(reader, ac, |_, _| {})
 }
 
 /// Encodes a block of one flat level `dc` (no AC); `false` when a table lacks a

@@ -353,7 +353,7 @@ impl Queue {
                 crc: Some(crc),
                 origin,
             };
-            match part.finish(|crc| self.spool.path(profile, &name(crc))) {
+            match part.seal(|crc| self.spool.path(profile, &name(crc))) {
                 Ok((_, size, crc)) => sealed.push((name(crc), profile, size, uid)),
                 Err(e) => {
                     // Not acknowledged: take back what was already sealed.

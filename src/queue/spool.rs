@@ -216,6 +216,20 @@ impl WriteBehind {
         }
     }
 
+    /// Writes the whole file out to the disk and waits for it (no device flush).
+    fn write_out(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: a plain syscall on a file descriptor we own.
+        if unsafe { libc::sync_file_range(self.file.as_raw_fd(), 0, 0, flags) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     fn into_parts(self) -> (File, u32) {
         (self.file, self.crc.finalize())
     }
@@ -319,21 +333,37 @@ impl PartFile {
 
     /// Finishes the file and renames it to `final_path(crc)`, `crc` being the
     /// CRC-32 of its bytes. Returns the final path, size and CRC. Nothing is
-    /// flushed: durability is the caller's (the queue's group commit), since one
-    /// flush can serve many files.
+    /// flushed: for the offline command's output, which acknowledges nothing.
     pub fn finish(
+        self,
+        final_path: impl FnOnce(u32) -> PathBuf,
+    ) -> io::Result<(PathBuf, u64, u32)> {
+        self.close(final_path, false)
+    }
+
+    /// The same for a spool file, which first waits until its bytes are with the
+    /// disk (written, not yet flushed): durability is the queue's group commit,
+    /// whose one flush then finds nothing of this file left to write, so no other
+    /// instance's acknowledgement waits for this one's bytes.
+    pub fn seal(self, final_path: impl FnOnce(u32) -> PathBuf) -> io::Result<(PathBuf, u64, u32)> {
+        self.close(final_path, true)
+    }
+
+    fn close(
         mut self,
         final_path: impl FnOnce(u32) -> PathBuf,
+        written_out: bool,
     ) -> io::Result<(PathBuf, u64, u32)> {
         let writer = match self.body.take() {
             Some(Body::Plain(w)) => w,
             Some(Body::Deflated(d)) => d.finish()?,
             None => return Err(io::Error::other("spool file already sealed")),
         };
-        let (file, crc) = writer
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .into_parts();
+        let behind = writer.into_inner().map_err(|e| e.into_error())?;
+        if written_out {
+            behind.write_out()?;
+        }
+        let (file, crc) = behind.into_parts();
         let size = file.metadata()?.len();
         drop(file);
         let target = final_path(crc);
@@ -466,7 +496,7 @@ mod tests {
             origin: Some([0xab; 16]),
         };
         let (path, size, crc) = part
-            .finish(|crc| spool.path(Profile::Identified, &name(crc)))
+            .seal(|crc| spool.path(Profile::Identified, &name(crc)))
             .unwrap();
         let bytes = fs::read(&path).unwrap();
         assert_eq!(crc, crc32fast::hash(&bytes));

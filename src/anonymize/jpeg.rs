@@ -417,11 +417,7 @@ impl<'a> BitReader<'a> {
             } else {
                 !(u64::MAX >> (8 * room))
             };
-            // A zero byte of !word is a 0xFF of word (borrows can only add
-            // false alarms, which take the byte-by-byte path below).
-            let inverse = !word;
-            let ff = inverse.wrapping_sub(0x0101_0101_0101_0101) & !inverse & 0x8080_8080_8080_8080;
-            if ff & taken == 0 {
+            if ff_bytes(word) & taken == 0 {
                 self.acc |= (word & taken) >> self.bits;
                 self.bits += 8 * room as u32;
                 self.pos += room;
@@ -537,6 +533,15 @@ impl<'a> BitReader<'a> {
     }
 }
 
+/// The high bit of every byte of `word` that is 0xFF, the mark of a marker or a
+/// stuffed byte: a zero byte of !word. Borrows can only add false alarms (above a
+/// real 0xFF), which callers take the byte-by-byte way.
+#[inline(always)]
+fn ff_bytes(word: u64) -> u64 {
+    let inverse = !word;
+    inverse.wrapping_sub(0x0101_0101_0101_0101) & !inverse & 0x8080_8080_8080_8080
+}
+
 /// JPEG's sign extension of a `count`-bit magnitude (F.2.2.1).
 fn extend(value: i32, count: u8) -> i32 {
     if count == 0 {
@@ -569,9 +574,7 @@ impl BitWriter<'_> {
         if self.bits >= 32 {
             self.bits -= 32;
             let word = (self.acc >> self.bits) as u32;
-            // As in `BitReader::fill`: a zero byte of !word is a 0xFF to stuff.
-            let inverse = !word;
-            if inverse.wrapping_sub(0x0101_0101) & !inverse & 0x8080_8080 == 0 {
+            if ff_bytes(u64::from(word)) == 0 {
                 self.out.extend_from_slice(&word.to_be_bytes());
             } else {
                 for byte in word.to_be_bytes() {
@@ -855,12 +858,9 @@ fn copy_block(
     pred_out: &mut i32,
 ) -> Result<bool, String> {
     read_dc(reader, dc, pred_in)?;
-    let (size, bits) = category(*pred_in - *pred_out);
-    *pred_out = *pred_in;
-    if !dc.encode(writer, size) {
+    if !write_dc(writer, dc, pred_out, *pred_in) {
         return Ok(false);
     }
-    writer.put(bits, u32::from(size));
     read_ac(reader, ac, |bits, count| writer.put(bits, count))?;
     Ok(true)
 }
@@ -939,7 +939,20 @@ fn skip_block(
     read_ac(reader, ac, |_, _| {})
 }
 
-/// Encodes a block of one flat level `dc` (no AC); `false` when a table lacks a
+/// Writes a block's DC coefficient `value` as its difference from the prediction
+/// `pred`, which it becomes; `false` when the table lacks the size's symbol.
+#[inline(always)]
+fn write_dc(writer: &mut BitWriter, dc: &Huffman, pred: &mut i32, value: i32) -> bool {
+    let (size, bits) = category(value - *pred);
+    *pred = value;
+    if !dc.encode(writer, size) {
+        return false;
+    }
+    writer.put(bits, u32::from(size));
+    true
+}
+
+/// Encodes a block of one flat level (no AC); `false` when a table lacks a
 /// symbol.
 fn encode_flat(
     writer: &mut BitWriter,
@@ -948,13 +961,7 @@ fn encode_flat(
     pred: &mut i32,
     level: i32,
 ) -> bool {
-    let (size, bits) = category(level - *pred);
-    *pred = level;
-    if !dc.encode(writer, size) {
-        return false;
-    }
-    writer.put(bits, u32::from(size));
-    ac.encode(writer, 0x00)
+    write_dc(writer, dc, pred, level) && ac.encode(writer, 0x00)
 }
 
 /// Encodes one block; `false` when a table lacks a symbol.
@@ -965,12 +972,9 @@ fn encode_block(
     pred: &mut i32,
     block: &[i32; 64],
 ) -> bool {
-    let (size, bits) = category(block[0] - *pred);
-    *pred = block[0];
-    if !dc.encode(writer, size) {
+    if !write_dc(writer, dc, pred, block[0]) {
         return false;
     }
-    writer.put(bits, u32::from(size));
     let mut run = 0u8;
     for &value in &block[1..] {
         if value == 0 {

@@ -9,6 +9,7 @@
 //! rebuild cannot read from the file: the CRC-32 of its bytes, which tells a file
 //! whose flush completed from one a power cut caught half-written (never
 //! acknowledged), and the instance's ledger key (see `ledger.rs`).
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -218,12 +219,24 @@ impl WriteBehind {
 
     /// Writes the whole file out to the disk and waits for it (no device flush).
     fn write_out(&self) -> io::Result<()> {
+        self.sync_range(
+            0,
+            0,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    }
+
+    /// `sync_file_range` on `len` bytes from `offset` (0: to the end).
+    fn sync_range(&self, offset: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-            | libc::SYNC_FILE_RANGE_WRITE
-            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        let fd = self.file.as_raw_fd();
         // SAFETY: a plain syscall on a file descriptor we own.
-        if unsafe { libc::sync_file_range(self.file.as_raw_fd(), 0, 0, flags) } == 0 {
+        let done = unsafe {
+            libc::sync_file_range(fd, offset as libc::off64_t, len as libc::off64_t, flags)
+        };
+        if done == 0 {
             Ok(())
         } else {
             Err(io::Error::last_os_error())
@@ -235,31 +248,16 @@ impl WriteBehind {
     }
 
     fn kick(&mut self) {
-        use std::os::fd::AsRawFd;
-        let fd = self.file.as_raw_fd();
         // Whole pages only: a page kicked half-written would be written twice.
         let end = self.written & !(self.page - 1);
         if end <= self.kicked {
             return;
         }
-        let len = (end - self.kicked) as libc::off64_t;
-        // SAFETY: plain syscalls on a file descriptor we own; failures only mean the
-        // final flush does all the work, so they are ignored.
-        unsafe {
-            libc::sync_file_range(
-                fd,
-                self.kicked as libc::off64_t,
-                len,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-            if let Some(behind) = self.kicked.checked_sub(Self::DIRTY_LIMIT) {
-                libc::sync_file_range(
-                    fd,
-                    behind as libc::off64_t,
-                    len,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE,
-                );
-            }
+        let len = end - self.kicked;
+        // Failures only mean the final flush does all the work, so they are ignored.
+        let _ = self.sync_range(self.kicked, len, libc::SYNC_FILE_RANGE_WRITE);
+        if let Some(behind) = self.kicked.checked_sub(Self::DIRTY_LIMIT) {
+            let _ = self.sync_range(behind, len, libc::SYNC_FILE_RANGE_WAIT_BEFORE);
         }
         self.kicked = end;
     }

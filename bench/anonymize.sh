@@ -42,7 +42,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rounds=3
 
-median() { tr ' ' '\n' | grep . | sort -n | sed -n "$(( ($(wc -w <<<"$1") + 1) / 2 ))p"; }
+median() { # "t1 t2 ..." -> the median
+  tr ' ' '\n' <<<"$1" | grep . | sort -n | sed -n "$(( ($(wc -w <<<"$1") + 1) / 2 ))p"
+}
 
 # Strict JPEG.
 j=$work/jpeg
@@ -85,10 +87,10 @@ for tool in "${order[@]}"; do
   valgrind --tool=callgrind --callgrind-out-file="$j/cg" ${jpeg[$tool]} >/dev/null 2>"$j/cg.log"
   ir[$tool]=$(grep -o 'refs: *[0-9,]*' "$j/cg.log" | tr -dc 0-9)
 done
-anchor=$(median "${jt[libjpeg-turbo coefficients]}" <<<"${jt[libjpeg-turbo coefficients]}")
+anchor=$(median "${jt[libjpeg-turbo coefficients]}")
 printf '| strict JPEG, 170 frames 800x600 YCbCr 4:2:2 (%d MB of frames) | seconds (median of 5, interleaved) | MB/s of frames | speed ÷ coefficient round trip | instructions (callgrind) | instructions ÷ uplink |\n|---|---:|---:|---:|---:|---:|\n' "$(( frame_bytes / 1000000 ))"
 for tool in "${order[@]}"; do
-  t=$(median "${jt[$tool]}" <<<"${jt[$tool]}")
+  t=$(median "${jt[$tool]}")
   awk -v n="$tool" -v t="$t" -v a="$anchor" -v b="$frame_bytes" -v i="${ir[$tool]}" -v u="${ir[uplink strict]}" \
     'BEGIN { printf "| %s | %.2f | %.0f | %.2f | %.0f M | %.2f |\n", n, t, b / t / 1e6, a / t, i / 1e6, i / u }'
 done
@@ -132,8 +134,7 @@ for corpus in images clip; do
     done
   done
   for tool in "${tools[@]}"; do
-    median=$(echo "${times[$tool]}" | tr ' ' '\n' | grep . | sort -n | sed -n "$(( (rounds + 1) / 2 ))p")
-    awk -v n="$tool" -v c="$corpus" -v f="${files[$tool]}" -v s="$median" -v k="${rss[$tool]}" -v b="$bytes" \
+    awk -v n="$tool" -v c="$corpus" -v f="${files[$tool]}" -v s="$(median "${times[$tool]}")" -v k="${rss[$tool]}" -v b="$bytes" \
       'BEGIN { printf "| %s | %s | %d | %.2f | %.0f | %.1f |\n", n, c, f, s, b / s / 1e6, k / 1024 }'
   done
   unset times rss files
@@ -202,8 +203,7 @@ for syntax in rle jpeg-lossless jpeg-ls jpeg-2000; do
       times+="$t "
       peak=$(( peak > k ? peak : k ))
     done
-    median=$(echo "$times" | tr ' ' '\n' | grep . | sort -n | sed -n "$(( (rounds + 1) / 2 ))p")
-    awk -v s="$syntax" -v n="$tool" -v t="$median" -v k="$peak" -v b="$pixels" \
+    awk -v s="$syntax" -v n="$tool" -v t="$(median "$times")" -v k="$peak" -v b="$pixels" \
       'BEGIN { printf "| %s | %s | %.2f | %.0f | %.1f |\n", s, n, t, b / t / 1e6, k / 1024 }'
   done
 done

@@ -106,6 +106,18 @@ fn sigkill_while_receiving_loses_no_acknowledged_instance() {
     }
 }
 
+/// `n` US images sent on one association to an agent under strace, which writes
+/// one trace per thread into the returned folder (see `thread_traces`).
+fn send_traced(n: usize, tag: u32) -> (tempfile::TempDir, Agent) {
+    let input = tempfile::tempdir().unwrap();
+    let files = us_images(input.path(), n, tag);
+    let agent = Agent::start_traced("", &input.path().join("trace"));
+    let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    let out = storescu(agent.port, &["-R"], &refs);
+    assert!(out.status.success(), "{}", text(&out));
+    (input, agent)
+}
+
 /// The calls each thread of a traced agent made, one file per thread.
 fn thread_traces(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -127,13 +139,7 @@ fn thread_traces(dir: &std::path::Path) -> Vec<String> {
 /// the thread leads each group commit itself, so the flush shows on it.
 #[test]
 fn each_acknowledgement_waits_for_exactly_one_flush() {
-    let input = tempfile::tempdir().unwrap();
-    let files = us_images(input.path(), 5, 10);
-    let trace = input.path().join("trace");
-    let mut agent = Agent::start_traced("", &trace);
-    let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
-    let out = storescu(agent.port, &["-R"], &refs);
-    assert!(out.status.success(), "{}", text(&out));
+    let (input, mut agent) = send_traced(5, 10);
     agent.terminate();
     let mut acknowledged = 0;
     for calls in thread_traces(input.path()) {
@@ -184,13 +190,7 @@ fn each_acknowledgement_waits_for_exactly_one_flush() {
 /// power-cut campaign under qemu tests the same for real.
 #[test]
 fn removals_and_new_folders_are_flushed_to_the_card() {
-    let input = tempfile::tempdir().unwrap();
-    let files = us_images(input.path(), 3, 8);
-    let trace = input.path().join("trace");
-    let mut agent = Agent::start_traced("", &trace);
-    let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
-    let out = storescu(agent.port, &["-R"], &refs);
-    assert!(out.status.success(), "{}", text(&out));
+    let (input, mut agent) = send_traced(3, 8);
     agent.wait_outbox(3);
     agent.wait_spool_empty(20);
     agent.terminate();

@@ -1,6 +1,6 @@
 //! `uplink`, the command: parses the command line and hands over to the library.
 
-use uplink::device::{leds, provision};
+use uplink::device::{health, leds, provision, update};
 use uplink::{backlog, config, control, logging, pipeline, serve, status};
 
 use std::path::{Path, PathBuf};
@@ -98,6 +98,38 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "/var/lib/uplink")]
         state: PathBuf,
     },
+    /// On the box (as root): install a signed update bundle into the other root
+    /// slot and reboot into it.
+    Update {
+        #[command(subcommand)]
+        from: UpdateFrom,
+        /// The agent's data dir (the update record lives there)
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/uplink")]
+        state: PathBuf,
+    },
+    /// On the box (as root), at every boot: check the agent and keep a new root
+    /// slot, or mark it bad and boot the previous one.
+    Health {
+        /// How long the agent may take to pass
+        #[arg(long, value_name = "SECS", default_value_t = 180)]
+        within: u64,
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/uplink")]
+        state: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpdateFrom {
+    /// A bundle file (a download, or one copied by hand)
+    Bundle {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// The USB stick DEVICE, if it carries uplink-update.raucb at its top level
+    Usb {
+        #[arg(value_name = "DEVICE")]
+        device: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +140,14 @@ fn main() -> ExitCode {
             install,
             state,
         } => return provision(boot, install, state),
+        Command::Update { from, state } => return install_update(from, state),
+        Command::Health { within, state } => {
+            logging::init(log::LevelFilter::Info);
+            return said(
+                health::health(state, std::time::Duration::from_secs(*within))
+                    .map(|()| "health check settled".into()),
+            );
+        }
         Command::Serve { config, .. }
         | Command::CheckConfig { config }
         | Command::Status { config, .. }
@@ -123,7 +163,9 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Provision { .. } => unreachable!("provisioning needs no configuration"),
+        Command::Provision { .. } | Command::Update { .. } | Command::Health { .. } => {
+            unreachable!("answered above")
+        }
         Command::Serve { led_sim, .. } => {
             logging::init(config.log.level.0);
             let lights = leds::open(&config.leds, led_sim);
@@ -213,6 +255,28 @@ fn anonymize(config: &Config, profile: &str, out: &Path, inputs: &[PathBuf]) -> 
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("uplink: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn install_update(from: &UpdateFrom, state: &Path) -> ExitCode {
+    logging::init(log::LevelFilter::Info);
+    let installed = match from {
+        UpdateFrom::Bundle { file } => update::install(file, state).map(Some),
+        UpdateFrom::Usb { device } => update::from_usb(device, state),
+    };
+    match installed {
+        Ok(Some(update::Installed::Reboot { .. })) => said(
+            std::process::Command::new("systemctl")
+                .arg("reboot")
+                .status()
+                .map_err(|e| format!("cannot reboot: {e}"))
+                .map(|_| "rebooting into the update".into()),
+        ),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
             ExitCode::FAILURE
         }
     }

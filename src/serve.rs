@@ -300,7 +300,14 @@ impl Agent {
                 l.counters != current.counters
                     || l.destinations != current.destinations
                     || l.commitments != current.commitments
+                    || l.update != current.update
             }) {
+                if current.update.needs_a_person()
+                    && last.as_ref().is_none_or(|l| l.update.last != current.update.last)
+                {
+                    let said = current.update.last.as_ref().map(|o| o.describe());
+                    log::error!("{}", said.unwrap_or_default());
+                }
                 if let Err(e) = current.write(&self.data_dir) {
                     log::warn!("cannot write status file: {e}");
                 }
@@ -409,5 +416,6 @@ fn snapshot(
         damaged: queue.damaged().into(),
         orphaned: queue.orphaned().clone(),
         commitments: Default::default(),
+        update: crate::device::update::info(&config.storage.data_dir),
     }
 }

@@ -87,6 +87,7 @@ pub fn panel(snapshot: &Snapshot, received_before: u64, provisioned: bool) -> Pa
         .is_some_and(|e| e.message.contains("A700H"))
         || snapshot.clock.is_wrong()
         || snapshot.provisioning.is_some()
+        || snapshot.update.needs_a_person()
         || snapshot.damaged.files > 0
         || !snapshot.orphaned.is_empty();
     let attention = if needs_a_person {
@@ -248,6 +249,7 @@ impl Lights for Cdev {
 mod tests {
     use super::*;
     use crate::device::clock::Clock;
+    use crate::device::update::{Outcome, Verdict};
     use crate::queue::DestinationStats;
     use crate::status::counters::{Counters, DestinationCounters, Stamped, Uploading};
     use crate::status::{DestinationInfo, ListenerInfo};
@@ -297,6 +299,7 @@ mod tests {
             provisioning: None,
             damaged: Default::default(),
             orphaned: Default::default(),
+            update: Default::default(),
             commitments: Default::default(),
         }
     }
@@ -355,6 +358,16 @@ mod tests {
         let mut refused = snapshot("ready", 0, false, 0);
         refused.provisioning = Some("the configuration on the SD card was refused".into());
         assert_eq!(panel(&refused, 5, true).0[3], On);
+        let outcome = |verdict| Some(Outcome::now(verdict, Some("2".into()), Some("why".into())));
+        let mut rolled_back = snapshot("ready", 0, false, 0);
+        rolled_back.update.last = outcome(Verdict::RolledBack);
+        assert_eq!(panel(&rolled_back, 5, true).0[3], On);
+        let mut bad_bundle = snapshot("ready", 0, false, 0);
+        bad_bundle.update.last = outcome(Verdict::Refused);
+        assert_eq!(panel(&bad_bundle, 5, true).0[3], On);
+        let mut updated = snapshot("ready", 0, false, 0);
+        updated.update.last = outcome(Verdict::Updated);
+        assert_eq!(panel(&updated, 5, true).0[3], Off);
         // Not provisioned.
         assert_eq!(
             panel(&snapshot("ready", 0, false, 0), 5, false).0[3],

@@ -3,6 +3,8 @@
 //! runs (systemd notify and watchdog).
 
 pub mod clock;
+pub mod health;
 pub mod leds;
 pub mod provision;
 pub mod systemd;
+pub mod update;

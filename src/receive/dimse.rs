@@ -16,6 +16,7 @@ pub const N_ACTION_RQ: u16 = 0x0130;
 /// A response's command field is its request's with this bit set.
 const RESPONSE_BIT: u16 = 0x8000;
 pub const N_EVENT_REPORT_RSP: u16 = N_EVENT_REPORT_RQ | RESPONSE_BIT;
+pub const C_ECHO_RSP: u16 = C_ECHO_RQ | RESPONSE_BIT;
 /// Command Data Set Type value meaning "no data set follows", and one meaning
 /// "a data set follows" (any other value does).
 const NO_DATA_SET: u16 = 0x0101;
@@ -193,6 +194,18 @@ impl Command {
         }
         with_group_length(body)
     }
+}
+
+/// A C-ECHO-RQ command set (PS3.7 9.3.5.1): no data set.
+pub fn echo_rq(message_id: u16) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64);
+    let verification = crate::standard::VERIFICATION.as_bytes();
+    put(&mut body, tags::AFFECTED_SOP_CLASS_UID, verification, 0);
+    put(&mut body, tags::COMMAND_FIELD, &C_ECHO_RQ.to_le_bytes(), 0);
+    put(&mut body, tags::MESSAGE_ID, &message_id.to_le_bytes(), 0);
+    let no_data = NO_DATA_SET.to_le_bytes();
+    put(&mut body, tags::COMMAND_DATA_SET_TYPE, &no_data, 0);
+    with_group_length(body)
 }
 
 /// An N-EVENT-REPORT-RQ command set (PS3.7 10.3.1), a data set following.

@@ -7,6 +7,7 @@
 //! acknowledged, and its partial spool file removes itself.
 
 pub mod association;
+pub mod calling;
 pub mod commitment;
 pub mod dimse;
 pub mod negotiation;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::device::clock::Clock;
+use crate::device::update::Outcome;
 use crate::queue::DestinationStats;
 use crate::queue::damaged::Damaged;
 use crate::status::counters::{Counters, DestinationCounters};
@@ -46,6 +47,25 @@ pub struct Snapshot {
     /// Storage commitment requests whose report is not yet answered.
     #[serde(default)]
     pub commitments: CommitmentInfo,
+    /// The box's system and its last update.
+    #[serde(default)]
+    pub update: UpdateInfo,
+}
+
+/// The image version and root slot the box runs, the update waiting for its first
+/// boot, and how the last one went (`device::update`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateInfo {
+    pub image: Option<String>,
+    pub slot: Option<String>,
+    pub pending: Option<String>,
+    pub last: Option<Outcome>,
+}
+
+impl UpdateInfo {
+    pub fn needs_a_person(&self) -> bool {
+        self.last.as_ref().is_some_and(Outcome::needs_a_person)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +189,18 @@ impl Snapshot {
             );
         }
         out += &format!("clock:     {}\n", self.clock.describe());
+        if let Some(image) = &self.update.image {
+            let slot = self.update.slot.as_deref().unwrap_or("?");
+            out += &format!("system:    image {image}, root slot {slot}\n");
+        }
+        if let Some(pending) = &self.update.pending {
+            out += &format!("update:    {pending} installed, waiting for its first boot\n");
+        }
+        match &self.update.last {
+            Some(last) if last.needs_a_person() => out += &format!("ATTENTION: {}\n", last.describe()),
+            Some(last) => out += &format!("update:    {}\n", last.describe()),
+            None => {}
+        }
         if let Some(reason) = &self.provisioning {
             out += &format!("ATTENTION: {reason}\n");
         }
@@ -322,6 +354,17 @@ mod tests {
                 files: 1,
                 reason: Some("cannot be read back: truncated before its file meta".into()),
             },
+            update: UpdateInfo {
+                image: Some("0.1.0+202612010000".into()),
+                slot: Some("A".into()),
+                pending: None,
+                last: Some(Outcome {
+                    result: crate::device::update::Verdict::RolledBack,
+                    version: Some("0.2.0+202612020000".into()),
+                    at: "2026-11-25T00:00:30Z".into(),
+                    reason: Some("the agent is not running (uplink.service is activating)".into()),
+                }),
+            },
         }
     }
 
@@ -341,6 +384,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("quarantined 1"), "{text}");
+        assert!(
+            text.contains("system:    image 0.1.0+202612010000, root slot A"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ATTENTION: the update to 0.2.0+202612020000 was rolled back at"),
+            "{text}"
+        );
         assert!(
             text.contains("ATTENTION: 4 instance(s) wait for destination \"old-cloud\""),
             "{text}"

@@ -85,9 +85,8 @@ grub_hook='
 
 mmdebstrap --mode=root --architectures=arm64 --variant=apt \
   --dpkgopt=force-confold --dpkgopt=force-confdef \
-  --include=systemd-sysv,udev,kmod,systemd-timesyncd,systemd-resolved,ca-certificates,e2fsprogs,dosfstools,cloud-guest-utils,initramfs-tools,dbus,rauc,grub-efi-arm64-bin \
+  --include=systemd-sysv,udev,kmod,systemd-timesyncd,systemd-resolved,ca-certificates,e2fsprogs,dosfstools,cloud-guest-utils,initramfs-tools,dbus,rauc,grub-efi-arm64-bin,linux-image-arm64/bookworm-backports,raspi-firmware \
   --essential-hook="$initramfs_hook" \
-  --customize-hook='chroot "$1" apt-get install -y -q -t bookworm-backports linux-image-arm64 raspi-firmware' \
   --customize-hook="copy-in $deb /tmp" \
   --customize-hook='chroot "$1" apt-get install -y -q /tmp/'"$(basename "$deb")" \
   --customize-hook='rm -f "$1"/tmp/*.deb' \

@@ -39,9 +39,18 @@ tools_fixtures=(
 # board/build-image.sh: mmdebstrap for a foreign architecture (it needs arch-test),
 # qemu-user through binfmt_misc, genimage and the file system tools it calls.
 tools_image=(
-  mmdebstrap:mmdebstrap arch-test:arch-test
+  mmdebstrap:mmdebstrap arch-test:arch-test openssl:openssl
   qemu-aarch64-static:qemu-user-static update-binfmts:binfmt-support
   genimage:genimage mkdosfs:dosfstools mcopy:mtools mke2fs:e2fsprogs python3:python3
+)
+# board/build-bundle.sh: RAUC makes and signs the bundle, with squashfs-tools.
+tools_bundle=(rauc:rauc mksquashfs:squashfs-tools openssl:openssl)
+# board/update-test.sh: the bundles, UEFI firmware for qemu's virt machine (it
+# starts the card's GRUB), debugfs to change a slot, mtools for a USB stick.
+tools_update=(
+  "${tools_bundle[@]}"
+  /usr/share/qemu-efi-aarch64/QEMU_EFI.fd:qemu-efi-aarch64
+  debugfs:e2fsprogs mcopy:mtools mkfs.vfat:dosfstools echoscu:dcmtk storescu:dcmtk
 )
 # board/smoke-boot.sh and the power-cut campaign (tests/powercut.rs): qemu-system-arm
 # from backports (bookworm's conflicts with newer qemu-utils), mtools for the card's

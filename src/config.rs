@@ -43,9 +43,68 @@ pub struct Config {
     pub log: Log,
     /// The box's own network; applied by `uplink provision`, ignored by the agent.
     pub network: Network,
+    /// Where the box fetches its update bundles, if anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSource>,
     /// Whether a destination was configured (else the box is not provisioned).
     #[serde(skip)]
     pub provisioned: bool,
+}
+
+/// `[update]`: the HTTPS address of the box's update bundle, checked every
+/// `interval_secs`. Every other key is a destination's (auth, TLS, proxy,
+/// timeouts), read and checked as a destination's are, so the download goes the
+/// way the uploads go.
+#[derive(Debug, Clone)]
+pub struct UpdateSource {
+    pub interval_secs: Bounded<300, 2_592_000>,
+    pub server: Destination,
+}
+
+const UPDATE_INTERVAL_SECS: u64 = 6 * 3600;
+
+impl<'de> Deserialize<'de> for UpdateSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let interval_secs = match table.remove("interval_secs") {
+            Some(value) => Bounded::deserialize(value)
+                .map_err(|e| D::Error::custom(format!("[update] interval_secs: {e}")))?,
+            None => Bounded(UPDATE_INTERVAL_SECS),
+        };
+        if table.contains_key("name") || table.contains_key("profile") {
+            return Err(D::Error::custom(
+                "[update] takes url, interval_secs and a destination's auth, TLS and proxy keys, not name or profile",
+            ));
+        }
+        table.insert("name".into(), "update".into());
+        let server = Destination::deserialize(table).map_err(D::Error::custom)?;
+        match &server.url {
+            DestinationUrl::Dicomweb(url) if url.starts_with("http://") && !server.insecure => {
+                Err(D::Error::custom(format!(
+                    "[update] url {url} is not encrypted: use https://, or add insecure = true in a lab (the bundle's signature is checked either way)"
+                )))
+            }
+            DestinationUrl::Dicomweb(_) => Ok(UpdateSource {
+                interval_secs,
+                server,
+            }),
+            DestinationUrl::Dir(_) => Err(D::Error::custom(
+                "[update] url must be an https:// address (a USB stick brings bundles by hand)",
+            )),
+        }
+    }
+}
+
+impl Serialize for UpdateSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut table = toml::Table::try_from(&self.server).map_err(S::Error::custom)?;
+        table.remove("name");
+        table.remove("profile");
+        table.insert("interval_secs".into(), (self.interval_secs.0 as i64).into());
+        table.serialize(s)
+    }
 }
 
 /// `[network]`: static address and time servers for the box; DHCP where empty.
@@ -1070,6 +1129,12 @@ impl Config {
         for destination in &mut self.destinations {
             destination.resolve().map_err(ConfigError)?;
         }
+        if let Some(update) = &mut self.update {
+            update
+                .server
+                .resolve()
+                .map_err(|e| ConfigError(e.replace("[[destination]] \"update\"", "[update]")))?;
+        }
         let s = &self.strict;
         if !["M", "F", "O"].contains(&s.patient_sex.as_str()) {
             return Err(ConfigError(format!(
@@ -1605,6 +1670,46 @@ profile = "identified"
             "{shown}"
         );
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn an_update_source_is_read_as_a_destination_is() {
+        let config = Config::parse(
+            "[update]\nurl = \"https://updates.example.com/uplink/box.raucb\"\ninterval_secs = 3600\n\
+             auth = \"bearer\"\ntoken = \"t0ken\"\nproxy = \"http://proxy.clinic:3128\"\n",
+        )
+        .unwrap();
+        let update = config.update.as_ref().unwrap();
+        assert_eq!(update.interval_secs.0, 3600);
+        assert_eq!(update.server.token.as_ref().unwrap().expose(), "t0ken");
+        assert!(update.server.effective_proxy().is_some());
+        let again = Config::parse(&config.to_toml()).unwrap();
+        assert_eq!(again.update.unwrap().server.url, update.server.url);
+        for (text, said) in [
+            ("url = \"http://u.example.com/b\"\n", "is not encrypted"),
+            ("url = \"dir:/tmp/b\"\n", "must be an https:// address"),
+            (
+                "url = \"https://u.example.com/b\"\ninterval_secs = 10\n",
+                "interval_secs",
+            ),
+            (
+                "url = \"https://u.example.com/b\"\ntoken = \"t\"\n",
+                "[update]: credentials",
+            ),
+            (
+                "url = \"https://u.example.com/b\"\nprofile = \"strict\"\n",
+                "not name or profile",
+            ),
+            (
+                "url = \"https://u.example.com/b\"\nintervall = 3\n",
+                "intervall",
+            ),
+        ] {
+            let e = Config::parse(&format!("[update]\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(said), "{text}: {e}");
+        }
     }
 
     #[test]

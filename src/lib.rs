@@ -19,4 +19,5 @@ pub mod shutdown;
 pub mod standard;
 pub mod status;
 pub mod tls_identity;
+pub mod update_fetch;
 pub mod upload;

@@ -240,6 +240,15 @@ impl Agent {
             self.config.modalities.clone(),
             stop_rx.clone(),
         ));
+        let updating = self.config.update.clone().map(|source| {
+            let floor = self.config.storage.min_free_mib * 1024 * 1024;
+            smol::spawn(crate::update_fetch::run(
+                source,
+                self.data_dir.clone(),
+                floor,
+                stop_rx.clone(),
+            ))
+        });
         let stop = stop_rx.clone();
         let listening = listener.run(async move {
             let _ = stop.recv().await;
@@ -260,6 +269,10 @@ impl Agent {
         .await;
         for worker in workers {
             worker.await;
+        }
+        // A download under way is dropped; the next start fetches it again.
+        if let Some(updating) = updating {
+            updating.cancel().await;
         }
         signal_task.cancel().await;
     }
@@ -303,7 +316,9 @@ impl Agent {
                     || l.update != current.update
             }) {
                 if current.update.needs_a_person()
-                    && last.as_ref().is_none_or(|l| l.update.last != current.update.last)
+                    && last
+                        .as_ref()
+                        .is_none_or(|l| l.update.last != current.update.last)
                 {
                     let said = current.update.last.as_ref().map(|o| o.describe());
                     log::error!("{}", said.unwrap_or_default());

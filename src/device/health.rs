@@ -155,4 +155,3 @@ fn echo(address: SocketAddr, ae_title: &str) -> Result<(), String> {
         s => Err(format!("answered with status {s}")),
     }
 }
-

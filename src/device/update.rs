@@ -148,12 +148,21 @@ pub enum Installed {
     Reboot { version: String, slot: String },
     /// The bundle is the system already running.
     AlreadyRunning(String),
+    /// The bundle was installed before and rolled back: a stick left in the box
+    /// must not send it round again.
+    RolledBackBefore(String),
 }
 
 /// Checks and installs `bundle` into the slot not running. A refusal (signature,
 /// wrong box, damaged bundle) is recorded and returned.
 pub fn install(bundle: &Path, data_dir: &Path) -> Result<Installed, String> {
     let mut record = Record::read(data_dir);
+    if let Some(pending) = &record.pending {
+        return Err(format!(
+            "update {} is still waiting for the health check of its first boot: not installing another now",
+            pending.version
+        ));
+    }
     let refused = |record: &mut Record, reason: String| {
         log::error!("update refused: {reason}");
         record.last = Some(Outcome::now(Verdict::Refused, None, Some(reason.clone())));
@@ -174,6 +183,15 @@ pub fn install(bundle: &Path, data_dir: &Path) -> Result<Installed, String> {
     if running_image().as_deref() == Some(version.as_str()) {
         log::info!("update {version} is the system already running: nothing to install");
         return Ok(Installed::AlreadyRunning(version));
+    }
+    if let Some(last) = record.last.as_ref().filter(|l| {
+        l.result == Verdict::RolledBack && l.version.as_deref() == Some(version.as_str())
+    }) {
+        log::warn!(
+            "update {version} was rolled back before ({}): not installing it again",
+            last.reason.as_deref().unwrap_or("")
+        );
+        return Ok(Installed::RolledBackBefore(version));
     }
     let slot = match booted_slot()? {
         s if s == "A" => "B",
@@ -254,11 +272,7 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, String> {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
     let said = String::from_utf8_lossy(&out.stderr);
-    let said = said
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
-        .unwrap_or("");
+    let said = said.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
     Err(format!(
         "{program} {} failed ({}): {said}",
         args[0], out.status

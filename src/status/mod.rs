@@ -197,7 +197,9 @@ impl Snapshot {
             out += &format!("update:    {pending} installed, waiting for its first boot\n");
         }
         match &self.update.last {
-            Some(last) if last.needs_a_person() => out += &format!("ATTENTION: {}\n", last.describe()),
+            Some(last) if last.needs_a_person() => {
+                out += &format!("ATTENTION: {}\n", last.describe())
+            }
             Some(last) => out += &format!("update:    {}\n", last.describe()),
             None => {}
         }

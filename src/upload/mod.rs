@@ -13,7 +13,7 @@ mod backoff;
 mod body;
 mod diagnose;
 pub mod outbox;
-mod stow;
+pub mod stow;
 mod token;
 
 use std::path::PathBuf;
@@ -60,6 +60,17 @@ pub enum Failure {
     Auth(String),
     /// The request was refused as such; with one instance in it, that instance is at fault.
     Refused(String),
+}
+
+impl Failure {
+    /// What went wrong, in words.
+    pub fn into_message(self) -> String {
+        match self {
+            Failure::Unavailable { error, .. } | Failure::Auth(error) | Failure::Refused(error) => {
+                error
+            }
+        }
+    }
 }
 
 /// Where a destination's instances go.

@@ -155,6 +155,37 @@ impl Client {
             .map_err(|e| self.failure(&e))
     }
 
+    /// Downloads the URL itself (the `[update]` bundle) with this client's TLS,
+    /// proxy and credentials, unless the server says it still has entity tag
+    /// `etag` (`None` then). Any status but 200 and 304 is an error.
+    pub fn fetch(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<ureq::http::Response<ureq::Body>>, String> {
+        let mut request = self.agent.get(&self.base);
+        if let Some(auth) = self.authorization().map_err(Failure::into_message)? {
+            request = request.header("Authorization", auth);
+        }
+        if let Some(etag) = etag {
+            request = request.header("If-None-Match", etag);
+        }
+        let response = request
+            .call()
+            .map_err(|e| self.failure(&e).into_message())?;
+        match response.status().as_u16() {
+            200 => Ok(Some(response)),
+            304 => Ok(None),
+            300..=399 => Err(redirected(
+                "the update URL answered",
+                response.headers().get("Location"),
+            )),
+            status => Err(format!(
+                "the update URL answered HTTP {status} {}",
+                response.status().canonical_reason().unwrap_or("")
+            )),
+        }
+    }
+
     /// What a request that did not get an answer means: a proxy that refused the
     /// credentials is an authentication failure; an untrusted certificate is
     /// explained by its issuer; the rest is the destination being unavailable.

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod fixtures;
+pub mod nginx;
 pub mod oauth;
 pub mod orthanc;
 pub mod pki;

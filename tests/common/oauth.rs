@@ -8,8 +8,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
+use super::nginx::Nginx;
 use super::{base64, free_port, wait_listening};
 
 const GATEWAY: (&str, &str) = ("gateway", "gateway-secret");
@@ -142,63 +143,36 @@ impl Drop for OAuthServer {
 /// nginx admitting requests to Orthanc's REST port only with an active token.
 pub struct Gate {
     pub port: u16,
-    dir: tempfile::TempDir,
-    child: Child,
+    nginx: Nginx,
 }
 
 impl Gate {
     pub fn start(server: &OAuthServer, orthanc_http_port: u16) -> Gate {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path();
-        // nginx's workers run as nobody: their temp folders live here.
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o777)).unwrap();
         let basic = base64(&format!("{}:{}", GATEWAY.0, GATEWAY.1));
         let gate = fs::read_to_string(peers().join("oauth_gate.js"))
             .unwrap()
             .replace("@INTROSPECTION@", &server.introspection_url())
             .replace("@GATEWAY_BASIC@", &basic);
-        fs::write(path.join("gate.js"), gate).unwrap();
         let port = free_port();
-        let conf = path.join("nginx.conf");
-        fs::write(
-            &conf,
-            format!(
-                "load_module /usr/lib/nginx/modules/ngx_http_js_module.so;\n\
-                 daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
-                 events {{}}\n\
-                 http {{\n\
-                   access_log {dir}/access.log;\n\
-                   client_body_temp_path {dir}/body;\nproxy_temp_path {dir}/proxy;\n\
-                   fastcgi_temp_path {dir}/fastcgi;\nuwsgi_temp_path {dir}/uwsgi;\nscgi_temp_path {dir}/scgi;\n\
-                   js_import gate from {dir}/gate.js;\n\
-                   client_max_body_size 0;\n\
-                   server {{\n\
-                     listen 127.0.0.1:{port};\n\
-                     location / {{\n\
-                       auth_request /_introspect;\n\
-                       proxy_pass http://127.0.0.1:{orthanc_http_port};\n\
-                       proxy_http_version 1.1;\nproxy_request_buffering off;\n\
-                     }}\n\
-                     location = /_introspect {{ internal; js_content gate.introspect; }}\n\
+        let nginx = Nginx::start(
+            port,
+            "load_module /usr/lib/nginx/modules/ngx_http_js_module.so;",
+            &format!(
+                "js_import gate from {{dir}}/gate.js;\n\
+                 client_max_body_size 0;\n\
+                 server {{\n\
+                   listen 127.0.0.1:{port};\n\
+                   location / {{\n\
+                     auth_request /_introspect;\n\
+                     proxy_pass http://127.0.0.1:{orthanc_http_port};\n\
+                     proxy_http_version 1.1;\nproxy_request_buffering off;\n\
                    }}\n\
-                 }}\n",
-                dir = path.display()
+                   location = /_introspect {{ internal; js_content gate.introspect; }}\n\
+                 }}"
             ),
-        )
-        .unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(path)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(path.join("nginx.out")).unwrap())
-            .spawn()
-            .expect("cannot run nginx (nginx-light, libnginx-mod-http-js)");
-        let gate = Gate { port, dir, child };
-        wait_listening(port, 30, || gate.error_log());
-        gate
+            &[("gate.js", gate.as_bytes())],
+        );
+        Gate { port, nginx }
     }
 
     pub fn dicomweb_url(&self) -> String {
@@ -207,26 +181,15 @@ impl Gate {
 
     /// Requests it turned away for want of an active token.
     pub fn refused(&self) -> usize {
-        fs::read_to_string(self.dir.path().join("access.log"))
-            .unwrap_or_default()
-            .lines()
+        self.nginx
+            .requests()
+            .iter()
             .filter(|l| l.contains("\" 401 "))
             .count()
     }
 
     pub fn error_log(&self) -> String {
-        ["error.log", "nginx.out"]
-            .iter()
-            .filter_map(|f| fs::read_to_string(self.dir.path().join(f)).ok())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.nginx.error_log()
     }
 }
 

@@ -43,6 +43,9 @@ signing=$(board/signing.sh)
 
 # Only the modules a Raspberry Pi (SD card) or the smoke test's qemu virt machine
 # need to mount the root: the default initramfs takes ~9 minutes under emulation.
+# The Pi 3, 4 and Zero 2 W firmware starts U-Boot (config.txt), whose EFI starts
+# the card's GRUB as qemu's UEFI does; the Pi 5 (newer than Debian's U-Boot) boots
+# the firmware's kernel, slot A.
 initramfs_hook='
   mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d"
   echo MODULES=list > "$1/etc/initramfs-tools/conf.d/uplink"
@@ -50,6 +53,9 @@ initramfs_hook='
     > "$1/usr/share/initramfs-tools/modules.d/uplink"
   mkdir -p "$1/etc/default"
   printf "ROOTPART=\"PARTUUID=75706c6b-02 rauc.slot=A\"\nCONSOLES=\"ttyS1,115200 tty0\"\n" > "$1/etc/default/raspi-firmware"
+  printf "%s\n" "# uplink: U-Boot, then the card GRUB, chooses the root slot (A/B updates)." \
+    "[pi3]" "kernel=u-boot.bin" "[pi4]" "kernel=u-boot.bin" "[pi02]" "kernel=u-boot.bin" "[all]" \
+    > "$1/etc/default/raspi-firmware-custom"
 '
 
 # The data partition's folders (board/genimage.cfg makes /data its own file
@@ -57,7 +63,9 @@ initramfs_hook='
 # agent and provisioning expect them.
 data_hook='
   mkdir -p "$1/data/update"
-  mv "$1/var/lib/uplink" "$1/data/uplink" && mkdir "$1/var/lib/uplink"
+  if [ -d "$1/var/lib/uplink" ]; then mv "$1/var/lib/uplink" "$1/data/uplink"; else
+    mkdir -m 0700 "$1/data/uplink" && chroot "$1" chown uplink:uplink /data/uplink; fi
+  mkdir -p "$1/var/lib/uplink"
   mv "$1/etc/uplink" "$1/data/etc-uplink" && mkdir "$1/etc/uplink"
   printf "%s\n" \
     "LABEL=RASPIFIRM /boot/firmware vfat rw,noatime,umask=0077 0 2" \
@@ -70,9 +78,10 @@ data_hook='
 # on the FAT partition: the qemu test's UEFI firmware, or U-Boot's EFI on a Pi,
 # starts it. Its modules are built in; the env starts with slot A alone.
 grub_hook='
+  cp "$1/usr/lib/u-boot/rpi_arm64/u-boot.bin" "$1/boot/firmware/u-boot.bin"
   mkdir -p "$1/boot/firmware/EFI/BOOT" "$1/boot/firmware/EFI/uplink"
   chroot "$1" grub-mkimage -O arm64-efi -p /EFI/uplink -o /boot/firmware/EFI/BOOT/BOOTAA64.EFI \
-    part_msdos fat ext2 normal linux configfile loadenv regexp test echo search
+    part_msdos fat ext2 normal linux gzio configfile loadenv regexp test echo search cat ls
   cp board/grub/grub.cfg "$1/boot/firmware/EFI/uplink/grub.cfg"
   chroot "$1" grub-editenv /boot/firmware/EFI/uplink/grubenv create
   chroot "$1" grub-editenv /boot/firmware/EFI/uplink/grubenv set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
@@ -85,7 +94,7 @@ grub_hook='
 
 mmdebstrap --mode=root --architectures=arm64 --variant=apt \
   --dpkgopt=force-confold --dpkgopt=force-confdef \
-  --include=systemd-sysv,udev,kmod,systemd-timesyncd,systemd-resolved,ca-certificates,e2fsprogs,dosfstools,cloud-guest-utils,initramfs-tools,dbus,rauc,grub-efi-arm64-bin,linux-image-arm64/bookworm-backports,raspi-firmware \
+  --include=systemd-sysv,udev,kmod,systemd-timesyncd,systemd-resolved,ca-certificates,e2fsprogs,dosfstools,cloud-guest-utils,initramfs-tools,dbus,rauc,rauc-service,grub-efi-arm64-bin,u-boot-rpi,linux-image-arm64/bookworm-backports,raspi-firmware \
   --essential-hook="$initramfs_hook" \
   --customize-hook="copy-in $deb /tmp" \
   --customize-hook='chroot "$1" apt-get install -y -q /tmp/'"$(basename "$deb")" \
@@ -93,7 +102,7 @@ mmdebstrap --mode=root --architectures=arm64 --variant=apt \
   --customize-hook='echo uplink > "$1/etc/hostname"' \
   --customize-hook="echo VERSION=$version > \"\$1/etc/uplink-image\"" \
   --customize-hook='cp -r board/overlay/. "$1/"' \
-  --customize-hook='cp board/rauc/system.conf "$1/etc/rauc/system.conf"' \
+  --customize-hook='mkdir -p "$1/etc/rauc" && cp board/rauc/system.conf "$1/etc/rauc/system.conf"' \
   --customize-hook="cp $signing/cert.pem \"\$1/etc/rauc/keyring.pem\"" \
   --customize-hook='printf "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n" > "$1/etc/systemd/network/90-dhcp.network"' \
   --customize-hook='chroot "$1" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd uplink.service uplink-provision.service uplink-grow-data.service' \
@@ -108,7 +117,7 @@ mmdebstrap --mode=root --architectures=arm64 --variant=apt \
 
 cp "$rootfs"/boot/vmlinuz-* "$out/vmlinuz"
 cp "$rootfs"/boot/initrd.img-* "$out/initrd.img"
-cp "$rootfs"/boot/firmware/bcm27*-rpi-*.dtb "$out/"
+cp "$rootfs"/boot/firmware/bcm2*-rpi-*.dtb "$rootfs/boot/firmware/u-boot.bin" "$out/"
 echo "$version" > "$out/version"
 
 genimage --config board/genimage.cfg --rootpath "$rootfs" \

@@ -8,8 +8,10 @@
 #     answers a C-ECHO to that AE title on the well-known port 104 (which provisioning
 #     opens to it with the low-port drop-in) through a loopback port forward; it is
 #     powered off and the card read back: the token must be gone from it;
-#   - qemu's Raspberry Pi 3 model (raspi3b) boots the same card as its SD card, with
-#     the card's kernel and its own bcm2837-rpi-3-b.dtb, until uplink.service starts.
+#   - qemu's Raspberry Pi 3 model (raspi3b) boots the same card as its SD card as the
+#     Pi's firmware would (qemu loads the card's u-boot.bin with its
+#     bcm2837-rpi-3-b.dtb in the firmware's place): U-Boot's EFI, the card's GRUB,
+#     slot A, until uplink.service starts.
 # Prints the boot times.
 #
 #     board/smoke-boot.sh [IMAGE_DIR]     (default: target/image, from build-image.sh)
@@ -79,16 +81,20 @@ if grep -q smoke-secret-token "$work/card.toml" || ! grep -q '"(installed)"' "$w
 fi
 echo "provisioned: the card's uplink.toml now reads: $(grep token "$work/card.toml")"
 
-echo "qemu raspi3b, the card as its SD card:"
-console="$dir/smoke-console-raspi3b.log"
+echo "qemu raspi3b, the card as its SD card, U-Boot and the card's GRUB:"
+# The Pi's two UARTs: U-Boot and GRUB print on the mini UART (qemu's second serial
+# port), Linux's console is the PL011 (the first).
+console="$dir/smoke-console-raspi3b-uboot.log"
 started=$(date +%s)
 qemu-system-aarch64 -M raspi3b -nographic \
-  -kernel "$dir/vmlinuz" -initrd "$dir/initrd.img" -dtb "$dir/bcm2837-rpi-3-b.dtb" \
-  -append "root=PARTUUID=75706c6b-02 rauc.slot=A rw console=ttyS1,115200 console=ttyAMA0,115200 systemd.show_status=1" \
+  -kernel "$dir/u-boot.bin" -dtb "$dir/bcm2837-rpi-3-b.dtb" \
   -drive file="$work/sd.img",if=sd,format=raw \
-  -serial file:"$console" -serial file:"$console.ttyS1" \
+  -serial file:"$dir/smoke-console-raspi3b.log" -serial file:"$console" \
   -monitor unix:"$work/monitor",server,nowait </dev/null >/dev/null 2>&1 &
 qemu=$!
+console_seen=0
+await "uplink: booting slot A" 120
+console="$dir/smoke-console-raspi3b.log"
 console_seen=0
 await "Started uplink.service" "$timeout_secs"
 echo "uplink.service ready on the emulated Raspberry Pi 3 after $(($(date +%s) - started)) s"

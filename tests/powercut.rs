@@ -61,7 +61,10 @@ impl Board {
             .arg(image_dir.join("vmlinuz"))
             .arg("-initrd")
             .arg(image_dir.join("initrd.img"))
-            .args(["-append", "root=LABEL=RASPIROOT rw console=ttyAMA0"])
+            .args([
+                "-append",
+                "root=PARTUUID=75706c6b-02 rauc.slot=A rw console=ttyAMA0",
+            ])
             .arg("-drive")
             .arg(format!(
                 "file={},if=none,format=raw,id=card",
@@ -174,14 +177,14 @@ fn provision_card(card: &Path, work: &Path, proxy_port: u16) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-/// What the card's root file system holds at `path`, read with debugfs from a copy
-/// of the root partition (no loop device needed).
+/// What the card's data partition (spool, queue, status) holds at `path`, read
+/// with debugfs from a copy of the partition (no loop device needed).
 fn card_listing(card: &Path, work: &Path, command: &str) -> String {
-    let (offset, length) = partition(card, 1);
-    let root = work.join("root.ext4");
+    let (offset, length) = partition(card, 3);
+    let data = work.join("data.ext4");
     let out = Command::new("dd")
         .arg(format!("if={}", card.display()))
-        .arg(format!("of={}", root.display()))
+        .arg(format!("of={}", data.display()))
         .args([
             "bs=4M",
             "iflag=skip_bytes,count_bytes",
@@ -195,10 +198,10 @@ fn card_listing(card: &Path, work: &Path, command: &str) -> String {
     assert!(out.status.success(), "{}", text(&out));
     let out = Command::new("debugfs")
         .args(["-R", command])
-        .arg(&root)
+        .arg(&data)
         .output()
         .expect("debugfs (e2fsprogs)");
-    let _ = std::fs::remove_file(&root);
+    let _ = std::fs::remove_file(&data);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -305,13 +308,13 @@ fn power_cuts_of_the_box_lose_nothing_acknowledged() {
         .collect();
     let resent = proxy.resent();
     let cuts = rounds;
-    let spool = card_listing(&card, work.path(), "ls -p /var/lib/uplink/spool/identified");
+    let spool = card_listing(&card, work.path(), "ls -p /uplink/spool/identified");
     let spooled: Vec<&str> = spool
         .lines()
         .filter_map(|l| l.split('/').nth(5))
         .filter(|name| name.ends_with(".dcm") || name.ends_with(".part"))
         .collect();
-    let status = card_listing(&card, work.path(), "cat /var/lib/uplink/status.json");
+    let status = card_listing(&card, work.path(), "cat /uplink/status.json");
     let status: serde_json::Value = serde_json::from_str(&status)
         .unwrap_or_else(|e| panic!("status.json on the card: {e}: {status}"));
     eprintln!(

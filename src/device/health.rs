@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use dicom_ul::pdu::{AssociationRQ, PresentationContextProposed, UserVariableItem};
 
 use crate::config::Config;
-use crate::device::update::{Outcome, Record, Running, Verdict, booted_slot, run, running_image};
+use crate::device::update::{
+    Outcome, Pending, Record, Running, Verdict, booted_slot, run, running_image,
+};
 use crate::receive::{calling, dimse};
 use crate::standard::{IMPLEMENTATION_CLASS_UID, VERIFICATION};
 use crate::status::Snapshot;
@@ -32,9 +34,47 @@ pub fn health(data_dir: &Path, within: Duration) -> Result<(), String> {
         slot: slot.clone(),
         image: running_image(),
     });
-    match (record.pending.take(), checked) {
-        (Some(pending), Ok(())) if pending.slot == slot => {
-            run("rauc", &["status", "mark-good"])?;
+    match record.pending.take() {
+        Some(pending) if pending.slot == slot => first_boot(data_dir, record, pending, checked),
+        Some(pending) => {
+            let why = pending.failed.unwrap_or_else(|| NEVER_CHECKED.into());
+            let outcome = Outcome::now(Verdict::RolledBack, Some(pending.version), Some(why));
+            log::error!("{}", outcome.describe());
+            record.last = Some(outcome);
+            if let Err(e) = run("rauc", &["status", "mark-bad", "other"]) {
+                log::warn!("{e}");
+            }
+            settle_proven(&slot, checked);
+            keep(record.write(data_dir))
+        }
+        None => {
+            settle_proven(&slot, checked);
+            keep(record.write(data_dir))
+        }
+    }
+}
+
+/// On a proven slot an error is logged, never the boot's failure.
+fn keep(result: Result<(), String>) -> Result<(), String> {
+    if let Err(e) = result {
+        log::error!("{e}");
+    }
+    Ok(())
+}
+
+/// The first boot of an update: kept when it passes, else marked bad and left.
+/// An error here (the check cannot even mark the slot) also ends in the reboot
+/// (the unit's FailureAction), and GRUB, finding the slot tried, boots the old one.
+fn first_boot(
+    data_dir: &Path,
+    mut record: Record,
+    mut pending: Pending,
+    checked: Result<(), String>,
+) -> Result<(), String> {
+    let slot = pending.slot.clone();
+    let marked = checked.and_then(|()| run("rauc", &["status", "mark-good"]));
+    match marked {
+        Ok(_) => {
             log::info!(
                 "health check passed: slot {slot} ({}) marked good",
                 pending.version
@@ -42,7 +82,7 @@ pub fn health(data_dir: &Path, within: Duration) -> Result<(), String> {
             record.last = Some(Outcome::now(Verdict::Updated, Some(pending.version), None));
             record.write(data_dir)
         }
-        (Some(mut pending), Err(why)) if pending.slot == slot => {
+        Err(why) => {
             log::error!(
                 "health check of update {} failed: {why}; marking slot {slot} bad and booting the previous system",
                 pending.version
@@ -53,29 +93,20 @@ pub fn health(data_dir: &Path, within: Duration) -> Result<(), String> {
             run("rauc", &["status", "mark-bad"])?;
             run("systemctl", &["reboot"]).map(drop)
         }
-        (Some(pending), checked) => {
-            let why = pending.failed.unwrap_or_else(|| NEVER_CHECKED.into());
-            let outcome = Outcome::now(Verdict::RolledBack, Some(pending.version), Some(why));
-            log::error!("{}", outcome.describe());
-            record.last = Some(outcome);
-            let _ = run("rauc", &["status", "mark-bad", "other"]);
-            settle_proven(&slot, checked)?;
-            record.write(data_dir)
-        }
-        (None, checked) => {
-            settle_proven(&slot, checked)?;
-            record.write(data_dir)
-        }
     }
 }
 
-/// Marks a slot that booted before good again (GRUB counts it tried otherwise).
-fn settle_proven(slot: &str, checked: Result<(), String>) -> Result<(), String> {
+/// A slot that booted before is kept whatever its check says (the agent's
+/// trouble is not the slot's): marked good again, since GRUB counts it tried
+/// otherwise. Nothing here fails the boot, so a proven slot never reboots in a loop.
+fn settle_proven(slot: &str, checked: Result<(), String>) {
     match checked {
         Ok(()) => log::info!("health check passed on slot {slot}"),
         Err(why) => log::warn!("health check failed on slot {slot}: {why}; the slot is kept"),
     }
-    run("rauc", &["status", "mark-good"]).map(drop)
+    if let Err(e) = run("rauc", &["status", "mark-good"]) {
+        log::error!("{e}");
+    }
 }
 
 /// Probes until one probe passes or `within` has passed; the error is the last

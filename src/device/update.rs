@@ -193,6 +193,12 @@ pub fn install(bundle: &Path, data_dir: &Path) -> Result<Installed, String> {
         );
         return Ok(Installed::RolledBackBefore(version));
     }
+    if !Path::new("/sys/firmware/efi").exists() {
+        return refused(
+            &mut record,
+            "this box started its kernel without the card's boot loader (GRUB, through EFI), which alone could boot the new slot: on a Raspberry Pi 5 updates need its firmware's tryboot (README, \"Updating the box\")".into(),
+        );
+    }
     let slot = match booted_slot()? {
         s if s == "A" => "B",
         _ => "A",

@@ -69,7 +69,7 @@ data_hook='
   mv "$1/etc/uplink" "$1/data/etc-uplink" && mkdir "$1/etc/uplink"
   printf "%s\n" \
     "LABEL=RASPIFIRM /boot/firmware vfat rw,noatime,umask=0077 0 2" \
-    "LABEL=UPLINK_DATA /data ext4 rw,noatime,commit=5,x-systemd.growfs 0 2" \
+    "LABEL=UPLINK_DATA /data ext4 rw,noatime,commit=5 0 2" \
     "/data/uplink /var/lib/uplink none bind 0 0" \
     "/data/etc-uplink /etc/uplink none bind 0 0" > "$1/etc/fstab"
 '

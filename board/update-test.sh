@@ -5,9 +5,12 @@
 #   2. a USB stick with a good bundle (the same system, a new version) goes in:
 #      RAUC installs it into slot B, the box reboots into B, the health check
 #      marks B good;
-#   3. a stick with a bundle whose agent does not start: installed into A, the
-#      box boots A once, the check fails, A is marked bad and the box is back on B,
-#      which says the update was rolled back and why;
+#   3. the update server (`[update] url`, a plain HTTP server on the host, which
+#      the box reaches as 10.0.2.2) offers a bundle whose agent does not start: the
+#      agent on B downloads it, uplink-update.service installs it into A, the box
+#      boots A once, the check fails, A is marked bad and the box is back on B,
+#      which says the update was rolled back and why, and does not install the
+#      same bundle again when it finds it on the server once more;
 #   4. a stick with a bundle signed by another key: refused, nothing installed;
 #   then the card is read: B runs the new version, the record says what happened,
 #   and the three exams still wait in the queue.
@@ -22,7 +25,8 @@ require update smoke
 
 work=$(mktemp -d)
 console="$dir/update-console.log"
-trap 'kill "$qemu" 2>/dev/null || true; rm -rf "$work"' EXIT
+server=""
+trap 'kill "$qemu" $server 2>/dev/null || true; rm -rf "$work"' EXIT
 version=$(cat "$dir/version")
 cargo build --locked --release --example fixtures
 started=$(date +%s)
@@ -71,13 +75,28 @@ openssl req -x509 -newkey rsa:3072 -nodes -days 1 -subj "/CN=not the fleet" \
 truncate -s 16M "$work/forged.ext4" && mkfs.ext4 -q "$work/forged.ext4"
 UPLINK_SIGNING_DIR="$work/other-key" board/build-bundle.sh --root "$work/forged.ext4" \
   --version "$version+forged" "$work/forged.raucb"
-for name in good broken forged; do stick "$name"; done
+for name in good forged; do stick "$name"; done
+mkdir "$work/site"
+server_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m http.server --bind 127.0.0.1 --directory "$work/site" "$server_port" >"$work/server.log" 2>&1 &
+server=$!
 echo "bundles and sticks ready after $(($(date +%s) - started)) s"
 
 cp --sparse=always "$dir/uplink.img" "$work/card.img"
 offset=$(partition_offset "$work/card.img" 1)
-printf '[listener]\nae_title = "UPDATE_BOX"\nport = 104\n\n[[destination]]\nname = "cloud"\nurl = "https://cloud.invalid/dicom-web"\n' \
-  >"$work/uplink.toml"
+cat >"$work/uplink.toml" <<TOML
+[listener]
+ae_title = "UPDATE_BOX"
+port = 104
+
+[[destination]]
+name = "cloud"
+url = "https://cloud.invalid/dicom-web"
+
+[update]
+url = "http://10.0.2.2:$server_port/uplink-update.raucb"
+insecure = true
+TOML
 mcopy -o -i "$work/card.img@@$offset" "$work/uplink.toml" ::uplink.toml
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
@@ -98,14 +117,14 @@ await "uplink: booting slot B" 900
 await "health check passed: slot B \($version\+next\) marked good" 600
 unplug good
 
-echo "3. a stick with $version+broken (its agent does not start)"
-plug broken
-await "installing update $version\+broken into slot A" 120
+echo "3. the update server offers $version+broken (its agent does not start)"
+mv "$work/broken.raucb" "$work/site/uplink-update.raucb"
+await "installing update $version\+broken into slot A" 300
 await "uplink: booting slot A" 900
 await "health check of update $version\+broken failed: the agent is not running" 600
 await "uplink: booting slot B" 300
 await "the update to $version\+broken was rolled back" 600
-unplug broken
+await "update $version\+broken was rolled back before .*: not installing it again" 300
 echoscu -to 10 -aec UPDATE_BOX 127.0.0.1 "$port"
 echo "  the box answers C-ECHO on slot B again"
 

@@ -334,6 +334,10 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .truncate(true)
         .mode(mode)
         .open(&tmp)?;
+    // The unit's UMask=0077 narrows `mode` at open; networkd and timesyncd, which
+    // run as their own users, must read their files.
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
@@ -564,6 +568,20 @@ ntp = ["ntp.example.org"]
         let network = fs::read_to_string(paths.network.join("10-uplink.network")).unwrap();
         assert!(network.contains("DHCP=yes"));
         assert!(!paths.timesyncd.join("uplink.conf").exists());
+    }
+
+    #[test]
+    fn network_files_stay_readable_by_networkd_under_the_units_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("10-uplink.network");
+        // SAFETY: umask only sets this process's file creation mask.
+        let old = unsafe { libc::umask(0o077) };
+        let written = write_atomically(&path, b"[Network]\nDHCP=yes\n", 0o644);
+        unsafe { libc::umask(old) };
+        written.unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
     }
 
     #[test]

@@ -46,6 +46,8 @@ mcopy -o -i "$work/uplink.img@@$offset" "$work/uplink.toml" ::uplink.toml
 # The Pi's SD card must be a power of two in size; a copy before the boot below.
 cp --sparse=always "$work/uplink.img" "$work/sd.img"
 truncate -s 4G "$work/sd.img"
+# A card larger than the image, as every real one is: the data partition grows to it.
+truncate -s 6G "$work/uplink.img"
 
 # Kept beside the image for a look afterwards.
 console="$dir/smoke-console.log"

@@ -28,6 +28,8 @@ console="$dir/update-console.log"
 server=""
 trap 'kill "$qemu" $server 2>/dev/null || true; rm -rf "$work"' EXIT
 version=$(cat "$dir/version")
+# The version as a pattern for await (it has dots and a plus).
+v=$(printf '%s' "$version" | sed 's/[.+]/\\&/g')
 cargo build --locked --release --example fixtures
 started=$(date +%s)
 
@@ -72,7 +74,8 @@ bundle broken "$version+broken"
 mkdir -p "$work/other-key"
 openssl req -x509 -newkey rsa:3072 -nodes -days 1 -subj "/CN=not the fleet" \
   -keyout "$work/other-key/key.pem" -out "$work/other-key/cert.pem" 2>/dev/null
-truncate -s 16M "$work/forged.ext4" && mkfs.ext4 -q "$work/forged.ext4"
+mkdir "$work/forged" && head -c 1M /dev/urandom >"$work/forged/noise"
+truncate -s 16M "$work/forged.ext4" && mkfs.ext4 -q -d "$work/forged" "$work/forged.ext4"
 UPLINK_SIGNING_DIR="$work/other-key" board/build-bundle.sh --root "$work/forged.ext4" \
   --version "$version+forged" "$work/forged.raucb"
 for name in good forged; do stick "$name"; done
@@ -83,6 +86,8 @@ server=$!
 echo "bundles and sticks ready after $(($(date +%s) - started)) s"
 
 cp --sparse=always "$dir/uplink.img" "$work/card.img"
+# A card larger than the image, as every real one is: the data partition grows to it.
+truncate -s 6G "$work/card.img"
 offset=$(partition_offset "$work/card.img" 1)
 cat >"$work/uplink.toml" <<TOML
 [listener]
@@ -107,24 +112,28 @@ await "health check passed on slot A" 600
 for i in 1 2 3; do
   target/release/examples/fixtures phi "$work/exam$i.dcm" UPDATE^TEST 51 "$i" >/dev/null
 done
-storescu -aec UPDATE_BOX 127.0.0.1 "$port" "$work"/exam*.dcm
+if ! storescu -v -aec UPDATE_BOX 127.0.0.1 "$port" "$work"/exam*.dcm >"$work/storescu.log" 2>&1; then
+  echo "storescu failed:" >&2
+  cat "$work/storescu.log" >&2
+  exit 1
+fi
 echo "  three exams stored"
 
 echo "2. a stick with $version+next"
 plug good
-await "installing update $version\+next into slot B" 120
+await "installing update $v\+next into slot B" 120
 await "uplink: booting slot B" 900
-await "health check passed: slot B \($version\+next\) marked good" 600
+await "health check passed: slot B \($v\+next\) marked good" 600
 unplug good
 
 echo "3. the update server offers $version+broken (its agent does not start)"
 mv "$work/broken.raucb" "$work/site/uplink-update.raucb"
-await "installing update $version\+broken into slot A" 300
+await "installing update $v\+broken into slot A" 300
 await "uplink: booting slot A" 900
-await "health check of update $version\+broken failed: the agent is not running" 600
+await "health check of update $v\+broken failed: the agent is not running" 600
 await "uplink: booting slot B" 300
-await "the update to $version\+broken was rolled back" 600
-await "update $version\+broken was rolled back before .*: not installing it again" 300
+await "the update to $v\+broken was rolled back" 600
+await "update $v\+broken was rolled back before .*: not installing it again" 300
 echoscu -to 10 -aec UPDATE_BOX 127.0.0.1 "$port"
 echo "  the box answers C-ECHO on slot B again"
 

@@ -229,6 +229,14 @@ fn power_cuts_of_the_box_lose_nothing_acknowledged() {
         .status()
         .unwrap();
     assert!(copied.success());
+    // A card larger than the image, as every real one is: the data partition (the
+    // spool) grows to it at the first boot.
+    std::fs::File::options()
+        .write(true)
+        .open(&card)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
     provision_card(&card, work.path(), proxy.port);
 
     let input = tempfile::tempdir().unwrap();

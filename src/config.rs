@@ -46,6 +46,9 @@ pub struct Config {
     /// Where the box fetches its update bundles, if anywhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateSource>,
+    /// Where the box posts its heartbeat, if anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatTarget>,
     /// Whether a destination was configured (else the box is not provisioned).
     #[serde(skip)]
     pub provisioned: bool,
@@ -61,49 +64,95 @@ pub struct UpdateSource {
     pub server: Destination,
 }
 
+/// `[heartbeat]`: where the box posts its status snapshot every `interval_secs`
+/// (and at once when its state changes), with a destination's other keys.
+#[derive(Debug, Clone)]
+pub struct HeartbeatTarget {
+    pub interval_secs: Bounded<30, 86_400>,
+    pub server: Destination,
+}
+
 const UPDATE_INTERVAL_SECS: u64 = 6 * 3600;
+const HEARTBEAT_INTERVAL_SECS: u64 = 300;
+
+/// Reads a section naming an HTTPS endpoint the box calls by itself: its
+/// `interval_secs`, and the rest as a destination named after the section.
+fn endpoint<'de, D: serde::Deserializer<'de>, const MIN: u64, const MAX: u64>(
+    d: D,
+    section: &str,
+    default_interval: u64,
+) -> Result<(Bounded<MIN, MAX>, Destination), D::Error> {
+    use serde::de::Error;
+    let mut table = toml::Table::deserialize(d)?;
+    let interval_secs = match table.remove("interval_secs") {
+        Some(value) => Bounded::deserialize(value)
+            .map_err(|e| D::Error::custom(format!("[{section}] interval_secs: {e}")))?,
+        None => Bounded(default_interval),
+    };
+    if table.contains_key("name") || table.contains_key("profile") {
+        return Err(D::Error::custom(format!(
+            "[{section}] takes url, interval_secs and a destination's auth, TLS and proxy keys, not name or profile"
+        )));
+    }
+    table.insert("name".into(), section.into());
+    let server = Destination::deserialize(table).map_err(D::Error::custom)?;
+    match &server.url {
+        DestinationUrl::Dicomweb(url) if url.starts_with("http://") && !server.insecure => {
+            Err(D::Error::custom(format!(
+                "[{section}] url {url} is not encrypted: use https://, or add insecure = true in a lab"
+            )))
+        }
+        DestinationUrl::Dicomweb(_) => Ok((interval_secs, server)),
+        DestinationUrl::Dir(_) => Err(D::Error::custom(format!(
+            "[{section}] url must be an https:// address"
+        ))),
+    }
+}
+
+/// Writes an endpoint section back: the destination's keys but its name and
+/// profile, and the interval.
+fn endpoint_table<S: serde::Serializer>(
+    s: S,
+    interval_secs: u64,
+    server: &Destination,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error;
+    let mut table = toml::Table::try_from(server).map_err(S::Error::custom)?;
+    table.remove("name");
+    table.remove("profile");
+    table.insert("interval_secs".into(), (interval_secs as i64).into());
+    table.serialize(s)
+}
 
 impl<'de> Deserialize<'de> for UpdateSource {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let mut table = toml::Table::deserialize(d)?;
-        let interval_secs = match table.remove("interval_secs") {
-            Some(value) => Bounded::deserialize(value)
-                .map_err(|e| D::Error::custom(format!("[update] interval_secs: {e}")))?,
-            None => Bounded(UPDATE_INTERVAL_SECS),
-        };
-        if table.contains_key("name") || table.contains_key("profile") {
-            return Err(D::Error::custom(
-                "[update] takes url, interval_secs and a destination's auth, TLS and proxy keys, not name or profile",
-            ));
-        }
-        table.insert("name".into(), "update".into());
-        let server = Destination::deserialize(table).map_err(D::Error::custom)?;
-        match &server.url {
-            DestinationUrl::Dicomweb(url) if url.starts_with("http://") && !server.insecure => {
-                Err(D::Error::custom(format!(
-                    "[update] url {url} is not encrypted: use https://, or add insecure = true in a lab (the bundle's signature is checked either way)"
-                )))
-            }
-            DestinationUrl::Dicomweb(_) => Ok(UpdateSource {
-                interval_secs,
-                server,
-            }),
-            DestinationUrl::Dir(_) => Err(D::Error::custom(
-                "[update] url must be an https:// address (a USB stick brings bundles by hand)",
-            )),
-        }
+        let (interval_secs, server) = endpoint(d, "update", UPDATE_INTERVAL_SECS)?;
+        Ok(UpdateSource {
+            interval_secs,
+            server,
+        })
     }
 }
 
 impl Serialize for UpdateSource {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error;
-        let mut table = toml::Table::try_from(&self.server).map_err(S::Error::custom)?;
-        table.remove("name");
-        table.remove("profile");
-        table.insert("interval_secs".into(), (self.interval_secs.0 as i64).into());
-        table.serialize(s)
+        endpoint_table(s, self.interval_secs.0, &self.server)
+    }
+}
+
+impl<'de> Deserialize<'de> for HeartbeatTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (interval_secs, server) = endpoint(d, "heartbeat", HEARTBEAT_INTERVAL_SECS)?;
+        Ok(HeartbeatTarget {
+            interval_secs,
+            server,
+        })
+    }
+}
+
+impl Serialize for HeartbeatTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        endpoint_table(s, self.interval_secs.0, &self.server)
     }
 }
 
@@ -1129,11 +1178,15 @@ impl Config {
         for destination in &mut self.destinations {
             destination.resolve().map_err(ConfigError)?;
         }
-        if let Some(update) = &mut self.update {
-            update
-                .server
-                .resolve()
-                .map_err(|e| ConfigError(e.replace("[[destination]] \"update\"", "[update]")))?;
+        let endpoints = [
+            self.update.as_mut().map(|u| &mut u.server),
+            self.heartbeat.as_mut().map(|h| &mut h.server),
+        ];
+        for server in endpoints.into_iter().flatten() {
+            let section = format!("[{}]", server.name);
+            server.resolve().map_err(|e| {
+                ConfigError(e.replace(&format!("[[destination]] \"{}\"", server.name), &section))
+            })?;
         }
         let s = &self.strict;
         if !["M", "F", "O"].contains(&s.patient_sex.as_str()) {

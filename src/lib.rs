@@ -10,6 +10,7 @@ pub mod backlog;
 pub mod config;
 pub mod control;
 pub mod device;
+pub mod heartbeat;
 pub mod logging;
 pub mod pipeline;
 pub mod queue;

@@ -14,6 +14,7 @@ use crate::config::{Config, Source};
 use crate::device::clock::Clock;
 use crate::device::leds::{self, LEDS, Lights};
 use crate::device::systemd as service;
+use crate::heartbeat::Heartbeat;
 use crate::queue::{Misrouted, Queue};
 use crate::receive::commitment::Commitments;
 use crate::receive::{Listener, association::Shared};
@@ -28,6 +29,9 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 const REPORT_STOP_GRACE: Duration = Duration::from_secs(3);
 /// The LED panel's clock: 8 ticks a second.
 const LED_TICK: Duration = Duration::from_millis(125);
+/// How often the heartbeat task looks whether one is due (a change goes out
+/// within this much).
+const HEARTBEAT_TICK: Duration = Duration::from_secs(2);
 
 /// Runs the agent. Errors are start-up failures, worded for the person starting it.
 pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> Result<(), String> {
@@ -255,8 +259,11 @@ impl Agent {
             service::stopping();
         });
         smol::future::zip(
-            smol::future::zip(listening, self.report_status(&stop_rx)),
-            smol::future::zip(self.watchdog(&stop_rx), self.light(&stop_rx, lights)),
+            smol::future::zip(
+                smol::future::zip(listening, self.report_status(&stop_rx)),
+                smol::future::zip(self.watchdog(&stop_rx), self.light(&stop_rx, lights)),
+            ),
+            self.beat(&stop_rx),
         )
         .await;
         rederive.await;
@@ -330,6 +337,41 @@ impl Agent {
                 last = Some(current);
             }
             pause(stop, STATUS_INTERVAL).await;
+        }
+    }
+
+    /// Sends the `[heartbeat]` when one is due (`heartbeat.rs`), off the executor.
+    async fn beat(&self, stop: &Stop) {
+        let Some(target) = &self.config.heartbeat else {
+            return;
+        };
+        let mut heartbeat = match Heartbeat::new(target, self.key.box_id()) {
+            Ok(heartbeat) => heartbeat,
+            Err(e) => {
+                log::error!("[heartbeat]: {e}; the box sends no heartbeat");
+                return;
+            }
+        };
+        log::info!(
+            "heartbeat to {} every {} s and at each change, as box {}",
+            target.server.url,
+            target.interval_secs.0,
+            self.key.box_id()
+        );
+        while !stop.is_closed() {
+            let snapshot = self.snapshot(true);
+            if let Some(reason) = heartbeat.due(&snapshot) {
+                let (sent, back) = smol::unblock(move || {
+                    let sent = heartbeat.send(&snapshot, reason);
+                    (sent, heartbeat)
+                })
+                .await;
+                heartbeat = back;
+                if let Err(e) = sent {
+                    log::warn!("heartbeat ({reason}) not delivered: {e}");
+                }
+            }
+            pause(stop, HEARTBEAT_TICK).await;
         }
     }
 

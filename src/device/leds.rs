@@ -60,8 +60,7 @@ pub fn panel(snapshot: &Snapshot, received_before: u64, provisioned: bool) -> Pa
     let uploading = destinations
         .iter()
         .any(|d| !d.activity.uploading.is_empty());
-    let all_ready = destinations.iter().all(|d| d.activity.state == "ready");
-    let cloud = if !all_ready {
+    let cloud = if !snapshot.all_ready() {
         Pattern::Off
     } else if uploading && snapshot.queue_depth() >= BACKLOG {
         Pattern::FastBlink
@@ -75,22 +74,7 @@ pub fn panel(snapshot: &Snapshot, received_before: u64, provisioned: bool) -> Pa
     } else {
         Pattern::Off
     };
-    let needs_a_person = destinations.iter().any(|d| {
-        d.queue.quarantined > 0
-            || !d.activity.not_deliverable.is_empty()
-            || d.activity.state == "authentication refused"
-            || d.activity.state == "misconfigured"
-    }) || snapshot
-        .counters
-        .last_error
-        .as_ref()
-        .is_some_and(|e| e.message.contains("A700H"))
-        || snapshot.clock.is_wrong()
-        || snapshot.provisioning.is_some()
-        || snapshot.update.needs_a_person()
-        || snapshot.damaged.files > 0
-        || !snapshot.orphaned.is_empty();
-    let attention = if needs_a_person {
+    let attention = if snapshot.needs_a_person() {
         Pattern::On
     } else if !provisioned {
         Pattern::FastBlink

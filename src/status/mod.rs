@@ -132,6 +132,35 @@ impl Snapshot {
         serde_json::from_slice(&text).map_err(|e| format!("{} is damaged: {e}", path.display()))
     }
 
+    /// Whether a person must act (the attention LED): credentials refused, a
+    /// destination misconfigured, instances quarantined or not deliverable, storage
+    /// full, the clock wrong, the card's configuration refused, an update rolled back
+    /// or refused, spool files set aside, a backlog without its destination.
+    pub fn needs_a_person(&self) -> bool {
+        self.destinations.iter().any(|d| {
+            d.queue.quarantined > 0
+                || !d.activity.not_deliverable.is_empty()
+                || d.activity.state == "authentication refused"
+                || d.activity.state == "misconfigured"
+        }) || self
+            .counters
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("A700H"))
+            || self.clock.is_wrong()
+            || self.provisioning.is_some()
+            || self.update.needs_a_person()
+            || self.damaged.files > 0
+            || !self.orphaned.is_empty()
+    }
+
+    /// Whether every destination is reachable (else the cloud LED is off).
+    pub fn all_ready(&self) -> bool {
+        self.destinations
+            .iter()
+            .all(|d| d.activity.state == "ready")
+    }
+
     /// Whether the agent that wrote this snapshot is still alive.
     pub fn agent_alive(&self) -> bool {
         // SAFETY: kill with signal 0 only checks that the process exists.

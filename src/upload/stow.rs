@@ -186,6 +186,28 @@ impl Client {
         }
     }
 
+    /// POSTs `json` to the URL itself (the `[heartbeat]`); any answer but 2xx is
+    /// an error.
+    pub fn post_json(&self, json: Vec<u8>) -> Result<(), String> {
+        let mut request = self
+            .agent
+            .post(&self.base)
+            .header("Content-Type", "application/json");
+        if let Some(auth) = self.authorization().map_err(Failure::into_message)? {
+            request = request.header("Authorization", auth);
+        }
+        let response = request
+            .send(json)
+            .map_err(|e| self.failure(&e).into_message())?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            status => Err(format!(
+                "the heartbeat URL answered HTTP {status} {}",
+                response.status().canonical_reason().unwrap_or("")
+            )),
+        }
+    }
+
     /// What a request that did not get an answer means: a proxy that refused the
     /// credentials is an authentication failure; an untrusted certificate is
     /// explained by its issuer; the rest is the destination being unavailable.

@@ -152,7 +152,7 @@ version, record, status = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.a
 assert record["running"] == {"slot": "B", "image": version + "+next"}, record
 assert record["pending"] is None, record
 assert record["last"]["result"] == "refused", record
-pending = status["destinations"][0]["queue"]["pending"]
+pending = status["destinations"][0]["pending"]
 assert pending == 3, f"the queue holds {pending} exams, not the 3 sent before the updates"
 print(f"card: slot B runs {version}+next, last update refused, 3 exams still queued")
 PY

@@ -27,8 +27,9 @@ boot_efi() {
 }
 
 # The console as text: systemd colours unit names, the firmware draws with escapes.
+# Empty until qemu has made the file.
 console_text() {
-  sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\r//g' "$console"
+  sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\r//g' "$console" 2>/dev/null
 }
 
 # Waits for PATTERN in what the console printed since the last await matched.

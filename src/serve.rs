@@ -67,6 +67,7 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
         commitments: Arc::new(commitments),
         key,
         provisioning,
+        update: std::sync::Mutex::new(crate::device::update::info(&data_dir)),
         data_dir,
         config,
     };
@@ -174,6 +175,9 @@ struct Agent {
     started: String,
     /// Why the card's configuration was refused, if it was.
     provisioning: Option<String>,
+    /// The system and its last update, as `update.json` said at the last status
+    /// tick (root writes it at boot and install; the LED tick must not read it).
+    update: std::sync::Mutex<crate::status::UpdateInfo>,
 }
 
 impl Agent {
@@ -305,6 +309,7 @@ impl Agent {
             running,
         );
         snapshot.provisioning = self.provisioning.clone();
+        snapshot.update = self.update.lock().expect("update info lock").clone();
         snapshot.commitments = self.commitments.stats();
         snapshot
     }
@@ -315,6 +320,8 @@ impl Agent {
         let mut last = None;
         while !stop.is_closed() {
             crate::control::serve_request(&self.data_dir, &self.queue);
+            *self.update.lock().expect("update info lock") =
+                crate::device::update::info(&self.data_dir);
             let current = self.snapshot(true);
             if last.as_ref().is_none_or(|l: &Snapshot| {
                 l.counters != current.counters
@@ -473,6 +480,6 @@ fn snapshot(
         damaged: queue.damaged().into(),
         orphaned: queue.orphaned().clone(),
         commitments: Default::default(),
-        update: crate::device::update::info(&config.storage.data_dir),
+        update: Default::default(),
     }
 }

@@ -1,4 +1,4 @@
-//! The agent's side of `[update] url`: at start and then every `interval_secs`
+//! The agent's side of `[update] url`: a minute after start, then every `interval_secs`
 //! it asks the update server for the bundle, with the entity tag of the last one
 //! it fetched, so an unchanged bundle costs one small request. A new one is
 //! streamed to the data dir (never held in memory), flushed and renamed into

@@ -122,12 +122,18 @@ impl Record {
     }
 }
 
-/// The image version of the running system, if it is a box image.
+/// The image version of the running system, if it is a box image (read once:
+/// another image means another boot).
 pub fn running_image() -> Option<String> {
-    let text = fs::read_to_string(IMAGE_FILE).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VERSION="))
-        .map(str::to_owned)
+    static IMAGE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let text = fs::read_to_string(IMAGE_FILE).ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix("VERSION="))
+                .map(str::to_owned)
+        })
+        .clone()
 }
 
 /// What `status` shows of the box's system.

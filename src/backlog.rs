@@ -10,9 +10,10 @@
 //! technician drop it or give it to another destination.
 
 use crate::anonymize::{Anonymizer, Discard};
+use crate::audit::{Line, Step};
 use crate::config::{Config, Profile};
 use crate::pipeline::{Failure, Part10, ProfileCopy};
-use crate::queue::{Misrouted, Queue, QueueError};
+use crate::queue::{Completed, Misrouted, Queue, QueueError};
 use crate::status::counters::{Board, Event, Withheld};
 
 /// `uplink backlog`: lists the backlog of destinations no longer configured, drops
@@ -89,8 +90,8 @@ pub fn command(
 /// What became of one misrouted instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rederived {
-    /// Queued again, as the destination's profile makes it.
-    Queued,
+    /// Queued again, as the destination's profile makes it, with this queue id.
+    Queued(u64),
     /// The new profile discards such instances.
     Discarded(Discard),
     /// No copy the destination may have can be made: it is not sent.
@@ -109,23 +110,11 @@ pub fn rederive_all(queue: &Queue, anonymizer: &Anonymizer, board: &Board, items
     );
     for item in &items {
         let withheld = match rederive(queue, anonymizer, item) {
-            Ok(Rederived::Queued) => {
-                log::info!(
-                    "queue entry {}: re-derived as {} for {}",
-                    item.entry.id,
-                    item.now,
-                    item.destination
-                );
-                continue;
-            }
-            Ok(Rederived::Discarded(discard)) => Withheld::Discarded(discard),
-            Ok(Rederived::NotDeliverable(reason)) => {
-                log::warn!(
-                    "queue entry {}: not sent to {}: {reason}",
-                    item.entry.id,
-                    item.destination
-                );
-                Withheld::NotDeliverable(reason)
+            Ok((outcome, completed)) => {
+                if completed == Completed::Deleted {
+                    board.audit(Line::deleted(&item.entry));
+                }
+                outcome
             }
             Err(e) => {
                 log::error!(
@@ -136,6 +125,39 @@ pub fn rederive_all(queue: &Queue, anonymizer: &Anonymizer, board: &Board, items
                 continue;
             }
         };
+        let withheld = match withheld {
+            Rederived::Queued(id) => {
+                log::info!(
+                    "queue entry {}: re-derived as {} for {}",
+                    item.entry.id,
+                    item.now,
+                    item.destination
+                );
+                board.audit(
+                    Line::of_copy(Step::Stored, &item.entry)
+                        .with("rederived_as", id)
+                        .with("profile", item.now)
+                        .with("destination", &item.destination),
+                );
+                continue;
+            }
+            Rederived::Discarded(discard) => Withheld::Discarded(discard),
+            Rederived::NotDeliverable(reason) => {
+                log::warn!(
+                    "queue entry {}: not sent to {}: {reason}",
+                    item.entry.id,
+                    item.destination
+                );
+                Withheld::NotDeliverable(reason)
+            }
+        };
+        let (step, reason) = withheld.audit();
+        board.audit(
+            Line::of_copy(step, &item.entry)
+                .with("profile", item.now)
+                .with("destination", &item.destination)
+                .with("reason", reason),
+        );
         board.record(Event::Withheld {
             destination: item.destination.clone(),
             withheld,
@@ -144,12 +166,12 @@ pub fn rederive_all(queue: &Queue, anonymizer: &Anonymizer, board: &Board, items
 }
 
 /// Deals with one misrouted instance: re-derives it for its destination or takes
-/// the destination off it, and says which.
+/// the destination off it, and says which (and whether the old copy went).
 pub fn rederive(
     queue: &Queue,
     anonymizer: &Anonymizer,
     item: &Misrouted,
-) -> Result<Rederived, QueueError> {
+) -> Result<(Rederived, Completed), QueueError> {
     let outcome = if item.queued_as == Profile::Identified {
         match requeue(queue, anonymizer, item) {
             Ok(outcome) => outcome,
@@ -161,8 +183,8 @@ pub fn rederive(
             item.queued_as, item.now
         ))
     };
-    queue.release(item.entry.id, &item.destination)?;
-    Ok(outcome)
+    let completed = queue.release(item.entry.id, &item.destination)?;
+    Ok((outcome, completed))
 }
 
 /// Streams the spooled original through the destination's profile into a new
@@ -187,10 +209,11 @@ fn requeue(queue: &Queue, anonymizer: &Anonymizer, item: &Misrouted) -> Result<R
         .and_then(crate::queue::ledger::from_hex);
     match copies.pop().map(|(_, copy)| copy) {
         Some(ProfileCopy::Made(part)) => {
+            let id = part.id;
             queue
                 .commit_for(vec![part], &sop_class_uid, Some(&item.destination), origin)
                 .map_err(|e| format!("cannot queue: {e}"))?;
-            Ok(Rederived::Queued)
+            Ok(Rederived::Queued(id))
         }
         Some(ProfileCopy::Discarded(discard)) => {
             // Its profile never sends this class: nothing left to confirm.

@@ -6,6 +6,7 @@
 //! the side.
 
 pub mod anonymize;
+pub mod audit;
 pub mod backlog;
 pub mod config;
 pub mod control;

@@ -1,7 +1,7 @@
 //! `uplink`, the command: parses the command line and hands over to the library.
 
 use uplink::device::{health, leds, provision, update};
-use uplink::{backlog, config, control, logging, pipeline, serve, status};
+use uplink::{audit, backlog, config, control, logging, pipeline, serve, status};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +49,16 @@ enum Command {
         /// Print the raw status as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the audit trail: each instance's steps (received, stored, delivered,
+    /// refused, discarded, deleted), without patient data.
+    Audit {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Only lines from this time on (UTC: 2026-12-01, "2026-12-01 14:00") or
+        /// this long ago (2h, 3days)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
     },
     /// Anonymize DICOM files and folders offline, with this box's device key.
     Anonymize {
@@ -151,6 +161,7 @@ fn main() -> ExitCode {
         Command::Serve { config, .. }
         | Command::CheckConfig { config }
         | Command::Status { config, .. }
+        | Command::Audit { config, .. }
         | Command::RetryQuarantine { config, .. }
         | Command::Backlog { config, .. }
         | Command::Anonymize { config, .. } => config.clone(),
@@ -185,6 +196,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Status { json, .. } => status(&config, json),
+        Command::Audit { since, .. } => audit(&config, since.as_deref()),
         Command::Backlog { drop, reassign, .. } => said(backlog::command(
             &config,
             drop.as_deref(),
@@ -238,6 +250,36 @@ fn status(config: &Config, json: bool) -> ExitCode {
         Err(e) => {
             eprintln!("uplink: {e}");
             ExitCode::from(EXIT_NOT_RUNNING)
+        }
+    }
+}
+
+/// `uplink audit`: the trail's lines to stdout.
+fn audit(config: &Config, since: Option<&str>) -> ExitCode {
+    let data_dir = &config.storage.data_dir;
+    let since = match since.map(|s| audit::parse_since(s, std::time::SystemTime::now())) {
+        Some(Err(e)) => {
+            eprintln!("uplink: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
+    if audit::files(data_dir).is_empty() {
+        eprintln!(
+            "uplink: no audit trail in {}: the agent has not run with this data dir",
+            data_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut out = std::io::stdout().lock();
+    match audit::copy_since(data_dir, since, &mut out) {
+        Ok(_) => ExitCode::SUCCESS,
+        // A closed pipe (`uplink audit | head`) is the reader's choice.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("uplink: cannot read the audit trail: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::receive::commitment::Commitments;
 use crate::receive::{Listener, association::Shared};
 use crate::shutdown::{Stop, pause};
 use crate::status::counters::{Board, now_rfc3339};
-use crate::status::{DestinationInfo, ListenerInfo, Snapshot};
+use crate::status::{DestinationInfo, ListenerInfo, Snapshot, StorageInfo};
 use crate::upload;
 
 /// How often the status file is refreshed.
@@ -60,8 +60,10 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
     let queue = Arc::new(queue);
     let commitments = Commitments::open(queue.clone(), key.clone(), &config)
         .map_err(|e| format!("cannot open the storage commitment requests: {e}"))?;
+    let trail = crate::audit::Trail::open(&data_dir)
+        .map_err(|e| format!("cannot open the audit trail in {}: {e}", data_dir.display()))?;
     let agent = Agent {
-        board: Arc::new(Board::default()),
+        board: Arc::new(Board::with_trail(trail)),
         started: now_rfc3339(),
         queue,
         commitments: Arc::new(commitments),
@@ -293,6 +295,7 @@ impl Agent {
         self.queue
             .flush()
             .map_err(|e| format!("cannot flush the queue: {e}"))?;
+        self.board.sync_trail();
         if let Err(e) = self.snapshot(false).write(&self.data_dir) {
             log::warn!("cannot write status file: {e}");
         }
@@ -320,6 +323,7 @@ impl Agent {
         let mut last = None;
         while !stop.is_closed() {
             crate::control::serve_request(&self.data_dir, &self.queue);
+            self.board.sync_trail();
             *self.update.lock().expect("update info lock") =
                 crate::device::update::info(&self.data_dir);
             let current = self.snapshot(true);
@@ -481,5 +485,15 @@ fn snapshot(
         orphaned: queue.orphaned().clone(),
         commitments: Default::default(),
         update: Default::default(),
+        storage: storage(config),
+    }
+}
+
+fn storage(config: &Config) -> StorageInfo {
+    let space = crate::queue::spool::space(&config.storage.data_dir).ok();
+    StorageInfo {
+        free_bytes: space.map(|(free, _)| free),
+        total_bytes: space.map(|(_, total)| total),
+        floor_bytes: config.storage.min_free_mib * 1024 * 1024,
     }
 }

@@ -45,6 +45,59 @@ pub enum Pattern {
     Flash,
 }
 
+impl Led {
+    pub fn name(self) -> &'static str {
+        match self {
+            Led::Power => "power",
+            Led::Cloud => "cloud",
+            Led::Activity => "activity",
+            Led::Attention => "attention",
+        }
+    }
+
+    /// What each of its patterns means, for people reading the panel (the page,
+    /// the README's table).
+    pub fn legend(self) -> &'static [(Pattern, &'static str)] {
+        match self {
+            Led::Power => &[(
+                Pattern::SlowBlink,
+                "the agent is alive (lit or dark without blinking: it hangs)",
+            )],
+            Led::Cloud => &[
+                (Pattern::On, "every destination is reachable"),
+                (Pattern::Blink, "uploading"),
+                (Pattern::FastBlink, "uploading a backlog of 100 or more"),
+                (
+                    Pattern::Off,
+                    "a destination is offline: exams wait on the card",
+                ),
+            ],
+            Led::Activity => &[(Pattern::Flash, "an exam's image was received")],
+            Led::Attention => &[
+                (Pattern::On, "a person is needed: the page says why"),
+                (
+                    Pattern::FastBlink,
+                    "not provisioned: no destination in uplink.toml",
+                ),
+                (Pattern::Off, "all well"),
+            ],
+        }
+    }
+}
+
+impl Pattern {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pattern::Off => "off",
+            Pattern::On => "on",
+            Pattern::SlowBlink => "slow blink",
+            Pattern::Blink => "blink",
+            Pattern::FastBlink => "fast blink",
+            Pattern::Flash => "flash",
+        }
+    }
+}
+
 /// Backlog from which the cloud LED blinks fast.
 const BACKLOG: u64 = 100;
 
@@ -285,6 +338,7 @@ mod tests {
             orphaned: Default::default(),
             update: Default::default(),
             commitments: Default::default(),
+            storage: Default::default(),
         }
     }
 

@@ -111,6 +111,15 @@ impl Record {
     }
 }
 
+/// What confirming a copy for one destination left on the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completed {
+    /// Other destinations still wait for it.
+    Waiting,
+    /// It was the last: its spool file is gone.
+    Deleted,
+}
+
 /// The next instance for a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -528,9 +537,9 @@ impl Queue {
 
     /// Records that destination `index` has the instance; removes the spool file
     /// once every destination has it.
-    pub fn complete(&self, index: usize, id: u64) -> Result<(), QueueError> {
+    pub fn complete(&self, index: usize, id: u64) -> Result<Completed, QueueError> {
         let d = &self.destinations[index];
-        let (size, origin) = self.take_off(id, &d.name)?;
+        let (size, origin, completed) = self.take_off(id, &d.name)?;
         d.pending.remove(pending_key(Lane::of(size), id))?;
         if let Some(key) = origin {
             self.confirmed(&key, &d.name)?;
@@ -539,13 +548,17 @@ impl Queue {
         let mut stats = d.stats.lock().expect("stats lock");
         stats.pending = stats.pending.saturating_sub(1);
         stats.pending_bytes = stats.pending_bytes.saturating_sub(size);
-        Ok(())
+        Ok(completed)
     }
 
     /// Takes destination `name` off the record of `id`, and removes the spool file
     /// and record once no destination waits for it. Returns the instance's size
-    /// and ledger key.
-    fn take_off(&self, id: u64, name: &str) -> Result<(u64, Option<LedgerKey>), QueueError> {
+    /// and ledger key, and whether the file went.
+    fn take_off(
+        &self,
+        id: u64,
+        name: &str,
+    ) -> Result<(u64, Option<LedgerKey>, Completed), QueueError> {
         let key = id.to_be_bytes();
         let mut size = 0;
         let mut origin = None;
@@ -562,9 +575,10 @@ impl Queue {
                 // which start-up drops, never a file that would be delivered again.
                 spool::remove_durable(&self.spool.path(record.profile, &record.file(id)))?;
                 self.items.remove(key)?;
+                return Ok((size, origin, Completed::Deleted));
             }
         }
-        Ok((size, origin))
+        Ok((size, origin, Completed::Waiting))
     }
 
     /// Records in the ledger that destination `name` has (or will never be sent)
@@ -597,13 +611,13 @@ impl Queue {
     /// Takes destination `name` off the instance `id` without delivering it (its
     /// backlog was dropped or re-derived); removes the spool file once no
     /// destination waits for it.
-    pub fn release(&self, id: u64, name: &str) -> Result<(), QueueError> {
-        self.take_off(id, name)?;
+    pub fn release(&self, id: u64, name: &str) -> Result<Completed, QueueError> {
+        let (.., completed) = self.take_off(id, name)?;
         for d in self.destinations.iter().filter(|d| d.name == name) {
             d.quarantine.remove(id.to_be_bytes())?;
         }
         self.db.flush()?;
-        Ok(())
+        Ok(completed)
     }
 
     /// Gives destination `from`'s backlog to destination `to` (a rename in the

@@ -445,6 +445,11 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
 
 /// Bytes available to us on the filesystem holding `path`.
 pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    space(path).map(|(available, _)| available)
+}
+
+/// Bytes available to us, and the size, of the filesystem holding `path`.
+pub fn space(path: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
@@ -453,7 +458,8 @@ pub fn available_bytes(path: &Path) -> io::Result<u64> {
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+    let block = stat.f_frsize as u64;
+    Ok((stat.f_bavail as u64 * block, stat.f_blocks as u64 * block))
 }
 
 #[cfg(test)]

@@ -21,10 +21,11 @@ use super::pdu::{DataSetReader, Fault, Next, PduStream};
 use super::store;
 use super::tls::{self, Wire};
 use crate::anonymize::{Anonymizer, DeviceKey};
+use crate::audit::{Line, Step};
 use crate::config::{Listener, Profile};
 use crate::queue::Queue;
 use crate::standard::STORAGE_COMMITMENT_PUSH;
-use crate::status::counters::{Board, Event};
+use crate::status::counters::{Board, Event, Withheld};
 
 /// What every association shares.
 pub struct Shared {
@@ -162,7 +163,7 @@ fn converse<W: Wire>(
         let (status, reason) = match command.field {
             dimse::C_ECHO_RQ => (Status::SUCCESS, None),
             dimse::C_STORE_RQ if command.has_data_set => {
-                store(pdus, &command, context, accepted, shared)?
+                store(pdus, &command, context, accepted, shared, peer)?
             }
             dimse::C_STORE_RQ => (
                 Status::CANNOT_UNDERSTAND,
@@ -204,13 +205,14 @@ fn converse<W: Wire>(
     }
 }
 
-/// One C-STORE, with what it leaves on the status board.
+/// One C-STORE, with what it leaves on the status board and in the audit trail.
 fn store<S: Read + Write>(
     pdus: &mut PduStream<S>,
     command: &Command,
     context: &Context,
     accepted: &Accepted,
     shared: &Shared,
+    peer: SocketAddr,
 ) -> Result<(Status, Option<String>), Fault> {
     let mut data = DataSetReader::new(pdus, context.id);
     let outcome = store::receive(
@@ -222,8 +224,13 @@ fn store<S: Read + Write>(
         &shared.anonymizer,
         &shared.key,
     )?;
+    let received = data.payload_bytes();
+    audit_received(&outcome, command, accepted, shared, peer, received);
     for (profile, withheld) in &outcome.withheld {
         for destination in shared.queue.destinations_of(*profile) {
+            shared
+                .board
+                .audit(withheld_line(&outcome, *profile, &destination, withheld));
             shared.board.record(Event::Withheld {
                 destination,
                 withheld: withheld.clone(),
@@ -248,6 +255,67 @@ fn store<S: Read + Write>(
         }
     }
     Ok((outcome.status, outcome.reason))
+}
+
+/// The trail's lines for a C-STORE: received, then stored per copy or refused.
+fn audit_received(
+    outcome: &store::Outcome,
+    command: &Command,
+    accepted: &Accepted,
+    shared: &Shared,
+    peer: SocketAddr,
+    bytes: u64,
+) {
+    let instance = |line: Line| match &outcome.origin {
+        Some(key) => line.instance(key),
+        None => line,
+    };
+    shared.board.audit(
+        instance(Line::new(Step::Received))
+            .with(
+                "from",
+                format!("{}@{}", accepted.calling_ae_title, peer.ip()),
+            )
+            .with(
+                "sop_class",
+                command.affected_sop_class_uid.as_deref().unwrap_or("-"),
+            )
+            .with("bytes", bytes),
+    );
+    if let Some(reason) = &outcome.reason {
+        shared.board.audit(
+            instance(Line::new(Step::Refused))
+                .with("status", outcome.status)
+                .with("reason", reason),
+        );
+    }
+    for copy in &outcome.copies {
+        let mut line = instance(Line::new(Step::Stored))
+            .with("queue", copy.id)
+            .with("profile", copy.profile);
+        if let Some(uid) = &copy.anonymized_uid {
+            line = line.with("uid", uid);
+        }
+        shared.board.audit(line);
+    }
+}
+
+/// The trail's line for a destination that gets no copy of a stored instance.
+fn withheld_line(
+    outcome: &store::Outcome,
+    profile: Profile,
+    destination: &str,
+    withheld: &Withheld,
+) -> Line {
+    let (step, reason) = withheld.audit();
+    let line = Line::new(step);
+    let line = match &outcome.origin {
+        Some(key) => line.instance(key),
+        None => line,
+    };
+    line.with("profile", profile)
+        .with("destination", destination)
+        .with("reason", reason)
 }
 
 /// Sends an A-ABORT if the fault calls for one, then closes the connection.

@@ -35,6 +35,19 @@ pub struct Outcome {
     pub withheld: Vec<(Profile, Withheld)>,
     /// A copy was cleaned around an image area inferred from the pixels.
     pub area_inferred: bool,
+    /// The instance's keyed digest, once its data set was read.
+    pub origin: Option<LedgerKey>,
+    /// The copies queued, for the audit trail.
+    pub copies: Vec<Copy>,
+}
+
+/// A copy the queue holds: its profile and queue id, and its SOP Instance UID
+/// where the profile replaced it (strict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copy {
+    pub profile: Profile,
+    pub id: u64,
+    pub anonymized_uid: Option<String>,
 }
 
 impl Outcome {
@@ -45,6 +58,8 @@ impl Outcome {
             bytes: 0,
             withheld: Vec::new(),
             area_inferred: false,
+            origin: None,
+            copies: Vec::new(),
         }
     }
 }
@@ -102,6 +117,7 @@ pub fn receive<S: Read + Write>(
     let origin = key.ledger_key(sop_instance_uid);
     let mut outcome = commit(queue, copies, sop_class_uid, origin, data.payload_bytes());
     outcome.area_inferred = summary.area_inferred && outcome.reason.is_none();
+    outcome.origin = Some(origin);
     Ok(outcome)
 }
 
@@ -225,6 +241,15 @@ fn commit(
             format!("not stored: it cannot be anonymized ({reason})"),
         );
     }
+    let copies = kept
+        .iter()
+        .map(|part| Copy {
+            profile: part.profile,
+            id: part.id,
+            anonymized_uid: (part.profile == Profile::Strict)
+                .then(|| part.sop_instance_uid.clone()),
+        })
+        .collect();
     match queue.commit(kept, sop_class_uid, Some(origin)) {
         Ok(()) => Outcome {
             status: Status::SUCCESS,
@@ -232,6 +257,8 @@ fn commit(
             bytes,
             withheld,
             area_inferred: false,
+            origin: None,
+            copies,
         },
         Err(crate::queue::QueueError::Io(e)) => {
             Outcome::refuse(Status::OUT_OF_RESOURCES, storage_reason(&e))

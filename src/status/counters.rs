@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::anonymize::Discard;
+use crate::audit::{Line, Step, Trail};
 use crate::device::clock::Clock;
 
 /// Something worth reporting.
@@ -96,6 +97,16 @@ pub enum Withheld {
     NotDeliverable(String),
 }
 
+impl Withheld {
+    /// The audit trail's step for it, and why.
+    pub fn audit(&self) -> (Step, String) {
+        match self {
+            Withheld::Discarded(discard) => (Step::Discarded, discard.as_str().to_owned()),
+            Withheld::NotDeliverable(reason) => (Step::NotDeliverable, reason.clone()),
+        }
+    }
+}
+
 /// A timestamped message, for "last error" lines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamped {
@@ -161,14 +172,38 @@ pub struct Counters {
     pub destinations: std::collections::BTreeMap<String, DestinationCounters>,
 }
 
-/// Folds events into counters. Shared by every thread that reports.
+/// Folds events into counters, and writes the audit trail. Shared by every thread
+/// that reports.
 #[derive(Default)]
 pub struct Board {
     counters: Mutex<Counters>,
     /// Byte counters of the requests under way, by destination and lane.
     sent: Mutex<HashMap<(String, &'static str), Arc<AtomicU64>>>,
+    trail: Option<Trail>,
 }
 impl Board {
+    /// A board that also keeps the audit trail.
+    pub fn with_trail(trail: Trail) -> Board {
+        Board {
+            trail: Some(trail),
+            ..Board::default()
+        }
+    }
+
+    /// A step of one instance's life, for the audit trail.
+    pub fn audit(&self, line: Line) {
+        if let Some(trail) = &self.trail {
+            trail.record(line);
+        }
+    }
+
+    /// Makes the audit trail written so far durable.
+    pub fn sync_trail(&self) {
+        if let Some(trail) = &self.trail {
+            trail.sync();
+        }
+    }
+
     pub fn record(&self, event: Event) {
         let mut c = self.counters.lock().expect("board lock");
         match event {

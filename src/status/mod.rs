@@ -6,6 +6,7 @@
 //! time it was last true — when the agent is not running. No patient data is in it.
 
 pub mod counters;
+pub mod page;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,44 @@ pub struct Snapshot {
     /// The box's system and its last update.
     #[serde(default)]
     pub update: UpdateInfo,
+    /// The card's room for exams.
+    #[serde(default)]
+    pub storage: StorageInfo,
+}
+
+/// The data dir's file system: what is free, of how much, and the floor below
+/// which C-STOREs are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageInfo {
+    pub free_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+    pub floor_bytes: u64,
+}
+
+impl StorageInfo {
+    /// Below the floor: new exams are refused.
+    pub fn is_full(&self) -> bool {
+        self.free_bytes.is_some_and(|free| free < self.floor_bytes)
+    }
+
+    pub fn describe(&self) -> String {
+        match (self.free_bytes, self.total_bytes) {
+            (Some(free), Some(total)) => format!(
+                "{} free of {}{}",
+                human_bytes(free),
+                human_bytes(total),
+                if self.is_full() {
+                    format!(
+                        ", below its floor of {}: new exams are refused",
+                        human_bytes(self.floor_bytes)
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+            _ => "unknown".into(),
+        }
+    }
 }
 
 /// The image version and root slot the box runs, the update waiting for its first
@@ -132,26 +171,76 @@ impl Snapshot {
         serde_json::from_slice(&text).map_err(|e| format!("{} is damaged: {e}", path.display()))
     }
 
-    /// Whether a person must act (the attention LED): credentials refused, a
-    /// destination misconfigured, instances quarantined or not deliverable, storage
-    /// full, the clock wrong, the card's configuration refused, an update rolled back
-    /// or refused, spool files set aside, a backlog without its destination.
+    /// Whether a person must act (the attention LED).
     pub fn needs_a_person(&self) -> bool {
-        self.destinations.iter().any(|d| {
-            d.queue.quarantined > 0
-                || !d.activity.not_deliverable.is_empty()
-                || d.activity.state == "authentication refused"
-                || d.activity.state == "misconfigured"
-        }) || self
+        !self.attention().is_empty()
+    }
+
+    /// What a person must act on, one sentence each: credentials refused, a
+    /// destination misconfigured, instances quarantined or not deliverable, storage
+    /// full, the clock wrong, the card's configuration refused, an update rolled
+    /// back or refused, spool files set aside, a backlog without its destination.
+    pub fn attention(&self) -> Vec<String> {
+        let mut said = Vec::new();
+        for d in &self.destinations {
+            match d.activity.state.as_str() {
+                "authentication refused" => said.push(format!(
+                    "destination {} refuses the box's credentials: check them in uplink.toml",
+                    d.name
+                )),
+                "misconfigured" => said.push(format!(
+                    "destination {} cannot work as configured: {}",
+                    d.name,
+                    d.activity
+                        .last_error
+                        .as_ref()
+                        .map_or("see the log", |e| e.message.as_str())
+                )),
+                _ => {}
+            }
+            if d.queue.quarantined > 0 {
+                said.push(format!(
+                    "{} instance(s) refused by destination {} are in quarantine: `uplink retry-quarantine` once it is fixed",
+                    d.queue.quarantined, d.name
+                ));
+            }
+            let not_deliverable: u64 = d.activity.not_deliverable.values().sum();
+            if not_deliverable > 0 {
+                said.push(format!(
+                    "{not_deliverable} instance(s) cannot be delivered to {} (profile {})",
+                    d.name, d.profile
+                ));
+            }
+        }
+        let full = self
             .counters
             .last_error
             .as_ref()
-            .is_some_and(|e| e.message.contains("A700H"))
-            || self.clock.is_wrong()
-            || self.provisioning.is_some()
-            || self.update.needs_a_person()
-            || self.damaged.files > 0
-            || !self.orphaned.is_empty()
+            .is_some_and(|e| e.message.contains("A700H"));
+        if full || self.storage.is_full() {
+            said.push(format!("storage: {}", self.storage.describe()));
+        }
+        if self.clock.is_wrong() {
+            said.push(format!("clock {}", self.clock.describe()));
+        }
+        if let Some(reason) = &self.provisioning {
+            said.push(reason.clone());
+        }
+        if let Some(last) = self.update.last.as_ref().filter(|l| l.needs_a_person()) {
+            said.push(last.describe());
+        }
+        if self.damaged.files > 0 {
+            said.push(format!(
+                "{} spool file(s) could not be read back and were set aside",
+                self.damaged.files
+            ));
+        }
+        for (name, count) in &self.orphaned {
+            said.push(format!(
+                "{count} instance(s) wait for destination \"{name}\", no longer configured"
+            ));
+        }
+        said
     }
 
     /// Whether every destination is reachable (else the cloud LED is off).
@@ -218,6 +307,7 @@ impl Snapshot {
             );
         }
         out += &format!("clock:     {}\n", self.clock.describe());
+        out += &format!("storage:   {}\n", self.storage.describe());
         if let Some(image) = &self.update.image {
             let slot = self.update.slot.as_deref().unwrap_or("?");
             out += &format!("system:    image {image}, root slot {slot}\n");
@@ -309,13 +399,13 @@ impl Snapshot {
 }
 
 /// An age in seconds as `uplink status` shows it ("1m 30s"), "-" for none.
-fn age(secs: Option<u64>) -> String {
+pub(crate) fn age(secs: Option<u64>) -> String {
     secs.map_or("-".into(), |s| {
         humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
     })
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -331,10 +421,11 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn snapshot() -> Snapshot {
+    /// A snapshot with something of everything, most of it needing a person.
+    pub(crate) fn snapshot() -> Snapshot {
         Snapshot {
             version: "0.1.0".into(),
             pid: std::process::id(),
@@ -396,7 +487,44 @@ mod tests {
                     reason: Some("the agent is not running (uplink.service is activating)".into()),
                 }),
             },
+            storage: StorageInfo {
+                free_bytes: Some(50 << 20),
+                total_bytes: Some(8 << 30),
+                floor_bytes: 100 << 20,
+            },
         }
+    }
+
+    /// Takes away from `s` everything that needs a person.
+    pub(crate) fn make_well(s: &mut Snapshot) {
+        s.destinations[0].queue.quarantined = 0;
+        s.destinations[0].activity.not_deliverable.clear();
+        s.clock = Clock::Synchronized;
+        s.orphaned.clear();
+        s.damaged = DamagedInfo::default();
+        s.update.last = None;
+        s.storage.free_bytes = Some(4 << 30);
+    }
+
+    #[test]
+    fn attention_says_each_thing_a_person_must_do() {
+        let mut s = snapshot();
+        let said = s.attention().join("\n");
+        for expected in [
+            "1 instance(s) refused by destination outbox are in quarantine",
+            "1 instance(s) cannot be delivered to outbox",
+            "storage: 50.0 MiB free of 8.0 GiB, below its floor",
+            "was rolled back",
+            "1 spool file(s) could not be read back",
+            "4 instance(s) wait for destination \"old-cloud\"",
+        ] {
+            assert!(said.contains(expected), "{expected}: {said}");
+        }
+        make_well(&mut s);
+        assert_eq!(s.attention(), Vec::<String>::new());
+        assert!(!s.needs_a_person());
+        s.destinations[0].activity.state = "authentication refused".into();
+        assert!(s.attention()[0].contains("refuses the box's credentials"));
     }
 
     #[test]
@@ -415,6 +543,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("quarantined 1"), "{text}");
+        assert!(
+            text.contains("storage:   50.0 MiB free of 8.0 GiB, below its floor of 100.0 MiB"),
+            "{text}"
+        );
         assert!(
             text.contains("system:    image 0.1.0+202612010000, root slot A"),
             "{text}"

@@ -21,9 +21,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::audit::{Line, Step};
 use crate::config::{Destination, DestinationUrl};
 use crate::device::clock::Clock;
-use crate::queue::{Entry, Lane, Queue};
+use crate::queue::{Completed, Entry, Lane, Queue};
 use crate::shutdown::{Stop, pause};
 use crate::status::counters::{Board, Event};
 use backoff::Backoff;
@@ -372,7 +373,16 @@ impl Worker {
 
     fn stored(&self, entry: &Entry, warning: Option<String>) {
         match self.queue.complete(self.index, entry.id) {
-            Ok(()) => {
+            Ok(completed) => {
+                let mut line =
+                    Line::of_copy(Step::Delivered, entry).with("destination", &self.name);
+                if let Some(warning) = &warning {
+                    line = line.with("warning", warning);
+                }
+                self.board.audit(line);
+                if completed == Completed::Deleted {
+                    self.board.audit(Line::deleted(entry));
+                }
                 log::debug!("{}: delivered queue entry {}", self.name, entry.id);
                 if let Some(warning) = &warning {
                     log::info!(
@@ -401,6 +411,11 @@ impl Worker {
             "{}: queue entry {} quarantined: {reason}",
             self.name,
             entry.id
+        );
+        self.board.audit(
+            Line::of_copy(Step::RefusedByServer, entry)
+                .with("destination", &self.name)
+                .with("reason", reason),
         );
         if let Err(e) = self.queue.quarantine(self.index, entry, reason) {
             log::error!(

@@ -49,6 +49,9 @@ pub struct Config {
     /// Where the box posts its heartbeat, if anywhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<HeartbeatTarget>,
+    /// The technician's status page, if served (the card's uplink.toml has it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web: Option<Web>,
     /// Whether a destination was configured (else the box is not provisioned).
     #[serde(skip)]
     pub provisioned: bool,
@@ -182,6 +185,52 @@ impl Network {
                     "[network] ntp server \"{server}\" is not a host name or address"
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+/// `[web]`: the read-only status page for the technician (`web.rs`). Without the
+/// section the agent serves none.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Web {
+    /// Address to bind; `0.0.0.0` serves every interface.
+    pub bind: IpAddr,
+    /// HTTP port; 80 (below 1024) has provisioning grant the capability to bind it.
+    pub port: Port,
+    /// With a token, the page is shown only to a browser that brings it
+    /// (`http://box/?token=...` or `Authorization: Bearer ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+}
+
+impl Default for Web {
+    fn default() -> Web {
+        Web {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: Port(80),
+            token: None,
+        }
+    }
+}
+
+impl Web {
+    fn check(&self, listener: &Listener) -> Result<(), String> {
+        if let Some(token) = &self.token {
+            let plain = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+            if token.expose().len() < 12 || !token.expose().chars().all(plain) {
+                return Err(
+                    "[web] token must be at least 12 letters, digits, '-', '.', '_' or '~' (it travels in the page's address)"
+                        .into(),
+                );
+            }
+        }
+        if self.port == listener.port {
+            return Err(format!(
+                "[web] port = {} is the DICOM port too: give the page a port of its own (80)",
+                self.port.0
+            ));
         }
         Ok(())
     }
@@ -1138,6 +1187,9 @@ impl Config {
             }
         }
         self.network.check().map_err(ConfigError)?;
+        if let Some(web) = &self.web {
+            web.check(&self.listener).map_err(ConfigError)?;
+        }
         let mut seen = std::collections::HashSet::new();
         for modality in &self.modalities {
             if !seen.insert(modality.ae_title.as_str()) {

@@ -23,3 +23,4 @@ pub mod status;
 pub mod tls_identity;
 pub mod update_fetch;
 pub mod upload;
+pub mod web;

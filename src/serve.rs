@@ -70,6 +70,7 @@ pub fn run(config: Config, source: Source, lights: Option<Box<dyn Lights>>) -> R
         key,
         provisioning,
         update: std::sync::Mutex::new(crate::device::update::info(&data_dir)),
+        name: crate::web::announced_name(),
         data_dir,
         config,
     };
@@ -180,6 +181,8 @@ struct Agent {
     /// The system and its last update, as `update.json` said at the last status
     /// tick (root writes it at boot and install; the LED tick must not read it).
     update: std::sync::Mutex<crate::status::UpdateInfo>,
+    /// The name the box announces on the network (the page shows it).
+    name: String,
 }
 
 impl Agent {
@@ -269,7 +272,7 @@ impl Agent {
                 smol::future::zip(listening, self.report_status(&stop_rx)),
                 smol::future::zip(self.watchdog(&stop_rx), self.light(&stop_rx, lights)),
             ),
-            self.beat(&stop_rx),
+            smol::future::zip(self.beat(&stop_rx), self.page(&stop_rx)),
         )
         .await;
         rederive.await;
@@ -386,6 +389,35 @@ impl Agent {
         }
     }
 
+    /// Serves the technician's page (`[web]`, `web.rs`). A port it cannot have
+    /// costs the page, never the exams.
+    async fn page(&self, stop: &Stop) {
+        let Some(web) = &self.config.web else {
+            return;
+        };
+        let listener = match crate::web::bind(web) {
+            Ok(listener) => listener,
+            Err(e) => {
+                log::error!("{e}; the box serves no page");
+                return;
+            }
+        };
+        log::info!(
+            "status page on port {} (http://{}{}){}",
+            web.port.0,
+            self.name,
+            match web.port.0 {
+                80 => String::new(),
+                port => format!(":{port}"),
+            },
+            match web.token {
+                Some(_) => ", with its access token",
+                None => "",
+            }
+        );
+        crate::web::serve(listener, web, self, stop).await;
+    }
+
     /// Pings the systemd watchdog while this executor runs and the queue answers.
     async fn watchdog(&self, stop: &Stop) {
         let Some(interval) = service::watchdog_interval() else {
@@ -434,6 +466,29 @@ impl Agent {
             tick += 1;
             pause(stop, LED_TICK).await;
         }
+    }
+}
+
+impl crate::web::Source for Agent {
+    fn page(&self, query: &str) -> String {
+        let snapshot = self.snapshot(true);
+        let provisioned = self.config.provisioned;
+        let context = crate::status::page::Context {
+            name: &self.name,
+            // The activity LED flashes for a moment; the page shows it resting.
+            panel: leds::panel(&snapshot, snapshot.counters.instances_received, provisioned),
+            provisioned,
+            query,
+        };
+        crate::status::page::render(&snapshot, &context)
+    }
+
+    fn status_json(&self) -> String {
+        serde_json::to_string_pretty(&self.snapshot(true)).unwrap_or_default()
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 }
 

@@ -93,7 +93,13 @@ pub fn run(paths: &Paths) -> io::Result<Outcome> {
         Ok(prepared) => {
             write_atomically(&paths.install, prepared.install.as_bytes(), 0o600)?;
             apply_network(&prepared.config.network, paths)?;
-            apply_port(prepared.config.listener.port, paths)?;
+            let web = prepared.config.web.as_ref().map(|w| w.port);
+            apply_port(
+                [Some(prepared.config.listener.port), web]
+                    .into_iter()
+                    .flatten(),
+                paths,
+            )?;
             if prepared.card != edited {
                 write_atomically(&source, prepared.card.as_bytes(), 0o644)?;
             }
@@ -288,11 +294,11 @@ fn apply_network(network: &Network, paths: &Paths) -> io::Result<()> {
     }
 }
 
-/// Installs the low-port drop-in when the DICOM port is below 1024 and removes it
-/// otherwise; has systemd reload when that changed anything.
-fn apply_port(port: Port, paths: &Paths) -> io::Result<()> {
+/// Installs the low-port drop-in when the DICOM port or the page's is below 1024
+/// and removes it otherwise; has systemd reload when that changed anything.
+fn apply_port(mut ports: impl Iterator<Item = Port>, paths: &Paths) -> io::Result<()> {
     let path = paths.unit_drop_ins.join(LOW_PORT_FILE);
-    let wanted = port.0 < 1024;
+    let wanted = ports.any(|port| port.0 < 1024);
     let present = fs::read_to_string(&path).ok();
     let unchanged = match wanted {
         true => present.as_deref() == Some(LOW_PORT_DROP_IN),
@@ -397,6 +403,21 @@ mod tests {
         fs::write(paths.boot.join(BOOT_CONFIG), VALID).unwrap();
         assert_eq!(run(&paths).unwrap(), Outcome::Installed);
         assert!(!drop_in.exists(), "port 11112 needs no capability");
+        // The page on port 80 needs it as much.
+        fs::write(
+            paths.boot.join(BOOT_CONFIG),
+            format!("{VALID}\n[web]\nport = 80\n"),
+        )
+        .unwrap();
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        assert!(drop_in.exists(), "the page's port 80 needs the capability");
+        fs::write(
+            paths.boot.join(BOOT_CONFIG),
+            format!("{VALID}\n[web]\nport = 8080\n"),
+        )
+        .unwrap();
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        assert!(!drop_in.exists(), "port 8080 needs no capability");
     }
 
     const VALID: &str = r#"# The clinic's settings.

@@ -102,13 +102,22 @@ fn banner(out: &mut String, snapshot: &Snapshot, headline: Headline) {
             "All well".to_owned(),
             format!("Uploading: {pending} instance(s) on their way."),
         ),
-        Headline::Offline => (
-            "Offline".to_owned(),
-            format!(
-                "{pending} instance(s) wait on the card, oldest {}; they go as soon as the destination is back. Exams are still received.",
-                age(oldest_pending(snapshot))
-            ),
-        ),
+        Headline::Offline => {
+            let down: Vec<String> = snapshot
+                .destinations
+                .iter()
+                .filter(|d| d.activity.state != "ready")
+                .map(|d| format!("{} is {}", d.name, d.activity.state))
+                .collect();
+            (
+                "Offline".to_owned(),
+                format!(
+                    "{}: {pending} instance(s) wait on the card, oldest {}; they go as soon as it is back. Exams are still received.",
+                    down.join(", "),
+                    age(oldest_pending(snapshot))
+                ),
+            )
+        }
         Headline::Attention => (
             "A person is needed".to_owned(),
             snapshot.attention().join(" · "),

@@ -20,6 +20,7 @@ tools_test=(
   systemd-analyze:systemd unshare:util-linux base64:coreutils ip:iproute2 python3:python3 strace:strace
   squid:squid /usr/lib/squid/digest_file_auth:squid htpasswd:apache2-utils mitmdump:mitmproxy
   nginx:nginx-light /usr/lib/nginx/modules/ngx_http_js_module.so:libnginx-mod-http-js
+  chromium:chromium /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf:fonts-dejavu-core
 )
 # scripts/arm.sh: cross linkers, the targets' C libraries, qemu-user.
 tools_arm=(

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use crate::device::leds::{LEDS, Led, Panel, Pattern};
+use crate::device::leds::{LEDS, Panel, Pattern};
 use crate::status::{Snapshot, age, human_bytes};
 
 /// Seconds between the page's reloads.
@@ -358,16 +358,6 @@ h2{margin:18px 24px 6px 24px;font-size:18px}table{margin:0 24px;border-collapse:
 .fast{animation:blink .25s step-end infinite}\
 @keyframes blink{50%{background:#303030}}\
 .foot{margin:18px 24px;color:#555}";
-
-/// The LED `led`'s lit colour on the page, for tests that look at it.
-pub fn lit_colour(led: Led) -> [u8; 3] {
-    match led {
-        Led::Power => [0x00, 0xe6, 0x40],
-        Led::Cloud => [0x2f, 0x80, 0xff],
-        Led::Activity => [0xff, 0xd6, 0x00],
-        Led::Attention => [0xff, 0x2d, 0x55],
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod browser;
 pub mod fixtures;
 pub mod nginx;
 pub mod oauth;
@@ -326,8 +327,18 @@ impl Drop for Agent {
 fn fix_sections(text: &str) -> String {
     let mut out = String::new();
     let mut seen_listener = false;
-    // A test's own `bind` replaces the harness's loopback default.
-    let own_bind = text.matches("\nbind = ").count() > 1;
+    // A test's own `[listener] bind` replaces the harness's loopback default.
+    let mut section = "";
+    let listener_binds = text
+        .lines()
+        .filter(|line| {
+            if line.starts_with('[') {
+                section = line.trim();
+            }
+            section == "[listener]" && line.starts_with("bind = ")
+        })
+        .count();
+    let own_bind = listener_binds > 1;
     for line in text.lines() {
         if own_bind && line == "bind = \"127.0.0.1\"" {
             continue;

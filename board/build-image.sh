@@ -94,7 +94,7 @@ grub_hook='
 
 mmdebstrap --mode=root --architectures=arm64 --variant=apt \
   --dpkgopt=force-confold --dpkgopt=force-confdef \
-  --include=systemd-sysv,udev,kmod,systemd-timesyncd,systemd-resolved,ca-certificates,e2fsprogs,dosfstools,cloud-guest-utils,initramfs-tools,dbus,rauc,rauc-service,grub-efi-arm64-bin,u-boot-rpi,linux-image-arm64/bookworm-backports,raspi-firmware \
+  --include=systemd-sysv,udev,kmod,systemd-timesyncd,systemd-resolved,ca-certificates,e2fsprogs,dosfstools,cloud-guest-utils,initramfs-tools,dbus,avahi-daemon,rauc,rauc-service,grub-efi-arm64-bin,u-boot-rpi,linux-image-arm64/bookworm-backports,raspi-firmware \
   --essential-hook="$initramfs_hook" \
   --customize-hook="copy-in $deb /tmp" \
   --customize-hook='chroot "$1" apt-get install -y -q /tmp/'"$(basename "$deb")" \
@@ -105,7 +105,7 @@ mmdebstrap --mode=root --architectures=arm64 --variant=apt \
   --customize-hook='mkdir -p "$1/etc/rauc" && cp board/rauc/system.conf "$1/etc/rauc/system.conf"' \
   --customize-hook="cp $signing/cert.pem \"\$1/etc/rauc/keyring.pem\"" \
   --customize-hook='printf "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n" > "$1/etc/systemd/network/90-dhcp.network"' \
-  --customize-hook='chroot "$1" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd uplink.service uplink-provision.service uplink-grow-data.service' \
+  --customize-hook='chroot "$1" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd uplink.service uplink-provision.service uplink-grow-data.service uplink-name.service avahi-daemon.service' \
   --customize-hook='chroot "$1" passwd --lock root' \
   --customize-hook='cp board/uplink.toml "$1/boot/firmware/uplink.toml"' \
   --customize-hook="$grub_hook" \

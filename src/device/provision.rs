@@ -26,9 +26,15 @@ pub const STATE_ERROR: &str = "provision-error.txt";
 pub const INSTALLED: &str = "(installed)";
 /// The keys whose values are secrets.
 const SECRETS: [&str; 4] = ["password", "token", "proxy_password", "client_secret"];
-/// The tables that hold secrets: their path in the file, and the key that tells
-/// one entry from another.
-const SECRET_TABLES: [(&str, &str); 2] = [("destination", "name"), ("listener.user", "username")];
+/// The tables that hold secrets: their path in the file, and for an array of
+/// tables the key that tells one entry from another.
+const SECRET_TABLES: [(&str, Option<&str>); 5] = [
+    ("destination", Some("name")),
+    ("listener.user", Some("username")),
+    ("update", None),
+    ("heartbeat", None),
+    ("web", None),
+];
 
 /// Where provisioning reads and writes.
 #[derive(Debug, Clone)]
@@ -177,8 +183,8 @@ fn prepare(edited: &str, installed: Option<&str>) -> Result<Prepared, String> {
     let mut card = document.clone();
     for (path, id) in SECRET_TABLES {
         for table in tables_mut(&mut document, path) {
-            let name = table
-                .get(id)
+            let name = id
+                .and_then(|id| table.get(id))
                 .and_then(|n| n.as_str())
                 .unwrap_or_default()
                 .to_owned();
@@ -187,11 +193,14 @@ fn prepare(edited: &str, installed: Option<&str>) -> Result<Prepared, String> {
                     let secret = previous
                         .as_ref()
                         .and_then(|p| installed_secret(p, (path, id), &name, key))
-                        .ok_or_else(|| {
-                            format!(
+                        .ok_or_else(|| match id {
+                            Some(id) => format!(
                                 "[[{path}]] {id} = \"{name}\": {key} = \"{INSTALLED}\", \
                                  but this box has no {key} installed for \"{name}\": write the {key} again"
-                            )
+                            ),
+                            None => format!(
+                                "[{path}] {key} = \"{INSTALLED}\", but this box has no [{path}] {key} installed: write the {key} again"
+                            ),
                         })?;
                     table[key] = toml_edit::value(secret);
                 }
@@ -224,23 +233,26 @@ fn prepare(edited: &str, installed: Option<&str>) -> Result<Prepared, String> {
     })
 }
 
-/// The entries of the array of tables at `path` ("listener.user").
+/// The table at `path` ("web"), or the entries of the array of tables there
+/// ("listener.user").
 fn tables_mut<'a>(
     document: &'a mut toml_edit::DocumentMut,
     path: &str,
-) -> impl Iterator<Item = &'a mut toml_edit::Table> {
+) -> Vec<&'a mut toml_edit::Table> {
     let mut item = Some(document.as_item_mut());
     for part in path.split('.') {
         item = item.and_then(|i| i.get_mut(part));
     }
-    item.and_then(|i| i.as_array_of_tables_mut())
-        .into_iter()
-        .flat_map(|tables| tables.iter_mut())
+    match item {
+        Some(toml_edit::Item::ArrayOfTables(tables)) => tables.iter_mut().collect(),
+        Some(toml_edit::Item::Table(table)) => vec![table],
+        _ => Vec::new(),
+    }
 }
 
 fn installed_secret(
     document: &toml_edit::DocumentMut,
-    (path, id): (&str, &str),
+    (path, id): (&str, Option<&str>),
     name: &str,
     key: &str,
 ) -> Option<String> {
@@ -248,10 +260,14 @@ fn installed_secret(
     for part in path.split('.') {
         item = item.and_then(|i| i.get(part));
     }
-    item?
-        .as_array_of_tables()?
-        .iter()
-        .find(|t| t.get(id).and_then(|n| n.as_str()) == Some(name))?
+    let table = match id {
+        Some(id) => item?
+            .as_array_of_tables()?
+            .iter()
+            .find(|t| t.get(id).and_then(|n| n.as_str()) == Some(name))?,
+        None => item?.as_table()?,
+    };
+    table
         .get(key)?
         .as_str()
         .filter(|s| *s != INSTALLED)
@@ -493,6 +509,44 @@ ntp = ["ntp.example.org"]
             config.listener.users[0].password.as_ref().unwrap().expose(),
             "user-pw"
         );
+    }
+
+    #[test]
+    fn the_tokens_of_the_page_heartbeat_and_updates_leave_the_card_too() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = paths(root.path());
+        let with_tokens = format!(
+            "{VALID}\n[web]\nport = 8080\ntoken = \"page-token-123\"\n\n\
+             [heartbeat]\nurl = \"https://fleet.example/beat\"\nauth = \"bearer\"\ntoken = \"beat-token\"\n\n\
+             [update]\nurl = \"https://fleet.example/u.raucb\"\nauth = \"bearer\"\ntoken = \"update-token\"\n"
+        );
+        fs::write(paths.boot.join(BOOT_CONFIG), &with_tokens).unwrap();
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        let card = fs::read_to_string(paths.boot.join(BOOT_CONFIG)).unwrap();
+        for token in ["page-token-123", "beat-token", "update-token"] {
+            assert!(!card.contains(token), "{token} is on the card: {card}");
+        }
+        // The next boot finds "(installed)" and keeps them.
+        assert_eq!(run(&paths).unwrap(), Outcome::Installed);
+        let config = Config::parse(&fs::read_to_string(&paths.install).unwrap()).unwrap();
+        let web = config.web.unwrap();
+        assert_eq!(web.token.unwrap().expose(), "page-token-123");
+        // A box that never had one says what to do.
+        fs::remove_file(&paths.install).unwrap();
+        fs::write(
+            paths.boot.join(BOOT_CONFIG),
+            format!("{VALID}\n[web]\nport = 8080\ntoken = \"(installed)\"\n"),
+        )
+        .unwrap();
+        match run(&paths).unwrap() {
+            Outcome::Refused(reason) => assert!(
+                reason.contains(
+                    "[web] token = \"(installed)\", but this box has no [web] token installed"
+                ),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

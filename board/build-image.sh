@@ -4,7 +4,8 @@
 # qemu-user) with today's bookworm and bookworm-security packages, the kernel of
 # bookworm-backports (the first with the Pi 5's device tree), raspi-firmware,
 # RAUC and GRUB for A/B updates, uplink's own .deb, network by DHCP
-# (systemd-networkd), time by systemd-timesyncd, no SSH server. The FAT boot
+# (systemd-networkd), time by systemd-timesyncd, the name uplink-<serial>.local
+# announced by Avahi, no SSH server. The FAT boot
 # partition carries uplink.toml, the one file a clinic edits; at boot
 # uplink-provision.service validates and installs it. The layout: board/genimage.cfg.
 #

@@ -1,10 +1,12 @@
 # Sourced by the boot tests (smoke-boot.sh, update-test.sh): the emulated box,
 # its console and its monitor. Needs $work (a scratch folder) and $console.
 #
-#   boot_efi CARD PORT     qemu's virt machine booting CARD as a Pi would boot
+#   boot_efi CARD PORT [WEB]
+#                          qemu's virt machine booting CARD as a Pi would boot
 #                          its card, through the firmware's EFI and the card's own
-#                          GRUB; the box's port 104 on 127.0.0.1:PORT; a USB
-#                          controller for sticks.
+#                          GRUB; the box's port 104 on 127.0.0.1:PORT (and its
+#                          page's port 80 on 127.0.0.1:WEB); a USB controller for
+#                          sticks.
 #   await PATTERN SECS     waits until the console shows PATTERN (grep -E), or
 #                          fails with the console's tail.
 #   monitor COMMAND        a qemu monitor command (hot-plug a stick, power off).
@@ -12,13 +14,13 @@ qemu=""
 console_seen=0
 
 boot_efi() {
-  local card=$1 port=$2
+  local card=$1 port=$2 web=${3:-}
   qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic \
     -bios /usr/share/qemu-efi-aarch64/QEMU_EFI.fd \
     -drive file="$card",if=none,format=raw,id=card \
     -device virtio-blk-pci,drive=card \
     -device qemu-xhci,id=xhci \
-    -netdev user,id=net,hostfwd=tcp:127.0.0.1:"$port"-:104 \
+    -netdev user,id=net,hostfwd=tcp:127.0.0.1:"$port"-:104${web:+,hostfwd=tcp:127.0.0.1:$web-:80} \
     -device virtio-net-pci,netdev=net,romfile= \
     -monitor unix:"$work/monitor",server,nowait \
     >"$console" 2>&1 </dev/null &

@@ -58,7 +58,7 @@ tools_update=(
 # FAT partition, debugfs to read its root, dcmtk, Orthanc.
 tools_smoke=(
   qemu-system-aarch64:qemu-system-arm@bookworm-backports
-  mcopy:mtools debugfs:e2fsprogs dd:coreutils echoscu:dcmtk storescu:dcmtk
+  mcopy:mtools debugfs:e2fsprogs dd:coreutils echoscu:dcmtk storescu:dcmtk curl:curl
   Orthanc:orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
   python3:python3
 )

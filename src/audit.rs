@@ -284,17 +284,6 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, String> {
         })
 }
 
-/// How long ago the trail's first line is, for a reader who wants to know what it
-/// still covers.
-pub fn covers_since(dir: &Path) -> Option<String> {
-    let (path, _) = files(dir).into_iter().next()?;
-    let mut first = String::new();
-    BufReader::new(File::open(path).ok()?)
-        .read_line(&mut first)
-        .ok()?;
-    first.split(' ').next().map(str::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -491,23 +491,7 @@ fn typical_protects_pdf_reports_and_strict_discards_them() {
     let out = tempfile::tempdir().unwrap();
     let (agent, strict_dir, typical_dir) = strict_and_typical(out.path());
     let input = tempfile::tempdir().unwrap();
-    let pdf = input.path().join("report.pdf");
-    std::fs::write(&pdf, minimal_pdf("ZQX report for DOE JANE")).unwrap();
-    let report = input.path().join("report.dcm");
-    let made = dcmtk(
-        "pdf2dcm",
-        &[
-            "+pn",
-            "ZQXDOE^JANE",
-            "+pi",
-            "ZQXID",
-            "+pb",
-            "19930512",
-            pdf.to_str().unwrap(),
-            report.to_str().unwrap(),
-        ],
-    );
-    assert!(made.status.success(), "{}", text(&made));
+    let report = pdf_report(input.path());
     let sent = storescu(agent.port, &["-R"], &[&report]);
     assert!(sent.status.success(), "{}", text(&sent));
 

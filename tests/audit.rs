@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::fixtures::{MARKERS, Phi, minimal_pdf, write_phi_image};
+use common::fixtures::{MARKERS, Phi, write_phi_image};
 use common::orthanc::Orthanc;
 use common::*;
 
@@ -100,31 +100,11 @@ fn every_instance_can_be_followed_and_no_patient_is_named() {
         files.push(path);
     }
     // A PDF report: the strict archive discards it, the cloud gets it.
-    let pdf = input.path().join("report.pdf");
-    std::fs::write(&pdf, minimal_pdf("ZQX report for DOE JANE")).unwrap();
-    let report = input.path().join("report.dcm");
-    let made = dcmtk(
-        "pdf2dcm",
-        &[
-            "+pn",
-            "ZQXDOE^JANE",
-            "+pb",
-            "19930512",
-            pdf.to_str().unwrap(),
-            report.to_str().unwrap(),
-        ],
-    );
-    assert!(made.status.success(), "{}", text(&made));
-    files.push(report);
+    files.push(pdf_report(input.path()));
     // No Study Instance UID: Orthanc refuses it for good; and no ultrasound
     // regions on an image strict cannot find the area of: not deliverable there.
     let bad = input.path().join("bad.dcm");
-    write_us_image(&bad, "1.2.826.0.1.3680043.10.61.99", EXPLICIT_LE, 60, 80);
-    let out = dcmtk(
-        "dcmodify",
-        &["-nb", "-ea", "(0020,000d)", bad.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    refused_by_orthanc(&bad, "1.2.826.0.1.3680043.10.61.99");
     files.push(bad);
     let sent: Vec<&std::path::Path> = files.iter().map(|f| f.as_path()).collect();
     let out = storescu(agent.port, &["-aet", "US_ROOM_2"], &sent);

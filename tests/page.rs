@@ -48,6 +48,17 @@ fn exam(dir: &std::path::Path, instance: u32) -> std::path::PathBuf {
     path
 }
 
+/// Whether the cloud and the attention LED are lit in a screenshot (a disc of
+/// their colour, or none of it: anything between is neither).
+fn lit(shot: &Shot) -> (bool, bool) {
+    let one = |colour| match shot.count(colour, 0..shot.height) {
+        n if n > LIT => true,
+        n if n < 20 => false,
+        n => panic!("{n} pixels of {colour:?}: neither a lit LED nor a dark one"),
+    };
+    (one(CLOUD_LIT), one(ATTENTION_LIT))
+}
+
 /// Looks at the page as a browser shows it; keeps the screenshot.
 fn look(port: u16, token: &str, name: &str) -> (Shot, String) {
     let url = format!("http://127.0.0.1:{port}/?token={token}");
@@ -89,14 +100,7 @@ fn offline_with_a_backlog_shows_amber_and_a_dark_cloud_led() {
 
     let (shot, dom) = look(page, "page-token-offline", "offline");
     assert!(shot.share(AMBER, BANNER) > 0.5, "the banner is not amber");
-    assert!(
-        shot.count(CLOUD_LIT, 0..shot.height) < 20,
-        "the cloud LED is lit"
-    );
-    assert!(
-        shot.count(ATTENTION_LIT, 0..shot.height) < 20,
-        "attention is lit"
-    );
+    assert_eq!(lit(&shot), (false, false), "cloud and attention LEDs lit");
     assert!(dom.contains("<h1>Offline</h1>"), "{dom}");
     assert!(
         dom.contains("cloud is offline: 2 instance(s) wait on the card"),
@@ -122,35 +126,20 @@ fn all_well_then_a_refused_instance_turns_the_page_red() {
 
     let (shot, dom) = look(page, "page-token-cloud", "all-well");
     assert!(shot.share(GREEN, BANNER) > 0.5, "the banner is not green");
-    assert!(
-        shot.count(CLOUD_LIT, 0..shot.height) > LIT,
-        "the cloud LED is dark"
-    );
-    assert!(
-        shot.count(ATTENTION_LIT, 0..shot.height) < 20,
-        "attention is lit"
-    );
+    assert_eq!(lit(&shot), (true, false), "cloud and attention LEDs lit");
     assert!(dom.contains("<h1>All well</h1>"), "{dom}");
     assert!(dom.contains("2 instance(s)"), "{dom}");
 
     // No Study Instance UID: Orthanc refuses it for good, it goes to quarantine.
     let bad = input.path().join("bad.dcm");
-    write_us_image(&bad, "1.2.826.0.1.3680043.10.77.99", EXPLICIT_LE, 60, 80);
-    let out = dcmtk(
-        "dcmodify",
-        &["-nb", "-ea", "(0020,000d)", bad.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    refused_by_orthanc(&bad, "1.2.826.0.1.3680043.10.77.99");
     let out = storescu(agent.port, &[], &[&bad]);
     assert!(out.status.success(), "{}", text(&out));
     agent.wait_destination(30, "quarantined", 1);
 
     let (shot, dom) = look(page, "page-token-cloud", "attention");
     assert!(shot.share(RED, BANNER) > 0.5, "the banner is not red");
-    assert!(
-        shot.count(ATTENTION_LIT, 0..shot.height) > LIT,
-        "the attention LED is dark"
-    );
+    assert_eq!(lit(&shot), (true, true), "cloud and attention LEDs lit");
     assert!(dom.contains("A person is needed"), "{dom}");
     assert!(
         dom.contains("1 instance(s) refused by destination cloud are in quarantine"),

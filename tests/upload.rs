@@ -215,12 +215,7 @@ fn an_instance_the_server_refuses_is_quarantined_and_the_rest_arrive() {
     let mut files = us_images(input.path(), 4, 25);
     // No Study Instance UID: Orthanc refuses it (400, Failed SOP Sequence).
     let bad = input.path().join("bad.dcm");
-    write_us_image(&bad, "1.2.826.0.1.3680043.10.25.99", EXPLICIT_LE, 60, 80);
-    let out = dcmtk(
-        "dcmodify",
-        &["-nb", "-ea", "(0020,000d)", bad.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    refused_by_orthanc(&bad, "1.2.826.0.1.3680043.10.25.99");
     files.insert(2, bad);
     send(&agent, &["-R"], &files);
 

@@ -379,6 +379,40 @@ pub fn dcm_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// A PDF report as dcmtk's pdf2dcm makes it (Encapsulated PDF), with patient
+/// markers in its header and in its text: `report.dcm` in `dir`.
+pub fn pdf_report(dir: &Path) -> PathBuf {
+    let pdf = dir.join("report.pdf");
+    fs::write(&pdf, minimal_pdf("ZQX report for DOE JANE")).unwrap();
+    let report = dir.join("report.dcm");
+    let made = dcmtk(
+        "pdf2dcm",
+        &[
+            "+pn",
+            "ZQXDOE^JANE",
+            "+pi",
+            "ZQXID",
+            "+pb",
+            "19930512",
+            pdf.to_str().unwrap(),
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    report
+}
+
+/// An ultrasound image without a Study Instance UID: Orthanc refuses it for good
+/// (400, Failed SOP Sequence), so it goes to quarantine.
+pub fn refused_by_orthanc(path: &Path, uid: &str) {
+    write_us_image(path, uid, EXPLICIT_LE, 60, 80);
+    let out = dcmtk(
+        "dcmodify",
+        &["-nb", "-ea", "(0020,000d)", path.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// Runs a dcmtk tool (with Nagle off, as a clinic's tuned peer would).
 pub fn dcmtk(tool: &str, args: &[&str]) -> Output {
     Command::new(tool)

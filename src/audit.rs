@@ -89,20 +89,26 @@ impl Line {
         self
     }
 
-    /// The instance, by its keyed digest.
-    pub fn instance(self, key: &LedgerKey) -> Line {
-        self.with("instance", to_hex(key))
+    /// The instance, by its keyed digest (known once its data set was read).
+    pub fn instance(self, key: Option<&LedgerKey>) -> Line {
+        match key {
+            Some(key) => self.with("instance", to_hex(key)),
+            None => self,
+        }
     }
 
     /// A step of a queued copy: its instance (where its record has the digest)
     /// and queue id.
     pub fn of_copy(step: Step, entry: &Entry) -> Line {
-        let line = Line::new(step);
-        let line = match entry.record.origin.as_deref() {
-            Some(hex) => line.with("instance", hex),
-            None => line,
-        };
-        line.with("queue", entry.id)
+        Line::new(step).instance_of(entry).with("queue", entry.id)
+    }
+
+    /// The instance a queued copy is of, where its record has the digest.
+    pub fn instance_of(self, entry: &Entry) -> Line {
+        match entry.record.origin.as_deref() {
+            Some(hex) => self.with("instance", hex),
+            None => self,
+        }
     }
 
     /// A copy's spool file is gone.

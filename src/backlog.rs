@@ -109,48 +109,49 @@ pub fn rederive_all(queue: &Queue, anonymizer: &Anonymizer, board: &Board, items
         items.len()
     );
     for item in &items {
-        let withheld = match rederive(queue, anonymizer, item) {
-            Ok((outcome, completed)) => {
-                if completed == Completed::Deleted {
-                    board.audit(Line::deleted(&item.entry));
-                }
-                outcome
-            }
-            Err(e) => {
-                log::error!(
-                    "queue entry {}: cannot re-derive it for {}: {e}; it stays unsent until the next start",
-                    item.entry.id,
-                    item.destination
-                );
-                continue;
-            }
-        };
-        let withheld = match withheld {
-            Rederived::Queued(id) => {
-                log::info!(
-                    "queue entry {}: re-derived as {} for {}",
-                    item.entry.id,
-                    item.now,
-                    item.destination
-                );
-                board.audit(
-                    Line::of_copy(Step::Stored, &item.entry)
-                        .with("rederived_as", id)
-                        .with("profile", item.now)
-                        .with("destination", &item.destination),
-                );
-                continue;
-            }
-            Rederived::Discarded(discard) => Withheld::Discarded(discard),
-            Rederived::NotDeliverable(reason) => {
-                log::warn!(
-                    "queue entry {}: not sent to {}: {reason}",
-                    item.entry.id,
-                    item.destination
-                );
-                Withheld::NotDeliverable(reason)
-            }
-        };
+        match rederive(queue, anonymizer, item) {
+            Ok((outcome, completed)) => report(board, item, outcome, completed),
+            Err(e) => log::error!(
+                "queue entry {}: cannot re-derive it for {}: {e}; it stays unsent until the next start",
+                item.entry.id,
+                item.destination
+            ),
+        }
+    }
+}
+
+/// What became of one misrouted instance, in the log, the audit trail and the
+/// counters.
+fn report(board: &Board, item: &Misrouted, outcome: Rederived, completed: Completed) {
+    let withheld = match outcome {
+        Rederived::Queued(id) => {
+            log::info!(
+                "queue entry {}: re-derived as {} for {}",
+                item.entry.id,
+                item.now,
+                item.destination
+            );
+            board.audit(
+                Line::new(Step::Stored)
+                    .instance_of(&item.entry)
+                    .with("queue", id)
+                    .with("profile", item.now)
+                    .with("destination", &item.destination)
+                    .with("rederived_from", item.entry.id),
+            );
+            None
+        }
+        Rederived::Discarded(discard) => Some(Withheld::Discarded(discard)),
+        Rederived::NotDeliverable(reason) => {
+            log::warn!(
+                "queue entry {}: not sent to {}: {reason}",
+                item.entry.id,
+                item.destination
+            );
+            Some(Withheld::NotDeliverable(reason))
+        }
+    };
+    if let Some(withheld) = withheld {
         let (step, reason) = withheld.audit();
         board.audit(
             Line::of_copy(step, &item.entry)
@@ -162,6 +163,9 @@ pub fn rederive_all(queue: &Queue, anonymizer: &Anonymizer, board: &Board, items
             destination: item.destination.clone(),
             withheld,
         });
+    }
+    if completed == Completed::Deleted {
+        board.audit(Line::deleted(&item.entry));
     }
 }
 

@@ -101,6 +101,32 @@ fn an_identified_backlog_switched_to_strict_is_re_derived_never_sent_as_it_is() 
     }
     agent.wait_spool_empty(10);
     assert!(agent.log().contains("re-derived as strict for cloud"));
+    // The trail follows each: the identified copy stored, a strict one re-derived
+    // from it for cloud (the old one deleted), that one delivered and deleted.
+    let trail = audit_trail(&agent);
+    assert_eq!(trail.matches(" stored ").count(), 6, "{trail}");
+    assert_eq!(trail.matches(" rederived_from=").count(), 3, "{trail}");
+    assert_eq!(trail.matches(" delivered ").count(), 3, "{trail}");
+    assert_eq!(trail.matches(" deleted ").count(), 6, "{trail}");
+    for line in trail.lines().filter(|l| l.contains(" delivered ")) {
+        let queue = line
+            .split(" queue=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        assert!(
+            trail.lines().any(|l| l.contains(&format!(
+                " queue={queue} profile=strict destination=cloud rederived_from="
+            ))),
+            "queue entry {queue} was not re-derived: {trail}"
+        );
+    }
+}
+
+fn audit_trail(agent: &Agent) -> String {
+    text(&uplink(agent, &["audit"]))
 }
 
 #[test]
@@ -132,6 +158,9 @@ fn a_backlog_that_cannot_be_re_derived_is_not_sent_and_is_reported() {
     assert!(reason.contains("queued as typical"), "{reason}");
     agent.wait_spool_empty(10);
     assert!(dcm_files(out.path()).is_empty(), "nothing sent as it was");
+    let trail = audit_trail(&agent);
+    assert_eq!(trail.matches(" not-deliverable ").count(), 2, "{trail}");
+    assert_eq!(trail.matches(" deleted ").count(), 2, "{trail}");
 }
 
 #[test]

@@ -266,10 +266,7 @@ fn audit_received(
     peer: SocketAddr,
     bytes: u64,
 ) {
-    let instance = |line: Line| match &outcome.origin {
-        Some(key) => line.instance(key),
-        None => line,
-    };
+    let instance = |line: Line| line.instance(outcome.origin.as_ref());
     shared.board.audit(
         instance(Line::new(Step::Received))
             .with(
@@ -308,12 +305,9 @@ fn withheld_line(
     withheld: &Withheld,
 ) -> Line {
     let (step, reason) = withheld.audit();
-    let line = Line::new(step);
-    let line = match &outcome.origin {
-        Some(key) => line.instance(key),
-        None => line,
-    };
-    line.with("profile", profile)
+    Line::new(step)
+        .instance(outcome.origin.as_ref())
+        .with("profile", profile)
         .with("destination", destination)
         .with("reason", reason)
 }

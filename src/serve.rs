@@ -314,6 +314,7 @@ impl Agent {
             &self.started,
             running,
         );
+        snapshot.name = self.name.clone();
         snapshot.provisioning = self.provisioning.clone();
         snapshot.update = self.update.lock().expect("update info lock").clone();
         snapshot.commitments = self.commitments.stats();
@@ -474,7 +475,6 @@ impl crate::web::Source for Agent {
         let snapshot = self.snapshot(true);
         let provisioned = self.config.provisioned;
         let context = crate::status::page::Context {
-            name: &self.name,
             // The activity LED flashes for a moment; the page shows it resting.
             panel: leds::panel(&snapshot, snapshot.counters.instances_received, provisioned),
             provisioned,
@@ -524,6 +524,7 @@ fn snapshot(
         .collect();
     Snapshot {
         version: env!("CARGO_PKG_VERSION").into(),
+        name: String::new(),
         pid: std::process::id(),
         started: started.to_owned(),
         updated: now_rfc3339(),

@@ -77,6 +77,11 @@ fn heartbeats_tell_the_state_and_nothing_of_the_patients() {
         box_id.len() == 16 && box_id.chars().all(|c| c.is_ascii_hexdigit()),
         "{box_id}"
     );
+    // The name a technician finds the box by, beside the id the fleet knows.
+    assert!(
+        start["status"]["name"].as_str().unwrap().ends_with(".local"),
+        "{start}"
+    );
     let (offline, ..) = all.iter().find(|(b, ..)| b["reason"] == "offline").unwrap();
     assert_eq!(offline["offline"], true);
     assert_eq!(offline["box_id"], box_id);

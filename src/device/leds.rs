@@ -294,6 +294,7 @@ mod tests {
     fn snapshot(state: &str, pending: u64, uploading: bool, quarantined: u64) -> Snapshot {
         Snapshot {
             version: "0".into(),
+            name: String::new(),
             pid: 1,
             started: String::new(),
             updated: String::new(),

@@ -25,6 +25,9 @@ pub const STATUS_FILE: &str = "status.json";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub version: String,
+    /// The name the box announces on the network (`uplink-<serial>.local`).
+    #[serde(default)]
+    pub name: String,
     pub pid: u32,
     pub started: String,
     pub updated: String,
@@ -277,8 +280,13 @@ impl Snapshot {
         let c = &self.counters;
         if self.agent_alive() {
             out += &format!(
-                "uplink {}: running (pid {}, since {}), DICOM port {} as {}\n",
-                self.version, self.pid, self.started, self.listener.port, self.listener.ae_title
+                "uplink {} on {}: running (pid {}, since {}), DICOM port {} as {}\n",
+                self.version,
+                self.name,
+                self.pid,
+                self.started,
+                self.listener.port,
+                self.listener.ae_title
             );
         } else {
             out += &format!("uplink: NOT RUNNING (last status from {})\n", self.updated);
@@ -428,6 +436,7 @@ pub(crate) mod tests {
     pub(crate) fn snapshot() -> Snapshot {
         Snapshot {
             version: "0.1.0".into(),
+            name: "uplink-1234abcd.local".into(),
             pid: std::process::id(),
             started: "2026-11-25T00:00:00Z".into(),
             updated: "2026-11-25T00:01:00Z".into(),
@@ -537,7 +546,10 @@ pub(crate) mod tests {
     #[test]
     fn render_tells_running_and_queue() {
         let text = snapshot().render();
-        assert!(text.contains("running"), "{text}");
+        assert!(
+            text.contains("uplink 0.1.0 on uplink-1234abcd.local: running"),
+            "{text}"
+        );
         assert!(
             text.contains("pending 3 (3.0 MiB), oldest 1m 30s"),
             "{text}"

@@ -54,8 +54,6 @@ impl Headline {
 
 /// What the page needs beyond the snapshot.
 pub struct Context<'a> {
-    /// The name the box announces (`uplink-<serial>.local`).
-    pub name: &'a str,
     pub panel: Panel,
     pub provisioned: bool,
     /// Appended to the page's links (`?token=...`) when the page needs a token.
@@ -72,11 +70,11 @@ pub fn render(snapshot: &Snapshot, context: &Context) -> String {
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>uplink {name}</title><style>{STYLE}</style></head><body>\n",
-        name = escape(context.name),
+        name = escape(&snapshot.name),
     );
     banner(&mut out, snapshot, headline);
     panel(&mut out, context.panel);
-    facts(&mut out, snapshot, context);
+    facts(&mut out, snapshot);
     for d in &snapshot.destinations {
         destination(&mut out, d);
     }
@@ -184,10 +182,10 @@ fn css_pattern(pattern: Pattern) -> &'static str {
     }
 }
 
-fn facts(out: &mut String, s: &Snapshot, context: &Context) {
+fn facts(out: &mut String, s: &Snapshot) {
     let c = &s.counters;
     let mut rows = vec![
-        ("Box", format!("{} · uplink {}", context.name, s.version)),
+        ("Box", format!("{} · uplink {}", s.name, s.version)),
         (
             "DICOM",
             format!("port {}, AE title {}", s.listener.port, s.listener.ae_title),
@@ -368,7 +366,6 @@ mod tests {
         render(
             snapshot,
             &Context {
-                name: "uplink-1234abcd.local",
                 panel: leds::panel(snapshot, snapshot.counters.instances_received, provisioned),
                 provisioned,
                 query: "",

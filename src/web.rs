@@ -40,9 +40,18 @@ pub trait Source {
 }
 
 /// The name the box announces on the network (Avahi publishes the host name
-/// under `.local`), as the page shows it.
+/// under `.local`), as the page shows it. Asked of the kernel, not read from
+/// `/proc/sys` (the unit's `ProcSubset=pid` hides it).
 pub fn announced_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the kernel writes at most that.
+    let host = match unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } {
+        0 => {
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        }
+        _ => String::new(),
+    };
     match host.trim() {
         "" => "this box".into(),
         host => format!("{host}.local"),

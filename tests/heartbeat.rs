@@ -79,7 +79,10 @@ fn heartbeats_tell_the_state_and_nothing_of_the_patients() {
     );
     // The name a technician finds the box by, beside the id the fleet knows.
     assert!(
-        start["status"]["name"].as_str().unwrap().ends_with(".local"),
+        start["status"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with(".local"),
         "{start}"
     );
     let (offline, ..) = all.iter().find(|(b, ..)| b["reason"] == "offline").unwrap();

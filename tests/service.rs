@@ -111,6 +111,22 @@ fn the_update_units_are_valid() {
 }
 
 #[test]
+fn the_image_units_are_valid() {
+    // The units the SD card image adds (board/overlay), with their scripts where
+    // the repository has them.
+    let overlay = format!("{}/board/overlay", env!("CARGO_MANIFEST_DIR"));
+    let unit = |name: &str| {
+        std::fs::read_to_string(format!("{overlay}/etc/systemd/system/{name}"))
+            .unwrap()
+            .replace("/usr/lib/uplink/", &format!("{overlay}/usr/lib/uplink/"))
+    };
+    verify(&[
+        ("uplink-grow-data.service", &unit("uplink-grow-data.service")),
+        ("uplink-name.service", &unit("uplink-name.service")),
+    ]);
+}
+
+#[test]
 fn readiness_watchdog_and_stopping_reach_systemd() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify");

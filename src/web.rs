@@ -28,6 +28,9 @@ const MAX_CONNECTIONS: usize = 8;
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest request head read (a browser's is well under 2 KiB).
 const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// How long, and how much, a closing connection's input is still read.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// What the site shows, from the running agent.
 pub trait Source {
@@ -92,6 +95,7 @@ pub async fn serve(listener: Async<TcpListener>, web: &Web, source: &dyn Source,
                     .spawn(async move {
                         let mut stream = stream;
                         let _ = write_simple(&mut stream, Status::Busy, false).await;
+                        close(stream).await;
                     })
                     .detach();
                 continue;
@@ -105,6 +109,7 @@ pub async fn serve(listener: Async<TcpListener>, web: &Web, source: &dyn Source,
                         smol::Timer::after(REQUEST_DEADLINE * 6).await;
                     })
                     .await;
+                    close(stream).await;
                     active.set(active.get() - 1);
                 })
                 .detach();
@@ -115,6 +120,30 @@ pub async fn serve(listener: Async<TcpListener>, web: &Web, source: &dyn Source,
             let _ = stop.recv().await;
         }))
         .await;
+}
+
+/// Closes a connection so that the answer arrives: the sending side first, then
+/// what the client still sends is read and dropped for a moment (closing on
+/// unread bytes would reset the connection, and a reset can take the answer
+/// with it — a refused oversized request, say).
+async fn close(mut stream: Async<std::net::TcpStream>) {
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    smol::future::or(
+        async {
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        },
+        async {
+            smol::Timer::after(LINGER).await;
+        },
+    )
+    .await;
 }
 
 /// A response's status.

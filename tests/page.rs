@@ -199,4 +199,11 @@ fn all_well_then_a_refused_instance_turns_the_page_red() {
     let out = storescu(agent.port, &[], &[&exam(input.path(), 3)]);
     assert!(out.status.success(), "{}", text(&out));
     orthanc.wait_instances(3, 60, || agent.log());
+    // More browsers than it serves at once: the next is told to come back.
+    let _held: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(("127.0.0.1", page)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let answer = http(page, "GET /?token=page-token-cloud HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
 }

@@ -121,7 +121,10 @@ fn the_image_units_are_valid() {
             .replace("/usr/lib/uplink/", &format!("{overlay}/usr/lib/uplink/"))
     };
     verify(&[
-        ("uplink-grow-data.service", &unit("uplink-grow-data.service")),
+        (
+            "uplink-grow-data.service",
+            &unit("uplink-grow-data.service"),
+        ),
         ("uplink-name.service", &unit("uplink-name.service")),
     ]);
 }

@@ -107,7 +107,7 @@ if grep -Eq 'smoke-(secret|page)-token' "$work/card.toml" || ! grep -q '"(instal
   cat "$work/card.toml" >&2
   exit 1
 fi
-echo "provisioned: the card's uplink.toml now reads: $(grep token "$work/card.toml" | tr '\n' ' ')"
+echo "provisioned: the card's uplink.toml now reads: $(grep '^token' "$work/card.toml" | tr '\n' ' ')"
 mcopy -o -i "$work/uplink.img@@$offset" ::uplink-name.txt "$work/name.txt"
 if [ "$(cat "$work/name.txt")" != "$name" ]; then
   echo "uplink-name.txt on the card reads '$(cat "$work/name.txt")', not $name" >&2

@@ -39,25 +39,6 @@ fn strict_and_archive(out: &Path) -> (Agent, PathBuf, PathBuf) {
     (agent, strict_dir, archive_dir)
 }
 
-fn phi_study(dir: &Path, patient: &str, study: u32, instances: u32) -> Vec<PathBuf> {
-    (1..=instances)
-        .map(|instance| {
-            let path = dir.join(format!("{patient}-{study}-{instance}.dcm"));
-            write_phi_image(
-                &path,
-                &Phi {
-                    patient,
-                    study,
-                    instance,
-                    rows: 60,
-                    cols: 80,
-                },
-            );
-            path
-        })
-        .collect()
-}
-
 /// Sends with a calling AE title that names the site: it must not reach anonymized
 /// files (the agent's own log names peers, so tests of the log send as `US1`).
 fn send_as(agent: &Agent, aet: &str, files: &[PathBuf]) {

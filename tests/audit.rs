@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::fixtures::{MARKERS, Phi, write_phi_image};
+use common::fixtures::{MARKERS, phi_study};
 use common::orthanc::Orthanc;
 use common::*;
 
@@ -84,21 +84,7 @@ fn every_instance_can_be_followed_and_no_patient_is_named() {
         archive.path().display()
     ));
     let input = tempfile::tempdir().unwrap();
-    let mut files = Vec::new();
-    for instance in 1..=3 {
-        let path = input.path().join(format!("exam{instance}.dcm"));
-        write_phi_image(
-            &path,
-            &Phi {
-                patient: "ZQXAUDIT",
-                study: 61,
-                instance,
-                rows: 60,
-                cols: 80,
-            },
-        );
-        files.push(path);
-    }
+    let mut files = phi_study(input.path(), "ZQXAUDIT", 61, 3);
     // A PDF report: the strict archive discards it, the cloud gets it.
     files.push(pdf_report(input.path()));
     // No Study Instance UID: Orthanc refuses it for good; and no ultrasound

@@ -14,7 +14,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::browser::{self, Shot};
-use common::fixtures::{MARKERS, Phi, write_phi_image};
+use common::fixtures::{MARKERS, phi_study};
 use common::orthanc::Orthanc;
 use common::*;
 
@@ -31,21 +31,6 @@ const LIT: usize = 400;
 
 fn web(port: u16, token: &str) -> String {
     format!("\n[web]\nport = {port}\ntoken = \"{token}\"\n")
-}
-
-fn exam(dir: &std::path::Path, instance: u32) -> std::path::PathBuf {
-    let path = dir.join(format!("exam{instance}.dcm"));
-    write_phi_image(
-        &path,
-        &Phi {
-            patient: "ZQXPAGE",
-            study: 77,
-            instance,
-            rows: 60,
-            cols: 80,
-        },
-    );
-    path
 }
 
 /// Whether the cloud and the attention LED are lit in a screenshot (a disc of
@@ -93,7 +78,7 @@ fn offline_with_a_backlog_shows_amber_and_a_dark_cloud_led() {
         web(page, "page-token-offline")
     ));
     let input = tempfile::tempdir().unwrap();
-    let files = [exam(input.path(), 1), exam(input.path(), 2)];
+    let files = phi_study(input.path(), "ZQXPAGE", 77, 2);
     let out = storescu(agent.port, &[], &[&files[0], &files[1]]);
     assert!(out.status.success(), "{}", text(&out));
     agent.wait_destination(30, "state", "offline");
@@ -118,7 +103,7 @@ fn all_well_then_a_refused_instance_turns_the_page_red() {
         web(page, "page-token-cloud")
     ));
     let input = tempfile::tempdir().unwrap();
-    let files = [exam(input.path(), 1), exam(input.path(), 2)];
+    let files = phi_study(input.path(), "ZQXPAGE", 77, 2);
     let out = storescu(agent.port, &[], &[&files[0], &files[1]]);
     assert!(out.status.success(), "{}", text(&out));
     orthanc.wait_instances(2, 60, || agent.log());
@@ -196,7 +181,8 @@ fn all_well_then_a_refused_instance_turns_the_page_red() {
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert!(answer.ends_with("\r\n\r\n"), "HEAD has no body: {answer}");
     // Exams still go while the page is asked.
-    let out = storescu(agent.port, &[], &[&exam(input.path(), 3)]);
+    let third = phi_study(input.path(), "ZQXPAGE", 77, 3).remove(2);
+    let out = storescu(agent.port, &[], &[&third]);
     assert!(out.status.success(), "{}", text(&out));
     orthanc.wait_instances(3, 60, || agent.log());
     // More browsers than it serves at once: the next is told to come back.

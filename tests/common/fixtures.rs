@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -313,6 +313,27 @@ pub fn write_phi_image(path: &Path, phi: &Phi) {
         PrimitiveValue::from(phi_pixels(phi.rows, phi.cols)),
     ));
     write_part10(obj, path, EXPLICIT_LE);
+}
+
+/// Instances 1 to `instances` of a study of `patient`, each a `write_phi_image`
+/// of 60×80 pixels in `dir`.
+pub fn phi_study(dir: &Path, patient: &str, study: u32, instances: u32) -> Vec<PathBuf> {
+    (1..=instances)
+        .map(|instance| {
+            let path = dir.join(format!("{patient}-{study}-{instance}.dcm"));
+            write_phi_image(
+                &path,
+                &Phi {
+                    patient,
+                    study,
+                    instance,
+                    rows: 60,
+                    cols: 80,
+                },
+            );
+            path
+        })
+        .collect()
 }
 
 /// The same, with the pixels as JPEG baseline frames (YBR_FULL_422), one fragment

@@ -152,13 +152,11 @@ fn report(board: &Board, item: &Misrouted, outcome: Rederived, completed: Comple
         }
     };
     if let Some(withheld) = withheld {
-        let (step, reason) = withheld.audit();
-        board.audit(
-            Line::of_copy(step, &item.entry)
-                .with("profile", item.now)
-                .with("destination", &item.destination)
-                .with("reason", reason),
-        );
+        board.audit(withheld.audit(
+            |step| Line::of_copy(step, &item.entry),
+            item.now,
+            &item.destination,
+        ));
         board.record(Event::Withheld {
             destination: item.destination.clone(),
             withheld,

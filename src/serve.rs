@@ -360,7 +360,8 @@ impl Agent {
         let Some(target) = &self.config.heartbeat else {
             return;
         };
-        let mut heartbeat = match Heartbeat::new(target, self.key.box_id()) {
+        let box_id = self.key.box_id();
+        let mut heartbeat = match Heartbeat::new(target, box_id.clone()) {
             Ok(heartbeat) => heartbeat,
             Err(e) => {
                 log::error!("[heartbeat]: {e}; the box sends no heartbeat");
@@ -371,7 +372,7 @@ impl Agent {
             "heartbeat to {} every {} s and at each change, as box {}",
             target.server.url,
             target.interval_secs.0,
-            self.key.box_id()
+            box_id
         );
         while !stop.is_closed() {
             let snapshot = self.snapshot(true);

@@ -25,7 +25,7 @@ use crate::audit::{Line, Step};
 use crate::config::{Listener, Profile};
 use crate::queue::Queue;
 use crate::standard::STORAGE_COMMITMENT_PUSH;
-use crate::status::counters::{Board, Event, Withheld};
+use crate::status::counters::{Board, Event};
 
 /// What every association shares.
 pub struct Shared {
@@ -228,9 +228,11 @@ fn store<S: Read + Write>(
     audit_received(&outcome, command, accepted, shared, peer, received);
     for (profile, withheld) in &outcome.withheld {
         for destination in shared.queue.destinations_of(*profile) {
-            shared
-                .board
-                .audit(withheld_line(&outcome, *profile, &destination, withheld));
+            shared.board.audit(withheld.audit(
+                |step| Line::new(step).instance(outcome.origin.as_ref()),
+                *profile,
+                &destination,
+            ));
             shared.board.record(Event::Withheld {
                 destination,
                 withheld: withheld.clone(),
@@ -295,21 +297,6 @@ fn audit_received(
         }
         shared.board.audit(line);
     }
-}
-
-/// The trail's line for a destination that gets no copy of a stored instance.
-fn withheld_line(
-    outcome: &store::Outcome,
-    profile: Profile,
-    destination: &str,
-    withheld: &Withheld,
-) -> Line {
-    let (step, reason) = withheld.audit();
-    Line::new(step)
-        .instance(outcome.origin.as_ref())
-        .with("profile", profile)
-        .with("destination", destination)
-        .with("reason", reason)
 }
 
 /// Sends an A-ABORT if the fault calls for one, then closes the connection.

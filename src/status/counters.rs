@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::anonymize::Discard;
 use crate::audit::{Line, Step, Trail};
+use crate::config::Profile;
 use crate::device::clock::Clock;
 
 /// Something worth reporting.
@@ -98,12 +99,22 @@ pub enum Withheld {
 }
 
 impl Withheld {
-    /// The audit trail's step for it, and why.
-    pub fn audit(&self) -> (Step, String) {
-        match self {
-            Withheld::Discarded(discard) => (Step::Discarded, discard.as_str().to_owned()),
-            Withheld::NotDeliverable(reason) => (Step::NotDeliverable, reason.clone()),
-        }
+    /// The audit trail's line for it: `start` begins a line of a step with what
+    /// names the instance; then the profile, the destination and why.
+    pub fn audit(
+        &self,
+        start: impl FnOnce(Step) -> Line,
+        profile: Profile,
+        destination: &str,
+    ) -> Line {
+        let (step, reason) = match self {
+            Withheld::Discarded(discard) => (Step::Discarded, discard.as_str()),
+            Withheld::NotDeliverable(reason) => (Step::NotDeliverable, reason.as_str()),
+        };
+        start(step)
+            .with("profile", profile)
+            .with("destination", destination)
+            .with("reason", reason)
     }
 }
 

@@ -122,6 +122,23 @@ pub struct DamagedInfo {
     pub reason: Option<String>,
 }
 
+impl DamagedInfo {
+    fn describe(&self) -> String {
+        format!(
+            "{} spool file(s) could not be read back and were set aside in damaged/ in the data dir ({}); the rest is served",
+            self.files,
+            self.reason.as_deref().unwrap_or("no reason recorded")
+        )
+    }
+}
+
+/// A backlog waiting for a destination no longer configured, and what to do.
+fn orphaned(name: &str, count: u64) -> String {
+    format!(
+        "{count} instance(s) wait for destination \"{name}\", no longer configured: `uplink backlog --drop {name}` or `--reassign {name}=NEW` (agent stopped)"
+    )
+}
+
 impl From<&Damaged> for DamagedInfo {
     fn from(d: &Damaged) -> DamagedInfo {
         DamagedInfo {
@@ -233,15 +250,10 @@ impl Snapshot {
             said.push(last.describe());
         }
         if self.damaged.files > 0 {
-            said.push(format!(
-                "{} spool file(s) could not be read back and were set aside",
-                self.damaged.files
-            ));
+            said.push(self.damaged.describe());
         }
         for (name, count) in &self.orphaned {
-            said.push(format!(
-                "{count} instance(s) wait for destination \"{name}\", no longer configured"
-            ));
+            said.push(orphaned(name, *count));
         }
         said
     }
@@ -334,19 +346,10 @@ impl Snapshot {
             out += &format!("ATTENTION: {reason}\n");
         }
         for (name, count) in &self.orphaned {
-            out += &format!(
-                "ATTENTION: {count} instance(s) wait for destination \"{name}\", no longer configured: `uplink backlog --drop {name}` or `--reassign {name}=NEW` (agent stopped)\n"
-            );
+            out += &format!("ATTENTION: {}\n", orphaned(name, *count));
         }
         if self.damaged.files > 0 {
-            out += &format!(
-                "ATTENTION: {} spool file(s) could not be read back and were set aside in damaged/ in the data dir ({}); the rest is served\n",
-                self.damaged.files,
-                self.damaged
-                    .reason
-                    .as_deref()
-                    .unwrap_or("no reason recorded")
-            );
+            out += &format!("ATTENTION: {}\n", self.damaged.describe());
         }
         out += &format!(
             "last error: {}\n",

@@ -10,7 +10,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::fixtures::{MARKERS, Phi, write_phi_image};
+use common::fixtures::{MARKERS, phi_study};
 use common::*;
 
 fn beats(dir: &Path) -> Vec<(serde_json::Value, String, String)> {
@@ -48,16 +48,8 @@ fn heartbeats_tell_the_state_and_nothing_of_the_patients() {
     wait_until(30, || !beats(received.path()).is_empty(), || agent.log());
 
     let input = tempfile::tempdir().unwrap();
-    let exam = input.path().join("exam.dcm");
-    let phi = Phi {
-        patient: "ZQXHEARTBEAT",
-        study: 91,
-        instance: 1,
-        rows: 60,
-        cols: 80,
-    };
-    write_phi_image(&exam, &phi);
-    let out = storescu(agent.port, &[], &[&exam]);
+    let exams = phi_study(input.path(), "ZQXHEARTBEAT", 91, 2);
+    let out = storescu(agent.port, &[], &[&exams[0]]);
     assert!(out.status.success(), "{}", text(&out));
     wait_until(
         60,
@@ -120,9 +112,7 @@ fn heartbeats_tell_the_state_and_nothing_of_the_patients() {
     // The heartbeat server gone: exams still go where they can.
     let _ = recorder.kill();
     let _ = recorder.wait();
-    let second = input.path().join("second.dcm");
-    write_phi_image(&second, &Phi { instance: 2, ..phi });
-    let out = storescu(agent.port, &[], &[&second]);
+    let out = storescu(agent.port, &[], &[&exams[1]]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(agent.wait_files(outbox.path(), 2).len(), 2);
 }

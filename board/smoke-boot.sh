@@ -78,10 +78,13 @@ echoscu -to 5 -aec SMOKE_BOX 127.0.0.1 "$port"
 echo "C-ECHO to SMOKE_BOX answered by the emulated box after $(($(date +%s) - started)) s"
 # The page: refused without its token, served with it, naming the box as Avahi
 # announces it.
-name=$(console_text | grep -Eo 'this box is uplink-[0-9a-f]{8}\.local' | head -1 | cut -d' ' -f4)
-if [ -z "$name" ] || ! console_text | grep -q "Started avahi-daemon.service"; then
+# The console read once: `grep -q` ends a pipe early, which pipefail takes for a
+# failure of the command feeding it.
+booted=$(console_text)
+name=$(grep -m1 -Eo 'this box is uplink-[0-9a-f]{8}\.local' <<<"$booted" | cut -d' ' -f4 || true)
+if [ -z "$name" ] || ! grep -q "Started avahi-daemon.service" <<<"$booted"; then
   echo "the box did not name itself or Avahi did not start; console:" >&2
-  console_text | grep -E "uplink|avahi" | tail -20 >&2
+  grep -E "uplink|avahi" <<<"$booted" | tail -20 >&2
   exit 1
 fi
 status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "http://127.0.0.1:$web/")
@@ -91,7 +94,7 @@ if [ "$status" != 401 ] || ! grep -q "$name" <<<"$page" || ! grep -q '<h1>' <<<"
   head -c 2000 <<<"$page" >&2
   exit 1
 fi
-echo "status page served on port 80 as $name: $(grep -Eo '<h1>[^<]*</h1>' <<<"$page" | head -1)"
+echo "status page served on port 80 as $name: $(grep -m1 -Eo '<h1>[^<]*</h1>' <<<"$page")"
 # Power the box off cleanly (the power button: systemd shuts down), then read
 # the card as the clinic would.
 monitor system_powerdown
